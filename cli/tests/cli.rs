@@ -1,0 +1,167 @@
+//! The `msb` binary end to end: human and JSON output, exit codes and error
+//! kinds, against artifacts from the conformance cases.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn msb(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_msb"))
+        .env("MSB_HOME", home)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Materialize the conformance case `name` of `suite` as `$home/snapshots/<as_name>`.
+fn artifact_from_case(home: &Path, suite: &str, name: &str, as_name: &str) -> (PathBuf, Value) {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../tests/conformance/cases/{suite}.json"));
+    let doc: Value = serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap();
+    let case = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+        .clone();
+    let dir = home.join("snapshots").join(as_name);
+    fs::create_dir_all(&dir).unwrap();
+    let manifest = case["artifact"]["manifest_bytes"].as_str().unwrap();
+    fs::write(dir.join("manifest.json"), manifest).unwrap();
+    let upper = &case["artifact"]["upper"];
+    let f = fs::File::create(dir.join("upper.ext4")).unwrap();
+    f.set_len(upper["size"].as_u64().unwrap()).unwrap();
+    for w in upper["writes"].as_array().unwrap() {
+        let pattern = w["pattern"].as_str().unwrap().as_bytes();
+        let len = w["len"].as_u64().unwrap() as usize;
+        let bytes: Vec<u8> = pattern.iter().copied().cycle().take(len).collect();
+        f.write_all_at(&bytes, w["offset"].as_u64().unwrap())
+            .unwrap();
+    }
+    (dir, case)
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn inspect_and_verify_by_bare_name() {
+    let home = tempfile::tempdir().unwrap();
+    let (_, case) = artifact_from_case(
+        home.path(),
+        "integrity",
+        "msb-merkle-sha256-v1/sparse-1mib",
+        "base",
+    );
+    let expected_digest = case["steps"][0]["expect"]["ok"]["digest"].as_str().unwrap();
+    let expected_upper = &case["steps"][1]["expect"]["ok"]["upper"];
+
+    let out = msb(home.path(), &["snapshot", "inspect", "base"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(expected_digest), "{text}");
+    assert!(text.contains("docker.io/library/python:3.12"), "{text}");
+
+    let out = msb(home.path(), &["snapshot", "inspect", "--json", "base"]);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["digest"], expected_digest);
+    assert_eq!(v["manifest"]["upper"]["size_bytes"], 1048576);
+
+    let out = msb(home.path(), &["snapshot", "verify", "--json", "base"]);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["digest"], expected_digest);
+    assert_eq!(&v["upper"], expected_upper);
+
+    let out = msb(home.path(), &["snapshot", "verify", "base"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("verified")
+    );
+}
+
+#[test]
+fn failures_exit_non_zero_with_their_kind() {
+    let home = tempfile::tempdir().unwrap();
+    let (dir, _) = artifact_from_case(
+        home.path(),
+        "integrity",
+        "msb-sparse-sha256-v1/small-dense",
+        "s",
+    );
+    fs::write(dir.join("upper.ext4"), vec![b'x'; 4096]).unwrap();
+
+    let out = msb(home.path(), &["snapshot", "verify", "s"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("error[SnapshotIntegrity]"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = msb(home.path(), &["snapshot", "verify", "--json", "s"]);
+    assert!(!out.status.success());
+    assert_eq!(json(&out)["error"]["kind"], "SnapshotIntegrity");
+
+    let out = msb(home.path(), &["snapshot", "inspect", "missing"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("error[SnapshotNotFound]"),
+        "{}",
+        stderr(&out)
+    );
+
+    fs::write(dir.join("manifest.json"), "{").unwrap();
+    let out = msb(home.path(), &["snapshot", "inspect", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("error[ManifestInvalid]"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn upper_digest_matches_the_golden_vectors() {
+    let home = tempfile::tempdir().unwrap();
+    for algorithm in ["msb-merkle-sha256-v1", "msb-sparse-sha256-v1"] {
+        let name = format!("{algorithm}/unaligned");
+        let (dir, case) = artifact_from_case(home.path(), "integrity", &name, "u");
+        let upper = dir.join("upper.ext4");
+        let args = [
+            "upper",
+            "digest",
+            "--json",
+            "--algorithm",
+            algorithm,
+            upper.to_str().unwrap(),
+        ];
+        let out = msb(home.path(), &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let expected = &case["steps"][1]["expect"]["ok"]["upper"]["digest"];
+        assert_eq!(&json(&out)["digest"], expected);
+    }
+    let out = msb(
+        home.path(),
+        &["upper", "digest", "--algorithm", "crc32", "/dev/null"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("error[InvalidConfig]"),
+        "{}",
+        stderr(&out)
+    );
+}

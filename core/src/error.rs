@@ -1,0 +1,158 @@
+//! The one error type of the SDK. Every failure is a [`MicrosandboxError`]
+//! whose [`kind`](MicrosandboxError::kind) is a stable string that bindings
+//! map to their own idiom (Go sentinels, a TS `.kind`, Python subclasses).
+//! Kinds never change once published; messages may improve.
+
+use std::path::{Path, PathBuf};
+
+/// Result alias used across the SDK.
+pub type MicrosandboxResult<T> = Result<T, MicrosandboxError>;
+
+/// Every error the SDK returns.
+#[derive(Debug, thiserror::Error)]
+pub enum MicrosandboxError {
+    /// A snapshot destination already exists and `force` was not set.
+    #[error("snapshot already exists at {path}; pass force to overwrite it")]
+    SnapshotAlreadyExists { path: PathBuf },
+
+    /// No artifact (or index entry) matches the given name, digest or path.
+    #[error("snapshot not found: {what}")]
+    SnapshotNotFound { what: String },
+
+    /// A snapshot was requested of a sandbox that is still running.
+    #[error("sandbox '{name}' is running; stop it before taking a snapshot")]
+    SnapshotSandboxRunning { name: String },
+
+    /// The artifact's content disagrees with its manifest: a recorded digest
+    /// that does not match, an upper file of the wrong size, or a missing upper.
+    #[error("snapshot integrity check failed for {path}: {reason}")]
+    SnapshotIntegrity { path: PathBuf, reason: String },
+
+    /// The manifest cannot be parsed or breaks a rule of the format.
+    #[error("invalid snapshot manifest {path}: {reason}")]
+    ManifestInvalid { path: PathBuf, reason: String },
+
+    /// The manifest names an integrity algorithm this build does not implement.
+    #[error(
+        "unsupported upper integrity algorithm '{algorithm}' in {path} (supported: {supported})"
+    )]
+    IntegrityAlgorithmUnsupported {
+        path: PathBuf,
+        algorithm: String,
+        supported: String,
+    },
+
+    /// A snapshot archive is malformed, truncated or hostile.
+    #[error("invalid snapshot archive {path}: {reason}")]
+    ArchiveInvalid { path: PathBuf, reason: String },
+
+    /// A snapshot still has indexed children and `force` was not set.
+    #[error("snapshot {digest} has {children} indexed children; pass force to remove it anyway")]
+    SnapshotHasChildren { digest: String, children: u64 },
+
+    /// The caller's configuration is incomplete or contradictory.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// No sandbox has the given name.
+    #[error("sandbox not found: {name}")]
+    SandboxNotFound { name: String },
+
+    /// No image matches the given reference or digest.
+    #[error("image not found: {reference}")]
+    ImageNotFound { reference: String },
+
+    /// The VM or its tooling failed.
+    #[error("runtime error: {0}")]
+    Runtime(String),
+
+    /// A filesystem or OS call failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl MicrosandboxError {
+    /// The stable kind string of this error, identical in every SDK.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::SnapshotAlreadyExists { .. } => "SnapshotAlreadyExists",
+            Self::SnapshotNotFound { .. } => "SnapshotNotFound",
+            Self::SnapshotSandboxRunning { .. } => "SnapshotSandboxRunning",
+            Self::SnapshotIntegrity { .. } => "SnapshotIntegrity",
+            Self::ManifestInvalid { .. } => "ManifestInvalid",
+            Self::IntegrityAlgorithmUnsupported { .. } => "IntegrityAlgorithmUnsupported",
+            Self::ArchiveInvalid { .. } => "ArchiveInvalid",
+            Self::SnapshotHasChildren { .. } => "SnapshotHasChildren",
+            Self::InvalidConfig(_) => "InvalidConfig",
+            Self::SandboxNotFound { .. } => "SandboxNotFound",
+            Self::ImageNotFound { .. } => "ImageNotFound",
+            Self::Runtime(_) => "Runtime",
+            Self::Io { .. } => "Io",
+        }
+    }
+
+    /// Every kind string, for bindings that generate one class or sentinel each.
+    pub const KINDS: &'static [&'static str] = &[
+        "SnapshotAlreadyExists",
+        "SnapshotNotFound",
+        "SnapshotSandboxRunning",
+        "SnapshotIntegrity",
+        "ManifestInvalid",
+        "IntegrityAlgorithmUnsupported",
+        "ArchiveInvalid",
+        "SnapshotHasChildren",
+        "InvalidConfig",
+        "SandboxNotFound",
+        "ImageNotFound",
+        "Runtime",
+        "Io",
+    ];
+
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn manifest_invalid(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
+        Self::ManifestInvalid {
+            path: path.as_ref().to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn integrity(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
+        Self::SnapshotIntegrity {
+            path: path.as_ref().to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once() {
+        let samples = [
+            MicrosandboxError::InvalidConfig("x".into()),
+            MicrosandboxError::Runtime("x".into()),
+            MicrosandboxError::io("/x", std::io::Error::other("x")),
+            MicrosandboxError::manifest_invalid("/x", "x"),
+            MicrosandboxError::integrity("/x", "x"),
+        ];
+        for e in &samples {
+            assert!(MicrosandboxError::KINDS.contains(&e.kind()), "{}", e.kind());
+        }
+        let mut kinds = MicrosandboxError::KINDS.to_vec();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), MicrosandboxError::KINDS.len());
+    }
+}

@@ -1,0 +1,125 @@
+//! Where microsandbox keeps its state on disk (`MSB_HOME`, default
+//! `~/.microsandbox`) and the bare-name rule that maps a snapshot name to a
+//! directory under it. Everything that needs a path under the home asks here.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+
+/// Environment variable that overrides the home directory.
+pub const MSB_HOME_ENV: &str = "MSB_HOME";
+
+/// Name of the home directory under the user's `$HOME` when `MSB_HOME` is unset.
+pub const DEFAULT_HOME_DIR_NAME: &str = ".microsandbox";
+
+/// The microsandbox home directory and the well-known folders inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsbHome {
+    root: PathBuf,
+}
+
+impl MsbHome {
+    /// Resolve the home from `MSB_HOME`, else `$HOME/.microsandbox`.
+    pub fn resolve() -> MicrosandboxResult<Self> {
+        if let Some(dir) = std::env::var_os(MSB_HOME_ENV).filter(|v| !v.is_empty()) {
+            return Ok(Self::at(dir));
+        }
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => Ok(Self::at(Path::new(&home).join(DEFAULT_HOME_DIR_NAME))),
+            None => Err(MicrosandboxError::InvalidConfig(format!(
+                "cannot locate the microsandbox home: set {MSB_HOME_ENV} or HOME"
+            ))),
+        }
+    }
+
+    /// A home rooted at an explicit directory.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The home directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Default directory of snapshot artifacts; bare names resolve here.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Per-sandbox state directories.
+    pub fn sandboxes_dir(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+
+    /// OCI blobs and built root images, by digest.
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// Guest kernel and modules.
+    pub fn kernel_dir(&self) -> PathBuf {
+        self.root.join("kernel")
+    }
+
+    /// SQLite databases (snapshot index, sandbox registry).
+    pub fn db_dir(&self) -> PathBuf {
+        self.root.join("db")
+    }
+
+    /// Where a snapshot given as a bare name or a path lives.
+    pub fn snapshot_location(&self, path_or_name: &str) -> MicrosandboxResult<PathBuf> {
+        if path_or_name.is_empty() {
+            return Err(MicrosandboxError::InvalidConfig(
+                "a snapshot name or path must not be empty".into(),
+            ));
+        }
+        if is_bare_name(path_or_name) {
+            Ok(self.snapshots_dir().join(path_or_name))
+        } else {
+            Ok(PathBuf::from(path_or_name))
+        }
+    }
+}
+
+/// A bare name is not empty, has no `/`, and does not start with `.` or `~`.
+/// Bare names resolve under the snapshots directory; anything else is a path.
+pub fn is_bare_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && !s.starts_with('.') && !s.starts_with('~')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_names_follow_the_seed_rule() {
+        for name in ["baseline", "after-pip-install", "a.b", "x~y", "ünï"] {
+            assert!(is_bare_name(name), "{name}");
+        }
+        for not_name in ["", "a/b", "/abs", "./rel", ".hidden", "~", "~/snap", ".."] {
+            assert!(!is_bare_name(not_name), "{not_name}");
+        }
+    }
+
+    #[test]
+    fn locations_resolve_under_the_snapshots_dir_only_for_bare_names() {
+        let home = MsbHome::at("/msb");
+        assert_eq!(
+            home.snapshot_location("base").unwrap(),
+            PathBuf::from("/msb/snapshots/base")
+        );
+        assert_eq!(
+            home.snapshot_location("./base").unwrap(),
+            PathBuf::from("./base")
+        );
+        assert_eq!(
+            home.snapshot_location("/data/s").unwrap(),
+            PathBuf::from("/data/s")
+        );
+        assert_eq!(
+            home.snapshot_location("").unwrap_err().kind(),
+            "InvalidConfig"
+        );
+    }
+}

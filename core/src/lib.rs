@@ -1,0 +1,29 @@
+//! microsandbox: run untrusted code in microVM sandboxes and capture a
+//! stopped sandbox's disk as a content-addressed snapshot. This crate holds
+//! all the logic; the CLI and the TypeScript, Go and Python bindings are thin
+//! shells over it. Every fallible call returns a [`MicrosandboxError`] with a
+//! stable [`kind`](MicrosandboxError::kind).
+
+pub mod error;
+pub mod home;
+pub mod progress;
+pub mod snapshot;
+
+pub use error::{MicrosandboxError, MicrosandboxResult};
+pub use home::MsbHome;
+pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
+pub use snapshot::{
+    IntegrityAlgorithm, Snapshot, SnapshotFormat, SnapshotVerifyReport, UpperVerifyStatus,
+};
+
+/// Run blocking work (hashing, copying, file walks) off the async runtime's
+/// worker threads.
+pub(crate) async fn blocking<T, F>(work: F) -> MicrosandboxResult<T>
+where
+    F: FnOnce() -> MicrosandboxResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| MicrosandboxError::Runtime(format!("blocking task failed: {e}")))?
+}

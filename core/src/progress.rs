@@ -1,0 +1,89 @@
+//! Progress reporting for long operations (verify, later copy/export/import).
+//! A progress callback is a plain `Fn(ProgressEvent)` that any binding can
+//! forward to its own language: the event is `Copy` and holds no borrows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a long operation is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProgressPhase {
+    /// Hashing an upper layer to check or record its integrity.
+    Hash,
+}
+
+impl ProgressPhase {
+    /// Stable name of the phase, identical in every SDK.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hash => "hash",
+        }
+    }
+}
+
+/// One progress report: `done_bytes` of `total_bytes` are finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressEvent {
+    pub phase: ProgressPhase,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// A progress sink. Called from worker threads, possibly concurrently.
+pub type ProgressCallback = Arc<dyn Fn(ProgressEvent) + Send + Sync>;
+
+/// Accumulates work from many threads and forwards it to a callback, at most
+/// about once per `step` bytes so that slow callbacks (a binding crossing into
+/// another runtime) do not throttle the work.
+pub(crate) struct ProgressTracker<'a> {
+    callback: Option<&'a ProgressCallback>,
+    phase: ProgressPhase,
+    total: u64,
+    done: AtomicU64,
+    step: u64,
+}
+
+impl<'a> ProgressTracker<'a> {
+    pub(crate) fn new(
+        callback: Option<&'a ProgressCallback>,
+        phase: ProgressPhase,
+        total: u64,
+    ) -> Self {
+        let tracker = Self {
+            callback,
+            phase,
+            total,
+            done: AtomicU64::new(0),
+            step: (total / 200).max(4 << 20),
+        };
+        tracker.emit(0);
+        tracker
+    }
+
+    /// Record `bytes` more finished work.
+    pub(crate) fn advance(&self, bytes: u64) {
+        if self.callback.is_none() {
+            return;
+        }
+        let before = self.done.fetch_add(bytes, Ordering::Relaxed);
+        let after = before + bytes;
+        if before / self.step != after / self.step {
+            self.emit(after.min(self.total));
+        }
+    }
+
+    /// Report completion.
+    pub(crate) fn finish(&self) {
+        self.emit(self.total);
+    }
+
+    fn emit(&self, done_bytes: u64) {
+        if let Some(callback) = self.callback {
+            callback(ProgressEvent {
+                phase: self.phase,
+                done_bytes,
+                total_bytes: self.total,
+            });
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Snapshot artifacts: a directory holding `manifest.json` and the captured
+//! upper file. The artifact directory is the source of truth; anything else
+//! (the index, archives) is derived from it. This module opens artifacts
+//! (structure only, never the upper's content) and verifies them (content).
+
+pub mod integrity;
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use integrity::IntegrityAlgorithm;
+pub use manifest::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
+
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::home::MsbHome;
+use crate::progress::ProgressCallback;
+use manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, is_sha256_digest};
+
+/// An opened snapshot artifact: its directory, parsed manifest and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    path: PathBuf,
+    manifest: Manifest,
+    digest: String,
+}
+
+/// Result of [`Snapshot::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotVerifyReport {
+    /// The snapshot's manifest digest.
+    pub digest: String,
+    /// The artifact directory.
+    pub path: PathBuf,
+    /// What the upper-layer check found.
+    pub upper: UpperVerifyStatus,
+}
+
+/// Upper-layer content verification result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UpperVerifyStatus {
+    /// The manifest records no integrity descriptor.
+    NotRecorded,
+    /// The recorded digest matched the content.
+    Verified { algorithm: String, digest: String },
+}
+
+impl Snapshot {
+    /// Open an artifact by bare name (under the snapshots directory of
+    /// `MSB_HOME`) or by path. Checks the manifest, recomputes its digest and
+    /// checks the upper file exists with the recorded size; never reads the
+    /// upper's content (see [`verify`](Self::verify)).
+    pub async fn open(path_or_name: impl AsRef<str>) -> MicrosandboxResult<Self> {
+        let home = MsbHome::resolve()?;
+        let dir = home.snapshot_location(path_or_name.as_ref())?;
+        crate::blocking(move || Self::open_dir(&dir)).await
+    }
+
+    /// Open the artifact in directory `dir`. Blocking.
+    pub fn open_dir(dir: &Path) -> MicrosandboxResult<Self> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let bytes = read_manifest_bytes(dir, &manifest_path)?;
+        let manifest = Manifest::parse(&bytes, &manifest_path)?;
+        let snapshot = Self {
+            path: dir.to_path_buf(),
+            digest: manifest.digest(),
+            manifest,
+        };
+        snapshot.check_upper_file()?;
+        Ok(snapshot)
+    }
+
+    /// Canonical manifest digest, the snapshot's identity (`sha256:<hex>`).
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The artifact directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The parsed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Apparent size of the captured upper layer in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.manifest.upper.size_bytes
+    }
+
+    /// Path of the captured upper file.
+    pub fn upper_path(&self) -> PathBuf {
+        self.path.join(&self.manifest.upper.file)
+    }
+
+    /// Bytes the upper file occupies on disk (it is sparse: usually far less
+    /// than [`size_bytes`](Self::size_bytes)).
+    pub async fn upper_allocated_bytes(&self) -> MicrosandboxResult<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.upper_path();
+        crate::blocking(move || {
+            let meta = std::fs::metadata(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
+            Ok(meta.blocks() * 512)
+        })
+        .await
+    }
+
+    /// Image reference the snapshot was taken from.
+    pub fn image_ref(&self) -> &str {
+        &self.manifest.image.reference
+    }
+
+    /// Digest of the pinned OCI image manifest.
+    pub fn image_manifest_digest(&self) -> &str {
+        &self.manifest.image.manifest_digest
+    }
+
+    /// On-disk format of the upper layer.
+    pub fn format(&self) -> SnapshotFormat {
+        self.manifest.format
+    }
+
+    /// Filesystem inside the upper layer.
+    pub fn fstype(&self) -> &str {
+        &self.manifest.fstype
+    }
+
+    /// Parent snapshot digest, `None` for a root.
+    pub fn parent(&self) -> Option<&str> {
+        self.manifest.parent.as_deref()
+    }
+
+    /// RFC 3339 creation time as recorded.
+    pub fn created_at(&self) -> &str {
+        &self.manifest.created_at
+    }
+
+    /// User labels, sorted by key.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.manifest.labels
+    }
+
+    /// Name of the sandbox the snapshot was taken from, if recorded.
+    pub fn source_sandbox(&self) -> Option<&str> {
+        self.manifest.source_sandbox.as_deref()
+    }
+
+    /// Recompute the upper layer's digest and compare it with the manifest.
+    /// `NotRecorded` when no integrity was recorded; `SnapshotIntegrity` on a
+    /// mismatch; `IntegrityAlgorithmUnsupported` for an unknown algorithm.
+    pub async fn verify(&self) -> MicrosandboxResult<SnapshotVerifyReport> {
+        self.verify_with_progress(None).await
+    }
+
+    /// [`verify`](Self::verify), reporting hashing progress to `progress`.
+    pub async fn verify_with_progress(
+        &self,
+        progress: Option<ProgressCallback>,
+    ) -> MicrosandboxResult<SnapshotVerifyReport> {
+        let snapshot = self.clone();
+        crate::blocking(move || snapshot.verify_blocking(progress.as_ref())).await
+    }
+
+    /// Blocking form of [`verify_with_progress`](Self::verify_with_progress).
+    pub fn verify_blocking(
+        &self,
+        progress: Option<&ProgressCallback>,
+    ) -> MicrosandboxResult<SnapshotVerifyReport> {
+        let upper = match &self.manifest.upper.integrity {
+            None => {
+                self.check_upper_file()?;
+                UpperVerifyStatus::NotRecorded
+            }
+            Some(recorded) => self.verify_upper(recorded, progress)?,
+        };
+        Ok(SnapshotVerifyReport {
+            digest: self.digest.clone(),
+            path: self.path.clone(),
+            upper,
+        })
+    }
+
+    fn verify_upper(
+        &self,
+        recorded: &UpperIntegrity,
+        progress: Option<&ProgressCallback>,
+    ) -> MicrosandboxResult<UpperVerifyStatus> {
+        let manifest_path = self.path.join(MANIFEST_FILE);
+        let algorithm = IntegrityAlgorithm::require(&recorded.algorithm, &manifest_path)?;
+        if !is_sha256_digest(&recorded.digest) {
+            return Err(MicrosandboxError::manifest_invalid(
+                &manifest_path,
+                format!(
+                    "upper.integrity.digest must be sha256:<64 lowercase hex> for {algorithm}, got {:?}",
+                    recorded.digest
+                ),
+            ));
+        }
+        let upper_path = self.upper_path();
+        // Hash the same open file whose size was checked, so a swap between
+        // the check and the read cannot pass.
+        let file = self.check_upper_file()?;
+        let computed =
+            integrity::digest_open_file(&file, self.manifest.upper.size_bytes, algorithm, progress)
+                .map_err(|e| MicrosandboxError::io(&upper_path, e))?;
+        if computed != recorded.digest {
+            return Err(MicrosandboxError::integrity(
+                &self.path,
+                format!(
+                    "upper digest mismatch ({algorithm}): manifest={}, file={computed}",
+                    recorded.digest
+                ),
+            ));
+        }
+        Ok(UpperVerifyStatus::Verified {
+            algorithm: algorithm.name().to_string(),
+            digest: computed,
+        })
+    }
+
+    /// Open the upper file and check it is a regular file of the recorded size.
+    fn check_upper_file(&self) -> MicrosandboxResult<File> {
+        let upper_path = self.upper_path();
+        let meta = match std::fs::symlink_metadata(&upper_path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(MicrosandboxError::integrity(
+                    &self.path,
+                    format!("upper file {} is missing", self.manifest.upper.file),
+                ));
+            }
+            Err(e) => return Err(MicrosandboxError::io(&upper_path, e)),
+        };
+        if !meta.file_type().is_file() {
+            return Err(MicrosandboxError::integrity(
+                &self.path,
+                format!(
+                    "upper file {} is not a regular file (symlinks may leave the artifact)",
+                    self.manifest.upper.file
+                ),
+            ));
+        }
+        let file = File::open(&upper_path).map_err(|e| MicrosandboxError::io(&upper_path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| MicrosandboxError::io(&upper_path, e))?
+            .len();
+        if len != self.manifest.upper.size_bytes {
+            return Err(MicrosandboxError::integrity(
+                &self.path,
+                format!(
+                    "upper size mismatch: manifest says {}, file is {len}",
+                    self.manifest.upper.size_bytes
+                ),
+            ));
+        }
+        Ok(file)
+    }
+}
+
+/// Read `manifest.json` of `dir`, refusing anything that is not a plain,
+/// reasonably small file.
+fn read_manifest_bytes(dir: &Path, manifest_path: &Path) -> MicrosandboxResult<Vec<u8>> {
+    let not_found = |why: &str| MicrosandboxError::SnapshotNotFound {
+        what: format!("{} ({why})", dir.display()),
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(not_found("not a directory")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_found("no such artifact directory"));
+        }
+        Err(e) => return Err(MicrosandboxError::io(dir, e)),
+    }
+    let meta = match std::fs::symlink_metadata(manifest_path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_found("no manifest.json"));
+        }
+        Err(e) => return Err(MicrosandboxError::io(manifest_path, e)),
+    };
+    if !meta.file_type().is_file() {
+        return Err(MicrosandboxError::manifest_invalid(
+            manifest_path,
+            "manifest.json is not a regular file",
+        ));
+    }
+    let file = File::open(manifest_path).map_err(|e| MicrosandboxError::io(manifest_path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MANIFEST_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| MicrosandboxError::io(manifest_path, e))?;
+    if bytes.len() as u64 > MANIFEST_MAX_BYTES {
+        return Err(MicrosandboxError::manifest_invalid(
+            manifest_path,
+            format!("manifest is larger than {MANIFEST_MAX_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
