@@ -1,10 +1,15 @@
 # The two commands of the README: `make demo` and `make test`. Both install
-# what is missing (scripts/setup.sh) and are safe to run again.
+# what is missing (scripts/setup.sh, scripts/setup-runtime.sh) and are safe to
+# run again. Nothing here touches ~/.microsandbox: the guest kernel goes to
+# target/runtime and every test or demo uses a temporary MSB_HOME.
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH):/usr/sbin:/sbin
+export MSB_KERNEL_DIR := $(CURDIR)/target/runtime
+# Test homes live here, so leftover VMs of this run can be found by path.
+TEST_TMP := $(CURDIR)/target/test-tmp
 CARGO ?= cargo
 
-.PHONY: demo test setup build bench conformance-cases clean
+.PHONY: demo test setup build bench conformance-cases check-no-vms clean
 
 demo: setup build
 	@scripts/demo.sh
@@ -13,10 +18,13 @@ test: setup
 	python3 tests/conformance/generate.py --check
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) test --workspace
+	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)
+	TMPDIR=$(TEST_TMP) $(CARGO) test --workspace; status=$$?; \
+	  scripts/check-no-vms.sh $(TEST_TMP) && exit $$status
 
 setup:
 	@scripts/setup.sh
+	@scripts/setup-runtime.sh $(MSB_KERNEL_DIR)
 
 build:
 	$(CARGO) build --release -p msb-cli
@@ -25,6 +33,7 @@ build:
 bench: setup
 	$(CARGO) build --release -p msb-bench
 	./target/release/bench-verify --runs 7
+	./target/release/bench-boot --boots 50
 
 # Regenerate tests/conformance/cases/ after changing the vectors or reference.
 conformance-cases:

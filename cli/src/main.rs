@@ -1,9 +1,12 @@
 //! `msb`, the microsandbox command line. A thin shell over the core crate:
 //! it parses arguments, calls the SDK, and renders results for humans (or as
 //! JSON with `--json`). On failure it prints the error's stable kind and exits
-//! non-zero.
+//! non-zero; `exec` and `run` exit with the command's own status.
 
+mod doctor;
+mod image_cmd;
 mod render;
+mod sandbox_cmd;
 mod snapshot_cmd;
 mod upper_cmd;
 
@@ -29,6 +32,37 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create a sandbox and boot it.
+    Create {
+        name: String,
+        #[command(flatten)]
+        opts: sandbox_cmd::CreateOpts,
+    },
+    /// Run a command in a running sandbox: msb exec NAME -- CMD ARGS…
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Boot a throwaway sandbox, run one command, remove it: msb run IMAGE -- CMD ARGS…
+    Run {
+        image: String,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Stop a sandbox cleanly.
+    Stop { name: String },
+    /// Boot a stopped sandbox again.
+    Start { name: String },
+    /// List sandboxes.
+    Ls,
+    /// Remove a sandbox (stopping it first).
+    Rm { name: String },
+    /// Check what the runtime needs.
+    Doctor,
+    /// Load and list images.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
     /// Inspect and verify snapshot artifacts.
     #[command(subcommand)]
     Snapshot(snapshot_cmd::SnapshotCommand),
@@ -39,6 +73,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -46,16 +81,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    let result: Result<u8, MicrosandboxError> = runtime.block_on(async {
+        let done = |r: Result<(), MicrosandboxError>| r.map(|()| 0u8);
+        let status = |code: i32| u8::try_from(code).unwrap_or(1);
         match cli.command {
-            Command::Snapshot(cmd) => snapshot_cmd::run(cmd, cli.json).await,
-            Command::Upper(cmd) => upper_cmd::run(cmd, cli.json).await,
+            Command::Create { name, opts } => done(sandbox_cmd::create(name, opts, json).await),
+            Command::Exec { name, argv } => sandbox_cmd::exec(name, argv, json).await.map(status),
+            Command::Run { image, argv } => sandbox_cmd::run(image, argv, json).await.map(status),
+            Command::Stop { name } => done(sandbox_cmd::stop(name).await),
+            Command::Start { name } => done(sandbox_cmd::start(name).await),
+            Command::Ls => done(sandbox_cmd::list(json).await),
+            Command::Rm { name } => done(sandbox_cmd::remove(name).await),
+            Command::Doctor => doctor::run(json).map(|ok| if ok { 0 } else { 1 }),
+            Command::Image(cmd) => done(image_cmd::run(cmd, json).await),
+            Command::Snapshot(cmd) => done(snapshot_cmd::run(cmd, json).await),
+            Command::Upper(cmd) => done(upper_cmd::run(cmd, json).await),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
-            report_error(&err, cli.json);
+            report_error(&err, json);
             ExitCode::FAILURE
         }
     }

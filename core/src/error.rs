@@ -58,6 +58,14 @@ pub enum MicrosandboxError {
     #[error("sandbox not found: {name}")]
     SandboxNotFound { name: String },
 
+    /// A sandbox with the given name already exists.
+    #[error("sandbox '{name}' already exists; remove it first or pick another name")]
+    SandboxAlreadyExists { name: String },
+
+    /// The operation needs a running sandbox and this one is stopped or crashed.
+    #[error("sandbox '{name}' is {state}, not running; start it first")]
+    SandboxNotRunning { name: String, state: String },
+
     /// No image matches the given reference or digest.
     #[error("image not found: {reference}")]
     ImageNotFound { reference: String },
@@ -89,6 +97,8 @@ impl MicrosandboxError {
             Self::SnapshotHasChildren { .. } => "SnapshotHasChildren",
             Self::InvalidConfig(_) => "InvalidConfig",
             Self::SandboxNotFound { .. } => "SandboxNotFound",
+            Self::SandboxAlreadyExists { .. } => "SandboxAlreadyExists",
+            Self::SandboxNotRunning { .. } => "SandboxNotRunning",
             Self::ImageNotFound { .. } => "ImageNotFound",
             Self::Runtime(_) => "Runtime",
             Self::Io { .. } => "Io",
@@ -107,6 +117,8 @@ impl MicrosandboxError {
         "SnapshotHasChildren",
         "InvalidConfig",
         "SandboxNotFound",
+        "SandboxAlreadyExists",
+        "SandboxNotRunning",
         "ImageNotFound",
         "Runtime",
         "Io",

@@ -62,6 +62,11 @@ impl MsbHome {
         self.root.join("kernel")
     }
 
+    /// Derived files that can always be rebuilt (initramfs images, probes).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
     /// SQLite databases (snapshot index, sandbox registry).
     pub fn db_dir(&self) -> PathBuf {
         self.root.join("db")

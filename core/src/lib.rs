@@ -4,14 +4,20 @@
 //! shells over it. Every fallible call returns a [`MicrosandboxError`] with a
 //! stable [`kind`](MicrosandboxError::kind).
 
+mod db;
 pub mod error;
 pub mod home;
+pub mod image;
 pub mod progress;
+pub mod runtime;
+pub mod sandbox;
 pub mod snapshot;
+mod tools;
 
 pub use error::{MicrosandboxError, MicrosandboxResult};
 pub use home::MsbHome;
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
+pub use sandbox::{ExecOutput, Sandbox, SandboxBuilder, SandboxHandle, SandboxState};
 pub use snapshot::{
     IntegrityAlgorithm, Snapshot, SnapshotFormat, SnapshotVerifyReport, UpperVerifyStatus,
 };

@@ -1,0 +1,76 @@
+//! `msb image …`: load image archives, list images, and build the local
+//! busybox image used by the demo and tests.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use microsandbox::MicrosandboxResult;
+use microsandbox::image::Image;
+use microsandbox::image::busybox::{DEFAULT_BUSYBOX, DEFAULT_BUSYBOX_REF};
+
+use crate::render::print_json;
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Load an OCI image layout tar or a `docker save` tar.
+    Load {
+        archive: PathBuf,
+        /// Reference to load it under (default: the name inside the archive).
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// List loaded images.
+    Ls,
+    /// Build a tiny busybox image from the host's busybox-static and load it.
+    Busybox {
+        /// Reference to give it.
+        #[arg(long, default_value = DEFAULT_BUSYBOX_REF)]
+        tag: String,
+        /// Also keep the OCI archive at this path.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The static busybox binary to package.
+        #[arg(long, default_value = DEFAULT_BUSYBOX)]
+        busybox: PathBuf,
+    },
+}
+
+pub async fn run(cmd: ImageCommand, json: bool) -> MicrosandboxResult<()> {
+    let image = match cmd {
+        ImageCommand::Load { archive, tag } => Image::load(archive, tag).await?,
+        ImageCommand::Ls => {
+            let images = Image::list().await?;
+            if json {
+                print_json(&images);
+            } else {
+                for i in images {
+                    println!("{:<40} {}", i.reference, i.manifest_digest);
+                }
+            }
+            return Ok(());
+        }
+        ImageCommand::Busybox { tag, out, busybox } => {
+            let scratch;
+            let archive = match out {
+                Some(path) => path,
+                None => {
+                    scratch = std::env::temp_dir()
+                        .join(format!("msb-busybox-{}.tar", std::process::id()));
+                    scratch.clone()
+                }
+            };
+            Image::build_busybox(busybox, tag.clone(), archive.clone()).await?;
+            let loaded = Image::load(&archive, Some(tag)).await;
+            if archive.starts_with(std::env::temp_dir()) {
+                let _ = std::fs::remove_file(&archive);
+            }
+            loaded?
+        }
+    };
+    if json {
+        print_json(&image);
+    } else {
+        println!("loaded {} ({})", image.reference, image.manifest_digest);
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `msb` sandbox and image commands end to end on real QEMU microVMs, as a
+//! user types them. One test so the boots run one after another.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn msb(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_msb"))
+        .env("MSB_HOME", home)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = msb(home, args);
+    assert!(
+        out.status.success(),
+        "msb {args:?} failed: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn sandbox_commands_work_end_to_end() {
+    assert!(
+        std::env::var_os("MSB_KERNEL_DIR").is_some(),
+        "run with `make test`"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+
+    let doctor: Value = serde_json::from_str(&ok(h, &["doctor", "--json"])).unwrap();
+    assert_eq!(doctor["ok"], true, "{doctor}");
+    assert!(
+        doctor["acceleration"].as_str().unwrap().starts_with("tcg")
+            || doctor["acceleration"].as_str().unwrap().contains("kvm")
+    );
+
+    assert!(
+        ok(h, &["image", "busybox", "--tag", "local/busybox:cli"]).contains("local/busybox:cli")
+    );
+    assert!(ok(h, &["image", "ls"]).contains("local/busybox:cli"));
+
+    // run: a throwaway sandbox, the command's own exit status
+    let out = msb(
+        h,
+        &[
+            "run",
+            "local/busybox:cli",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; exit 7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hi\n");
+    assert_eq!(ok(h, &["ls", "--json"]).trim(), "[]");
+
+    ok(
+        h,
+        &[
+            "create",
+            "cli",
+            "--image",
+            "local/busybox:cli",
+            "--env",
+            "GREETING=hello",
+        ],
+    );
+    assert_eq!(
+        ok(
+            h,
+            &[
+                "exec",
+                "cli",
+                "--",
+                "sh",
+                "-c",
+                "echo $GREETING > /root/g; cat /root/g"
+            ]
+        ),
+        "hello\n"
+    );
+    let listed: Value = serde_json::from_str(&ok(h, &["ls", "--json"])).unwrap();
+    assert_eq!(listed[0]["name"], "cli");
+    assert_eq!(listed[0]["state"], "running");
+    ok(h, &["stop", "cli"]);
+    let out = msb(h, &["exec", "cli", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).starts_with("error[SandboxNotRunning]"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(h, &["start", "cli"]);
+    assert_eq!(ok(h, &["exec", "cli", "--", "cat", "/root/g"]), "hello\n");
+    ok(h, &["rm", "cli"]);
+
+    let out = msb(h, &["create", "x", "--image", "nope:1"]);
+    assert!(
+        text(&out.stderr).starts_with("error[ImageNotFound]"),
+        "{}",
+        text(&out.stderr)
+    );
+    let garbage = h.join("garbage.tar");
+    std::fs::write(&garbage, b"not a tar").unwrap();
+    let out = msb(
+        h,
+        &["image", "load", garbage.to_str().unwrap(), "--tag", "g"],
+    );
+    assert!(
+        text(&out.stderr).starts_with("error[ArchiveInvalid]"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,71 @@
+//! The SQLite database under `MSB_HOME/db`: the image table and the sandbox
+//! registry (and, later, the snapshot index). Connections are short-lived,
+//! in WAL mode with a busy timeout so several processes can share the file.
+//! The schema is created on first open and versioned with `user_version`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::home::MsbHome;
+
+/// File name of the database inside `MSB_HOME/db`.
+pub const DB_FILE: &str = "microsandbox.db";
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    reference        TEXT PRIMARY KEY,
+    manifest_digest  TEXT NOT NULL,
+    config_digest    TEXT NOT NULL,
+    lower_path       TEXT NOT NULL,
+    loaded_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_by_digest ON images(manifest_digest);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    name             TEXT PRIMARY KEY,
+    image_ref        TEXT NOT NULL,
+    manifest_digest  TEXT NOT NULL,
+    config_json      TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    pid              INTEGER,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+";
+
+/// Open (creating if needed) the database of `home`.
+pub(crate) fn open(home: &MsbHome) -> MicrosandboxResult<Connection> {
+    let dir = home.db_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
+    let path = dir.join(DB_FILE);
+    let conn = Connection::open(&path).map_err(|e| db_error(&path, e))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| db_error(&path, e))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| db_error(&path, e))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| db_error(&path, e))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| db_error(&path, e))?;
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(SCHEMA).map_err(|e| db_error(&path, e))?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|e| db_error(&path, e))?;
+    }
+    Ok(conn)
+}
+
+/// A database failure as an `Io` error naming the database file.
+pub(crate) fn db_error(path: &std::path::Path, err: rusqlite::Error) -> MicrosandboxError {
+    MicrosandboxError::io(path, std::io::Error::other(err))
+}
+
+/// The database path of `home`, for error messages.
+pub(crate) fn db_path(home: &MsbHome) -> PathBuf {
+    home.db_dir().join(DB_FILE)
+}

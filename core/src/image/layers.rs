@@ -1,0 +1,212 @@
+//! Applying OCI layers, in order, to a root directory: the layer tar (plain,
+//! gzip or zstd) is unpacked with ownership and modes kept, and whiteouts are
+//! honoured (`.wh.<name>` removes `<name>` from lower layers; `.wh..wh..opq`
+//! empties its directory of lower-layer content). Whiteouts of a layer are
+//! applied before its other entries, whatever their order in the tar.
+
+use std::fs::{self, File};
+use std::io::BufReader;
+use std::path::Path;
+
+use super::archive::{decompressed, safe_relative};
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// Apply the layer blob at `layer` on top of `root`.
+pub(crate) fn apply_layer(layer: &Path, root: &Path) -> MicrosandboxResult<()> {
+    let invalid = |reason: String| MicrosandboxError::ArchiveInvalid {
+        path: layer.to_path_buf(),
+        reason,
+    };
+    // Pass 1: whiteouts, which act on the layers below this one.
+    for_each_entry(layer, |entry| {
+        let path = entry_path(&entry).map_err(&invalid)?;
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return Ok(());
+        };
+        let parent = root.join(path.parent().unwrap_or(Path::new("")));
+        if name == OPAQUE_MARKER {
+            clear_dir(&parent)?;
+        } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            remove_any(&parent.join(hidden))?;
+        }
+        Ok(())
+    })?;
+    // Pass 2: everything else.
+    for_each_entry(layer, |mut entry| {
+        let path = entry_path(&entry).map_err(&invalid)?;
+        let is_whiteout = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(WHITEOUT_PREFIX));
+        if is_whiteout || path.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_block_special() || kind.is_character_special() {
+            return Ok(()); // the guest mounts devtmpfs on /dev
+        }
+        let dest = root.join(&path);
+        // Anything but a directory meeting a directory is replaced, so a
+        // lower-layer symlink is never written through.
+        if let Ok(meta) = fs::symlink_metadata(&dest)
+            && !(meta.is_dir() && kind.is_dir())
+        {
+            remove_any(&dest)?;
+        }
+        entry.set_preserve_mtime(true);
+        entry.unpack_in(root).map_err(|e| {
+            invalid(format!(
+                "cannot unpack {}: {}",
+                path.display(),
+                error_chain(&e)
+            ))
+        })?;
+        Ok(())
+    })
+}
+
+fn for_each_entry(
+    layer: &Path,
+    mut visit: impl FnMut(tar::Entry<'_, Box<dyn std::io::Read>>) -> MicrosandboxResult<()>,
+) -> MicrosandboxResult<()> {
+    let invalid = |reason: String| MicrosandboxError::ArchiveInvalid {
+        path: layer.to_path_buf(),
+        reason,
+    };
+    let file = File::open(layer).map_err(|e| MicrosandboxError::io(layer, e))?;
+    let reader = decompressed(BufReader::new(file)).map_err(|e| invalid(e.to_string()))?;
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_unpack_xattrs(false);
+    archive.set_overwrite(true);
+    for entry in archive
+        .entries()
+        .map_err(|e| invalid(format!("layer is not a tar: {e}")))?
+    {
+        visit(entry.map_err(|e| invalid(format!("corrupt layer entry: {e}")))?)?;
+    }
+    Ok(())
+}
+
+fn entry_path(
+    entry: &tar::Entry<'_, Box<dyn std::io::Read>>,
+) -> Result<std::path::PathBuf, String> {
+    let raw = entry.path().map_err(|e| format!("bad entry name: {e}"))?;
+    safe_relative(&raw).ok_or_else(|| format!("entry {} leaves the image root", raw.display()))
+}
+
+/// `err` and its sources, joined: tar's own messages hide the OS error.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+fn remove_any(path: &Path) -> MicrosandboxResult<()> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => Ok(()),
+    };
+    result.map_err(|e| MicrosandboxError::io(path, e))
+}
+
+fn clear_dir(dir: &Path) -> MicrosandboxResult<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| MicrosandboxError::io(dir, e))?;
+        remove_any(&entry.path())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(dir: &Path, name: &str, entries: &[(&str, Option<&[u8]>)]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let mut builder = tar::Builder::new(File::create(&path).unwrap());
+        for (entry_name, content) in entries {
+            let mut header = tar::Header::new_gnu();
+            match content {
+                Some(data) => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(data.len() as u64);
+                    header.set_mode(0o644);
+                    builder.append_data(&mut header, entry_name, *data).unwrap();
+                }
+                None => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    header.set_mode(0o755);
+                    builder
+                        .append_data(&mut header, entry_name, &[][..])
+                        .unwrap();
+                }
+            }
+        }
+        builder.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_hide_lower_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let base = layer(
+            dir.path(),
+            "l1",
+            &[
+                ("etc/", None),
+                ("etc/keep", Some(b"k")),
+                ("etc/gone", Some(b"g")),
+                ("opt/", None),
+                ("opt/old", Some(b"o")),
+            ],
+        );
+        // The opaque marker comes after new content in the tar on purpose.
+        let top = layer(
+            dir.path(),
+            "l2",
+            &[
+                ("etc/.wh.gone", Some(b"")),
+                ("opt/new", Some(b"n")),
+                ("opt/.wh..wh..opq", Some(b"")),
+            ],
+        );
+        apply_layer(&base, &root).unwrap();
+        apply_layer(&top, &root).unwrap();
+        assert!(root.join("etc/keep").exists());
+        assert!(!root.join("etc/gone").exists());
+        assert!(!root.join("opt/old").exists());
+        assert_eq!(fs::read(root.join("opt/new")).unwrap(), b"n");
+        assert!(!root.join("opt/.wh..wh..opq").exists());
+    }
+
+    #[test]
+    fn a_file_can_replace_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        apply_layer(
+            &layer(dir.path(), "l1", &[("x/", None), ("x/y", Some(b"1"))]),
+            &root,
+        )
+        .unwrap();
+        apply_layer(&layer(dir.path(), "l2", &[("x", Some(b"file"))]), &root).unwrap();
+        assert_eq!(fs::read(root.join("x")).unwrap(), b"file");
+    }
+}

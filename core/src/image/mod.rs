@@ -1,0 +1,241 @@
+//! OCI images: loading image archives into the content-addressed store under
+//! `MSB_HOME/images`, and the read-only root disk (EROFS) built once per
+//! manifest digest that every sandbox of the image boots from. The blob store
+//! and the built lowers are the truth; the `images` table maps references to
+//! them.
+//!
+//! ```text
+//! images/blobs/sha256/<hex>     manifests, configs, layers (checked digests)
+//! images/lower/<hex>.erofs      root disk of the image with that manifest digest
+//! images/tmp/                   staging; nothing here is ever read back
+//! ```
+
+mod archive;
+pub mod busybox;
+mod layers;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::db;
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::home::MsbHome;
+
+/// A loaded image, ready to boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageInfo {
+    /// The reference it was loaded under (e.g. `local/busybox:latest`).
+    pub reference: String,
+    /// Digest of its OCI manifest: what snapshots pin.
+    pub manifest_digest: String,
+    /// Digest of its config blob.
+    pub config_digest: String,
+    /// The built read-only root disk.
+    pub lower_path: PathBuf,
+    /// Default environment of processes (`KEY=VALUE`), from the config.
+    pub env: Vec<String>,
+    /// Default working directory, from the config.
+    pub working_dir: String,
+    /// When it was loaded (RFC 3339).
+    pub loaded_at: String,
+}
+
+/// Entry points for images.
+pub struct Image;
+
+impl Image {
+    /// Load an OCI layout tar or `docker save` tar and build its root disk.
+    /// `reference` names it; without one the archive's own name is used.
+    pub async fn load(
+        archive: impl Into<PathBuf>,
+        reference: Option<String>,
+    ) -> MicrosandboxResult<ImageInfo> {
+        let archive = archive.into();
+        let home = MsbHome::resolve()?;
+        crate::blocking(move || load_blocking(&home, &archive, reference.as_deref())).await
+    }
+
+    /// The image with this reference or manifest digest (`ImageNotFound` otherwise).
+    pub async fn get(reference_or_digest: impl Into<String>) -> MicrosandboxResult<ImageInfo> {
+        let wanted = reference_or_digest.into();
+        let home = MsbHome::resolve()?;
+        crate::blocking(move || get_blocking(&home, &wanted)).await
+    }
+
+    /// Every loaded image, by reference.
+    pub async fn list() -> MicrosandboxResult<Vec<ImageInfo>> {
+        let home = MsbHome::resolve()?;
+        crate::blocking(move || list_blocking(&home)).await
+    }
+
+    /// Write a tiny busybox OCI archive (see [`busybox`]) to `out`.
+    pub async fn build_busybox(
+        busybox: impl Into<PathBuf>,
+        reference: impl Into<String>,
+        out: impl Into<PathBuf>,
+    ) -> MicrosandboxResult<()> {
+        let (busybox, reference, out) = (busybox.into(), reference.into(), out.into());
+        crate::blocking(move || busybox::build_busybox_archive(&busybox, &reference, &out)).await
+    }
+}
+
+pub(crate) fn load_blocking(
+    home: &MsbHome,
+    archive: &Path,
+    reference: Option<&str>,
+) -> MicrosandboxResult<ImageInfo> {
+    let images = home.images_dir();
+    let tmp_root = images.join("tmp");
+    fs::create_dir_all(&tmp_root).map_err(|e| MicrosandboxError::io(&tmp_root, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("load-")
+        .tempdir_in(&tmp_root)
+        .map_err(|e| MicrosandboxError::io(&tmp_root, e))?;
+    let blobs = images.join("blobs/sha256");
+    let staged = archive::stage(archive, &tmp.path().join("stage"), &blobs)?;
+    let reference = reference
+        .map(str::to_string)
+        .or(staged.reference_hint.clone())
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            MicrosandboxError::InvalidConfig(format!(
+                "{} does not name its image; give it a reference (msb image load --tag NAME)",
+                archive.display()
+            ))
+        })?;
+    let lower = lower_path(home, &staged.manifest_digest);
+    if !lower.is_file() {
+        let rootfs = tmp.path().join("rootfs");
+        fs::create_dir_all(&rootfs).map_err(|e| MicrosandboxError::io(&rootfs, e))?;
+        for layer in &staged.layer_digests {
+            layers::apply_layer(&blobs.join(&layer[7..]), &rootfs)?;
+        }
+        let built = tmp.path().join("lower.erofs");
+        make_erofs(&rootfs, &built)?;
+        let dir = images.join("lower");
+        fs::create_dir_all(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
+        fs::rename(&built, &lower).map_err(|e| MicrosandboxError::io(&lower, e))?;
+    }
+    let loaded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let conn = db::open(home)?;
+    conn.execute(
+        "INSERT INTO images (reference, manifest_digest, config_digest, lower_path, loaded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(reference) DO UPDATE SET manifest_digest = ?2, config_digest = ?3, lower_path = ?4, loaded_at = ?5",
+        params![reference, staged.manifest_digest, staged.config_digest, lower.to_string_lossy(), loaded_at],
+    )
+    .map_err(|e| db::db_error(&db::db_path(home), e))?;
+    get_blocking(home, &reference)
+}
+
+pub(crate) fn get_blocking(home: &MsbHome, wanted: &str) -> MicrosandboxResult<ImageInfo> {
+    let conn = db::open(home)?;
+    let row = conn
+        .query_row(
+            "SELECT reference, manifest_digest, config_digest, lower_path, loaded_at FROM images
+             WHERE reference = ?1 OR manifest_digest = ?1 ORDER BY reference = ?1 DESC LIMIT 1",
+            params![wanted],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(|e| db::db_error(&db::db_path(home), e))?;
+    let not_found = || MicrosandboxError::ImageNotFound {
+        reference: format!("{wanted} (load it with `msb image load <archive>`)"),
+    };
+    let (reference, manifest_digest, config_digest, lower, loaded_at) =
+        row.ok_or_else(not_found)?;
+    let lower_path = PathBuf::from(lower);
+    if !lower_path.is_file() {
+        return Err(not_found());
+    }
+    let config = read_config(home, &config_digest);
+    Ok(ImageInfo {
+        reference,
+        manifest_digest,
+        config_digest,
+        lower_path,
+        env: config.env,
+        working_dir: config.working_dir,
+        loaded_at,
+    })
+}
+
+fn list_blocking(home: &MsbHome) -> MicrosandboxResult<Vec<ImageInfo>> {
+    let conn = db::open(home)?;
+    let mut stmt = conn
+        .prepare("SELECT reference FROM images ORDER BY reference")
+        .map_err(|e| db::db_error(&db::db_path(home), e))?;
+    let refs: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| db::db_error(&db::db_path(home), e))?;
+    Ok(refs
+        .iter()
+        .filter_map(|r| get_blocking(home, r).ok())
+        .collect())
+}
+
+/// Where the root disk of the image with `manifest_digest` lives.
+pub(crate) fn lower_path(home: &MsbHome, manifest_digest: &str) -> PathBuf {
+    let hex = manifest_digest
+        .strip_prefix("sha256:")
+        .unwrap_or(manifest_digest);
+    home.images_dir().join("lower").join(format!("{hex}.erofs"))
+}
+
+struct RuntimeConfig {
+    env: Vec<String>,
+    working_dir: String,
+}
+
+fn read_config(home: &MsbHome, config_digest: &str) -> RuntimeConfig {
+    #[derive(Deserialize, Default)]
+    struct Inner {
+        #[serde(rename = "Env", default)]
+        env: Option<Vec<String>>,
+        #[serde(rename = "WorkingDir", default)]
+        working_dir: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(default)]
+        config: Option<Inner>,
+    }
+    let path = home
+        .images_dir()
+        .join("blobs/sha256")
+        .join(&config_digest[7.min(config_digest.len())..]);
+    let inner = fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Config>(&b).ok())
+        .and_then(|c| c.config)
+        .unwrap_or_default();
+    RuntimeConfig {
+        env: inner.env.unwrap_or_default(),
+        working_dir: inner
+            .working_dir
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
+    }
+}
+
+/// Build an uncompressed EROFS image of `rootfs` at `out` with `mkfs.erofs`.
+fn make_erofs(rootfs: &Path, out: &Path) -> MicrosandboxResult<()> {
+    crate::tools::run_tool(
+        "mkfs.erofs",
+        [OsStr::new("--quiet"), out.as_os_str(), rootfs.as_os_str()],
+        "erofs-utils",
+    )
+}

@@ -1,0 +1,141 @@
+//! Facts about the host the runtime needs: the TSC frequency handed to the
+//! guest kernel (`tsc_early_khz`, which stops the TCG boot hangs), and which
+//! accelerator to use (`MSB_ACCEL=auto|kvm|tcg`; `auto` picks KVM only after a
+//! probe boot succeeded, cached per host kernel).
+
+use std::fs;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+
+/// Environment variable choosing the accelerator.
+pub const MSB_ACCEL_ENV: &str = "MSB_ACCEL";
+
+/// Hardware acceleration for the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    /// QEMU's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+/// The host TSC frequency in kHz: from sysfs where the kernel exports it,
+/// otherwise measured against the monotonic clock (exact enough with an
+/// invariant TSC; a wrong value only makes the guest clock drift).
+pub fn tsc_khz() -> u64 {
+    static KHZ: OnceLock<u64> = OnceLock::new();
+    *KHZ.get_or_init(|| {
+        fs::read_to_string("/sys/devices/system/cpu/cpu0/tsc_freq_khz")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&k: &u64| k > 0)
+            .unwrap_or_else(measure_tsc_khz)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn measure_tsc_khz() -> u64 {
+    let window = Duration::from_millis(50);
+    let start = Instant::now();
+    // SAFETY: rdtsc only reads the time-stamp counter; it has no memory effects.
+    let t0 = unsafe { core::arch::x86_64::_rdtsc() };
+    while start.elapsed() < window {
+        std::hint::spin_loop();
+    }
+    // SAFETY: as above.
+    let t1 = unsafe { core::arch::x86_64::_rdtsc() };
+    let elapsed = start.elapsed().as_secs_f64();
+    ((t1 - t0) as f64 / elapsed / 1000.0).round() as u64
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn measure_tsc_khz() -> u64 {
+    0
+}
+
+/// Why `auto` would not use KVM, or `None` if KVM is worth probing.
+pub fn kvm_unusable_reason() -> Option<String> {
+    let kvm = Path::new("/dev/kvm");
+    if !kvm.exists() {
+        return Some("/dev/kvm does not exist".into());
+    }
+    if fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(kvm)
+        .is_err()
+    {
+        return Some("/dev/kvm is not accessible to this user".into());
+    }
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or_default();
+    if !flags.split_whitespace().any(|f| f == "vmx" || f == "svm") {
+        // kvm_pvm and friends: guests crawl and die there, and a probe would
+        // cost tens of seconds, so do not even try.
+        return Some(
+            "the CPU exposes no vmx/svm (paravirtual KVM); guests cannot run under it".into(),
+        );
+    }
+    None
+}
+
+/// The accelerator requested by `MSB_ACCEL` (`auto` when unset), resolved:
+/// `probe` boots a guest under KVM and says whether it reached init.
+pub fn choose_accel(cache_dir: &Path, probe: impl FnOnce() -> bool) -> MicrosandboxResult<Accel> {
+    let wanted = std::env::var(MSB_ACCEL_ENV).unwrap_or_else(|_| "auto".into());
+    match wanted.as_str() {
+        "tcg" => Ok(Accel::Tcg),
+        "kvm" => Ok(Accel::Kvm),
+        "auto" | "" => {
+            if kvm_unusable_reason().is_some() {
+                return Ok(Accel::Tcg);
+            }
+            let key = format!(
+                "kvm-probe-{}",
+                fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .unwrap_or_default()
+                    .trim()
+            );
+            let cached = cache_dir.join(key);
+            if let Ok(answer) = fs::read_to_string(&cached) {
+                return Ok(if answer.trim() == "kvm" {
+                    Accel::Kvm
+                } else {
+                    Accel::Tcg
+                });
+            }
+            let accel = if probe() { Accel::Kvm } else { Accel::Tcg };
+            let _ = fs::create_dir_all(cache_dir);
+            let _ = fs::write(&cached, accel.as_str());
+            Ok(accel)
+        }
+        other => Err(MicrosandboxError::InvalidConfig(format!(
+            "{MSB_ACCEL_ENV}={other} is not one of auto, kvm, tcg"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsc_frequency_is_plausible() {
+        let khz = tsc_khz();
+        assert!((500_000..10_000_000).contains(&khz), "{khz}");
+    }
+}

@@ -1,0 +1,173 @@
+//! The hypervisor runtime: boots a sandbox's disks as a QEMU microVM and
+//! talks to the guest. The rest of the SDK sees only [`boot`], [`shutdown`],
+//! [`exec`] and [`is_running`]; which engine runs the VM (QEMU today) and how
+//! is private to this module.
+
+pub mod agent;
+pub mod assets;
+pub mod host;
+pub(crate) mod qemu;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent::AgentClient;
+pub use agent::ExecOutput;
+use assets::GuestAssets;
+use host::Accel;
+use qemu::{VmParams, VmPaths};
+
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::home::MsbHome;
+
+/// How long a boot may take before the watchdog gives up (TCG boots take
+/// ~2.5 s; the margin covers a loaded machine).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A KVM boot that has not reached init by then is treated as unusable.
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// How long a graceful stop may take before the VM is forced down.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub(crate) struct BootRequest {
+    /// Unique VM name (`msb-…`), also how its process is recognized.
+    pub vm_name: String,
+    pub sandbox_dir: PathBuf,
+    pub lower: PathBuf,
+    pub upper: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+}
+
+/// A booted VM.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningVm {
+    pub pid: u32,
+}
+
+/// Boot `req`, wait for the guest's agent, retry once on a failed boot, and
+/// fail with the console's tail if the second attempt fails too.
+pub(crate) fn boot(home: &MsbHome, req: &BootRequest) -> MicrosandboxResult<RunningVm> {
+    let assets = GuestAssets::locate(home)?;
+    let initramfs = assets.initramfs(home)?;
+    let paths = VmPaths::new(&req.sandbox_dir, &req.vm_name);
+    let mut probed_kvm = false;
+    let accel = host::choose_accel(&home.cache_dir(), || {
+        probed_kvm = true;
+        try_boot(
+            req,
+            &assets,
+            &initramfs,
+            &paths,
+            Accel::Kvm,
+            KVM_PROBE_TIMEOUT,
+        )
+        .is_ok()
+    })?;
+    if probed_kvm && accel == Accel::Kvm {
+        return pid_of(&paths, &req.vm_name);
+    }
+    let mut failures = Vec::new();
+    for _attempt in 0..2 {
+        match try_boot(req, &assets, &initramfs, &paths, accel, BOOT_TIMEOUT) {
+            Ok(vm) => return Ok(vm),
+            Err(e) => failures.push(format!(
+                "{e}\n--- console tail ---\n{}",
+                qemu::tail(&paths.console_log, 25)
+            )),
+        }
+    }
+    Err(MicrosandboxError::Runtime(format!(
+        "sandbox VM {} did not boot ({} attempts, accel {}):\n{}",
+        req.vm_name,
+        failures.len(),
+        accel.as_str(),
+        failures.join("\n")
+    )))
+}
+
+fn try_boot(
+    req: &BootRequest,
+    assets: &GuestAssets,
+    initramfs: &Path,
+    paths: &VmPaths,
+    accel: Accel,
+    timeout: Duration,
+) -> MicrosandboxResult<RunningVm> {
+    let params = VmParams {
+        vm_name: &req.vm_name,
+        assets,
+        initramfs,
+        lower: &req.lower,
+        upper: &req.upper,
+        memory_mib: req.memory_mib,
+        cpus: req.cpus,
+        accel,
+        paths,
+    };
+    let _ = std::fs::remove_file(&paths.console_log);
+    let pid = qemu::spawn_detached(&qemu::argv(&params), paths)?;
+    match AgentClient::connect(&paths.agent_sock, timeout) {
+        Ok(_) => Ok(RunningVm { pid }),
+        Err(e) => {
+            qemu::force_quit(pid, &req.vm_name, &paths.qmp_sock);
+            Err(e)
+        }
+    }
+}
+
+fn pid_of(paths: &VmPaths, vm_name: &str) -> MicrosandboxResult<RunningVm> {
+    std::fs::read_to_string(&paths.pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map(|pid| RunningVm { pid })
+        .ok_or_else(|| MicrosandboxError::Runtime(format!("VM {vm_name} has no pid file")))
+}
+
+/// Whether the VM `vm_name` with `pid` is still running.
+pub(crate) fn is_running(pid: u32, vm_name: &str) -> bool {
+    qemu::is_alive(pid, vm_name)
+}
+
+/// Run a command in the VM.
+pub(crate) fn exec(
+    sandbox_dir: &Path,
+    vm_name: &str,
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    timeout: Option<Duration>,
+) -> MicrosandboxResult<ExecOutput> {
+    let paths = VmPaths::new(sandbox_dir, vm_name);
+    let mut client = AgentClient::connect(&paths.agent_sock, Duration::from_secs(10))?;
+    client.exec(argv, env, cwd, timeout)
+}
+
+/// Stop the VM: ask the guest to shut down cleanly, then force it after
+/// `timeout`. Returns true when the guest shut down by itself.
+pub(crate) fn shutdown(sandbox_dir: &Path, vm_name: &str, pid: u32, timeout: Duration) -> bool {
+    let paths = VmPaths::new(sandbox_dir, vm_name);
+    let mut graceful = false;
+    if qemu::is_alive(pid, vm_name)
+        && let Ok(mut client) = AgentClient::connect(&paths.agent_sock, Duration::from_secs(3))
+        && client.shutdown().is_ok()
+    {
+        graceful = qemu::wait_exit(pid, vm_name, timeout);
+    }
+    if !graceful {
+        qemu::force_quit(pid, vm_name, &paths.qmp_sock);
+    }
+    let _ = std::fs::remove_dir_all(&paths.run_dir);
+    graceful
+}
+
+/// Kill a VM at once (crash tests, cleanup after a failed create).
+pub(crate) fn kill(sandbox_dir: &Path, vm_name: &str, pid: u32) {
+    let paths = VmPaths::new(sandbox_dir, vm_name);
+    qemu::force_quit(pid, vm_name, &paths.qmp_sock);
+    let _ = std::fs::remove_dir_all(&paths.run_dir);
+}

@@ -1,0 +1,494 @@
+//! Sandboxes: create one from an image (boots a microVM), run commands in it,
+//! stop and start it, list and remove them. A sandbox is a directory
+//! `MSB_HOME/sandboxes/<name>/` (its sparse ext4 `upper.ext4` and `logs/`)
+//! plus a registry row; the row appears only once the sandbox booted, so a
+//! failed create leaves nothing behind.
+
+pub mod registry;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use crate::runtime::ExecOutput;
+pub use registry::{SandboxConfig, SandboxState};
+
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::home::MsbHome;
+use crate::image;
+use crate::runtime::{self, BootRequest};
+use registry::SandboxRecord;
+
+/// Apparent size of a new sandbox's upper disk (sparse: costs what it holds).
+pub const DEFAULT_UPPER_SIZE: u64 = 4 << 30;
+
+/// Guest memory unless the builder says otherwise.
+pub const DEFAULT_MEMORY_MIB: u32 = 256;
+
+/// File name of the writable upper disk in a sandbox directory.
+pub const UPPER_FILE: &str = "upper.ext4";
+
+/// A running sandbox, and the entry points for sandboxes.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    handle: SandboxHandle,
+}
+
+/// A sandbox as recorded in the registry: its name, configuration and state.
+#[derive(Debug, Clone)]
+pub struct SandboxHandle {
+    home: MsbHome,
+    name: String,
+    dir: PathBuf,
+    config: SandboxConfig,
+    state: SandboxState,
+    created_at: String,
+}
+
+/// Configures a new sandbox; see [`Sandbox::builder`].
+#[derive(Debug, Clone)]
+pub struct SandboxBuilder {
+    name: String,
+    image: Option<String>,
+    memory_mib: u32,
+    cpus: u32,
+    env: BTreeMap<String, String>,
+    upper_size_bytes: u64,
+}
+
+impl Sandbox {
+    /// Start configuring a sandbox called `name`.
+    pub fn builder(name: impl Into<String>) -> SandboxBuilder {
+        SandboxBuilder {
+            name: name.into(),
+            image: None,
+            memory_mib: DEFAULT_MEMORY_MIB,
+            cpus: 1,
+            env: BTreeMap::new(),
+            upper_size_bytes: DEFAULT_UPPER_SIZE,
+        }
+    }
+
+    /// The sandbox called `name` (`SandboxNotFound` otherwise).
+    pub async fn get(name: impl Into<String>) -> MicrosandboxResult<SandboxHandle> {
+        let name = name.into();
+        let home = MsbHome::resolve()?;
+        crate::blocking(move || SandboxHandle::load(&home, &name)).await
+    }
+
+    /// Every sandbox, by name.
+    pub async fn list() -> MicrosandboxResult<Vec<SandboxHandle>> {
+        let home = MsbHome::resolve()?;
+        crate::blocking(move || {
+            registry::names(&home)?
+                .iter()
+                .map(|n| SandboxHandle::load(&home, n))
+                .collect()
+        })
+        .await
+    }
+
+    /// Stop (if running) and delete the sandbox called `name`.
+    pub async fn remove(name: impl Into<String>) -> MicrosandboxResult<()> {
+        Self::get(name).await?.remove().await
+    }
+
+    /// Name of this sandbox.
+    pub fn name(&self) -> &str {
+        &self.handle.name
+    }
+
+    /// The registry view of this sandbox.
+    pub fn handle(&self) -> &SandboxHandle {
+        &self.handle
+    }
+
+    /// Run `cmd` with `args` in the sandbox and wait for it.
+    pub async fn exec<I, S>(
+        &self,
+        cmd: impl Into<String>,
+        args: I,
+    ) -> MicrosandboxResult<ExecOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.handle.exec(cmd, args).await
+    }
+
+    /// Shut the sandbox down cleanly (forced after a timeout).
+    pub async fn stop(&self) -> MicrosandboxResult<()> {
+        self.handle.stop().await
+    }
+}
+
+impl SandboxBuilder {
+    /// Boot from this image reference or manifest digest (see `msb image ls`).
+    pub fn image(mut self, reference: impl Into<String>) -> Self {
+        self.image = Some(reference.into());
+        self
+    }
+
+    /// Guest memory in MiB (default 256).
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Virtual CPUs (default 1).
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Set an environment variable for every command.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Apparent size of the upper disk (default 4 GiB; sparse).
+    pub fn upper_size_bytes(mut self, bytes: u64) -> Self {
+        self.upper_size_bytes = bytes;
+        self
+    }
+
+    /// Create the sandbox and boot it.
+    pub async fn create(self) -> MicrosandboxResult<Sandbox> {
+        let home = MsbHome::resolve()?;
+        let handle = crate::blocking(move || self.create_blocking(&home)).await?;
+        Ok(Sandbox { handle })
+    }
+
+    fn create_blocking(self, home: &MsbHome) -> MicrosandboxResult<SandboxHandle> {
+        validate_name(&self.name)?;
+        if self.memory_mib < 64 || self.cpus == 0 || self.upper_size_bytes < (64 << 20) {
+            return Err(MicrosandboxError::InvalidConfig(
+                "memory_mib must be >= 64, cpus >= 1 and the upper at least 64 MiB".into(),
+            ));
+        }
+        let reference = self.image.clone().ok_or_else(|| {
+            MicrosandboxError::InvalidConfig(format!("sandbox '{}' needs an image", self.name))
+        })?;
+        let image = image::get_blocking(home, &reference)?;
+        let root = home.sandboxes_dir();
+        fs::create_dir_all(&root).map_err(|e| MicrosandboxError::io(&root, e))?;
+        let dir = root.join(&self.name);
+        // Creating the directory claims the name atomically.
+        if let Err(e) = fs::create_dir(&dir) {
+            return Err(match e.kind() {
+                std::io::ErrorKind::AlreadyExists => {
+                    MicrosandboxError::SandboxAlreadyExists { name: self.name }
+                }
+                _ => MicrosandboxError::io(&dir, e),
+            });
+        }
+        let created = self.build_and_boot(home, &dir, image);
+        if created.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        created
+    }
+
+    fn build_and_boot(
+        self,
+        home: &MsbHome,
+        dir: &Path,
+        image: image::ImageInfo,
+    ) -> MicrosandboxResult<SandboxHandle> {
+        let _lock = DirLock::acquire(dir)?;
+        make_upper(&dir.join(UPPER_FILE), self.upper_size_bytes)?;
+        let mut env: BTreeMap<String, String> = image
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.extend(self.env);
+        let config = SandboxConfig {
+            image_ref: image.reference,
+            image_manifest_digest: image.manifest_digest,
+            lower_path: image.lower_path,
+            memory_mib: self.memory_mib,
+            cpus: self.cpus,
+            env,
+            working_dir: image.working_dir,
+            vm_name: vm_name(dir),
+        };
+        let vm = runtime::boot(home, &boot_request(dir, &config))?;
+        let record = SandboxRecord {
+            name: self.name.clone(),
+            config: config.clone(),
+            state: SandboxState::Running,
+            pid: Some(vm.pid),
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        if let Err(e) = registry::insert(home, &record) {
+            runtime::kill(dir, &config.vm_name, vm.pid);
+            return Err(e);
+        }
+        Ok(SandboxHandle::from_record(home, record))
+    }
+}
+
+impl SandboxHandle {
+    fn load(home: &MsbHome, name: &str) -> MicrosandboxResult<Self> {
+        Ok(Self::from_record(home, registry::get(home, name)?))
+    }
+
+    fn from_record(home: &MsbHome, rec: SandboxRecord) -> Self {
+        Self {
+            dir: home.sandboxes_dir().join(&rec.name),
+            home: home.clone(),
+            name: rec.name,
+            config: rec.config,
+            state: rec.state,
+            created_at: rec.created_at,
+        }
+    }
+
+    /// The sandbox's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// State when this handle was read (see [`status`](Self::status) for a fresh one).
+    pub fn state(&self) -> SandboxState {
+        self.state
+    }
+
+    /// The current state, checked against the VM process.
+    pub async fn status(&self) -> MicrosandboxResult<SandboxState> {
+        let (home, name) = (self.home.clone(), self.name.clone());
+        crate::blocking(move || Ok(registry::get(&home, &name)?.state)).await
+    }
+
+    /// Boot configuration.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// The image reference the sandbox was created from.
+    pub fn image_ref(&self) -> &str {
+        &self.config.image_ref
+    }
+
+    /// The sandbox directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of the writable upper disk.
+    pub fn upper_path(&self) -> PathBuf {
+        self.dir.join(UPPER_FILE)
+    }
+
+    /// RFC 3339 creation time.
+    pub fn created_at(&self) -> &str {
+        &self.created_at
+    }
+
+    /// Run `cmd` with `args` and wait for it; `SandboxNotRunning` unless running.
+    pub async fn exec<I, S>(
+        &self,
+        cmd: impl Into<String>,
+        args: I,
+    ) -> MicrosandboxResult<ExecOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut argv = vec![cmd.into()];
+        argv.extend(args.into_iter().map(Into::into));
+        let this = self.clone();
+        crate::blocking(move || {
+            let rec = registry::get(&this.home, &this.name)?;
+            if rec.state != SandboxState::Running {
+                return Err(MicrosandboxError::SandboxNotRunning {
+                    name: this.name.clone(),
+                    state: rec.state.to_string(),
+                });
+            }
+            let cwd = Some(rec.config.working_dir.clone());
+            runtime::exec(
+                &this.dir,
+                &rec.config.vm_name,
+                argv,
+                rec.config.env.clone(),
+                cwd,
+                None,
+            )
+        })
+        .await
+    }
+
+    /// Boot a stopped or crashed sandbox again on its upper disk.
+    pub async fn start(&self) -> MicrosandboxResult<Sandbox> {
+        let this = self.clone();
+        crate::blocking(move || {
+            let _lock = DirLock::acquire(&this.dir)?;
+            let rec = registry::get(&this.home, &this.name)?;
+            if rec.state == SandboxState::Running {
+                return Ok(Sandbox {
+                    handle: Self::from_record(&this.home, rec),
+                });
+            }
+            let vm = runtime::boot(&this.home, &boot_request(&this.dir, &rec.config))?;
+            registry::set_state(&this.home, &this.name, SandboxState::Running, Some(vm.pid))?;
+            Ok(Sandbox {
+                handle: Self::load(&this.home, &this.name)?,
+            })
+        })
+        .await
+    }
+
+    /// Shut down cleanly (sync, unmount, power off); forced after a timeout.
+    /// Stopping a stopped sandbox does nothing.
+    pub async fn stop(&self) -> MicrosandboxResult<()> {
+        let this = self.clone();
+        crate::blocking(move || {
+            let _lock = DirLock::acquire(&this.dir)?;
+            let rec = registry::get(&this.home, &this.name)?;
+            if let (SandboxState::Running, Some(pid)) = (rec.state, rec.pid) {
+                runtime::shutdown(&this.dir, &rec.config.vm_name, pid, runtime::STOP_TIMEOUT);
+            }
+            let state = if rec.state == SandboxState::Crashed {
+                SandboxState::Crashed
+            } else {
+                SandboxState::Stopped
+            };
+            registry::set_state(&this.home, &this.name, state, None)
+        })
+        .await
+    }
+
+    /// Stop the VM if it runs, then delete the sandbox's directory and row.
+    pub async fn remove(&self) -> MicrosandboxResult<()> {
+        let this = self.clone();
+        crate::blocking(move || {
+            let rec = registry::get(&this.home, &this.name)?;
+            if let (SandboxState::Running, Some(pid)) = (rec.state, rec.pid) {
+                runtime::kill(&this.dir, &rec.config.vm_name, pid);
+            }
+            registry::delete(&this.home, &this.name)?;
+            match fs::remove_dir_all(&this.dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(MicrosandboxError::io(&this.dir, e))
+                }
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// Kill the VM without a clean shutdown, as a crash would (for tests and
+    /// `msb kill`). The sandbox ends up `crashed`.
+    pub async fn kill(&self) -> MicrosandboxResult<()> {
+        let this = self.clone();
+        crate::blocking(move || {
+            let rec = registry::get(&this.home, &this.name)?;
+            if let Some(pid) = rec.pid {
+                runtime::kill(&this.dir, &rec.config.vm_name, pid);
+            }
+            registry::get(&this.home, &this.name).map(|_| ())
+        })
+        .await
+    }
+}
+
+/// Sandbox names: 1–63 of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+pub fn validate_name(name: &str) -> MicrosandboxResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(MicrosandboxError::InvalidConfig(format!(
+            "invalid sandbox name {name:?}: use 1-63 letters, digits, '_', '.', '-', starting with a letter or digit"
+        )))
+    }
+}
+
+fn vm_name(dir: &Path) -> String {
+    let hash = Sha256::digest(dir.to_string_lossy().as_bytes());
+    format!(
+        "{}{}",
+        runtime::qemu::VM_NAME_PREFIX,
+        &hex::encode(hash)[..16]
+    )
+}
+
+fn boot_request(dir: &Path, config: &SandboxConfig) -> BootRequest {
+    BootRequest {
+        vm_name: config.vm_name.clone(),
+        sandbox_dir: dir.to_path_buf(),
+        lower: config.lower_path.clone(),
+        upper: dir.join(UPPER_FILE),
+        memory_mib: config.memory_mib,
+        cpus: config.cpus,
+    }
+}
+
+/// A new sparse ext4 upper disk of `size` bytes.
+fn make_upper(path: &Path, size: u64) -> MicrosandboxResult<()> {
+    File::create(path)
+        .and_then(|f| f.set_len(size))
+        .map_err(|e| MicrosandboxError::io(path, e))?;
+    let args = [
+        OsStr::new("-q"),
+        OsStr::new("-F"),
+        OsStr::new("-E"),
+        OsStr::new("root_owner=0:0"),
+        path.as_os_str(),
+    ];
+    crate::tools::run_tool("mkfs.ext4", args, "e2fsprogs")
+}
+
+/// An exclusive `flock` on a sandbox directory, held for a state change so
+/// two processes never boot or stop the same sandbox at once.
+struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> MicrosandboxResult<Self> {
+        let path = dir.join(".lock");
+        let file = File::create(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
+        // SAFETY: flock on a descriptor we own; released when `file` closes.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(MicrosandboxError::io(
+                &path,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_names_are_checked() {
+        for ok in ["api", "api-restored", "a.b_c", "9lives"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "-x", ".x", "a/b", "a b", &"x".repeat(64)] {
+            assert_eq!(
+                validate_name(bad).unwrap_err().kind(),
+                "InvalidConfig",
+                "{bad}"
+            );
+        }
+    }
+}

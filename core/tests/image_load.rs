@@ -1,0 +1,143 @@
+//! Loading image archives for real: the busybox OCI layout built from the
+//! host's busybox-static, a `docker save`-style archive of the same layer,
+//! and malformed archives. The built lower is a real EROFS image
+//! (`fsck.erofs` from erofs-utils checks it).
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::Command;
+
+use microsandbox::image::Image;
+use microsandbox::image::busybox::{DEFAULT_BUSYBOX, build_busybox_archive};
+
+fn set_home(home: &Path) {
+    // SAFETY: this binary's only test touching the environment sets it once,
+    // before its runtime starts; the other tests do not read it.
+    unsafe { std::env::set_var("MSB_HOME", home) };
+}
+
+fn tar_of(dir: &Path, out: &Path) {
+    let mut builder = tar::Builder::new(File::create(out).unwrap());
+    builder.append_dir_all(".", dir).unwrap();
+    builder.finish().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busybox_oci_and_docker_save_archives_load_and_boot_disks_are_erofs() {
+    let work = tempfile::tempdir().unwrap();
+    set_home(&work.path().join("home"));
+
+    let oci = work.path().join("busybox-oci.tar");
+    build_busybox_archive(Path::new(DEFAULT_BUSYBOX), "local/busybox:test", &oci).unwrap();
+    let image = Image::load(&oci, None).await.unwrap();
+    assert_eq!(image.reference, "local/busybox:test");
+    assert!(image.manifest_digest.starts_with("sha256:"));
+    assert!(image.env.iter().any(|e| e.starts_with("PATH=")));
+    let fsck = Command::new("fsck.erofs")
+        .arg(&image.lower_path)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+
+    // Same image again: same lower, not rebuilt.
+    let modified = fs::metadata(&image.lower_path).unwrap().modified().unwrap();
+    let again = Image::load(&oci, Some("local/busybox:again".into()))
+        .await
+        .unwrap();
+    assert_eq!(again.lower_path, image.lower_path);
+    assert_eq!(
+        fs::metadata(&again.lower_path).unwrap().modified().unwrap(),
+        modified
+    );
+    assert_eq!(
+        Image::get(&image.manifest_digest)
+            .await
+            .unwrap()
+            .manifest_digest,
+        image.manifest_digest
+    );
+    assert_eq!(Image::list().await.unwrap().len(), 2);
+
+    // A docker-save layout of the same layer.
+    let unpacked = work.path().join("unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    tar::Archive::new(File::open(&oci).unwrap())
+        .unpack(&unpacked)
+        .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(unpacked.join("index.json")).unwrap()).unwrap();
+    let manifest_hex = &index["manifests"][0]["digest"].as_str().unwrap()[7..];
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(unpacked.join("blobs/sha256").join(manifest_hex)).unwrap(),
+    )
+    .unwrap();
+    let docker = work.path().join("docker");
+    fs::create_dir_all(docker.join("layer1")).unwrap();
+    let config_hex = &manifest["config"]["digest"].as_str().unwrap()[7..];
+    let layer_hex = &manifest["layers"][0]["digest"].as_str().unwrap()[7..];
+    fs::copy(
+        unpacked.join("blobs/sha256").join(config_hex),
+        docker.join("config.json"),
+    )
+    .unwrap();
+    fs::copy(
+        unpacked.join("blobs/sha256").join(layer_hex),
+        docker.join("layer1/layer.tar"),
+    )
+    .unwrap();
+    fs::write(
+        docker.join("manifest.json"),
+        r#"[{"Config":"config.json","RepoTags":["docker.io/library/busybox:saved"],"Layers":["layer1/layer.tar"]}]"#,
+    )
+    .unwrap();
+    let docker_tar = work.path().join("docker-save.tar");
+    tar_of(&docker, &docker_tar);
+    let saved = Image::load(&docker_tar, None).await.unwrap();
+    assert_eq!(saved.reference, "docker.io/library/busybox:saved");
+    assert!(saved.lower_path.is_file());
+
+    // Bad input, each with a clear kind.
+    let err = Image::get("no/such:image").await.unwrap_err();
+    assert_eq!(err.kind(), "ImageNotFound");
+    let garbage = work.path().join("garbage.tar");
+    fs::write(&garbage, b"this is not a tar archive at all").unwrap();
+    assert_eq!(
+        Image::load(&garbage, Some("x".into()))
+            .await
+            .unwrap_err()
+            .kind(),
+        "ArchiveInvalid"
+    );
+    let empty_dir = work.path().join("empty");
+    fs::create_dir_all(empty_dir.join("nothing")).unwrap();
+    let empty_tar = work.path().join("empty.tar");
+    tar_of(&empty_dir, &empty_tar);
+    assert_eq!(
+        Image::load(&empty_tar, Some("x".into()))
+            .await
+            .unwrap_err()
+            .kind(),
+        "ArchiveInvalid"
+    );
+    // A blob whose content does not match its digest.
+    let tampered = work.path().join("tampered");
+    fs::create_dir_all(&tampered).unwrap();
+    tar::Archive::new(File::open(&oci).unwrap())
+        .unpack(&tampered)
+        .unwrap();
+    fs::write(tampered.join("blobs/sha256").join(layer_hex), b"evil").unwrap();
+    let tampered_tar = work.path().join("tampered.tar");
+    tar_of(&tampered, &tampered_tar);
+    let err = Image::load(&tampered_tar, Some("x".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "ArchiveInvalid");
+    assert!(err.to_string().contains("has content"), "{err}");
+    // Nothing of the failed loads is left in staging.
+    let tmp = work.path().join("home/images/tmp");
+    assert_eq!(fs::read_dir(tmp).unwrap().count(), 0);
+}

@@ -1,0 +1,729 @@
+//! The guest end of the agent channel: finds the virtio-serial port named
+//! [`AGENT_PORT_NAME`], announces `ready`, and serves requests until
+//! `shutdown`, across any number of host connections. Each `exec` runs on its
+//! own thread, which streams the process's stdout/stderr as frames and ends
+//! with its `exit` (or `error`).
+//!
+//! # The port while hosts come and go
+//!
+//! QEMU listens on the host socket; host processes connect and disconnect
+//! over the VM's life. What Linux 6.1's `virtio_console` does (measured under
+//! QEMU 7.2 with `/work/spike/probe/vport-probe.c`):
+//!
+//! - No host connected: `read` returns 0 at once (after any data the last
+//!   host sent); `write` blocks until a host connects and then goes to that
+//!   host (`EAGAIN` with `O_NONBLOCK`); `poll` returns at once with
+//!   `POLLIN | POLLHUP` and never `POLLOUT`, so it cannot wait for a host.
+//! - Host connected: `read` waits for data; `poll` wakes on data and on the
+//!   disconnect. The driver raises `SIGIO` on an `O_ASYNC` descriptor when a
+//!   host connects, sends data, or disconnects.
+//! - QEMU discards whatever the guest wrote that a leaving host had not taken;
+//!   a new host never receives bytes written for the previous one.
+//!
+//! Hence: the port is opened once (the driver allows one opener), with
+//! `O_NONBLOCK`. The reader (the thread in [`serve`]) waits for input with
+//! `poll` while a host is connected, and in `sigtimedwait(SIGIO)` while none
+//! is (with short sleeps as a fallback). Writers never block while no host is
+//! connected: on `EAGAIN` they poll for `POLLOUT`, and a `POLLHUP` that lasts
+//! longer than [`HUP_GRACE`] means the host left, so the frame is dropped.
+//! A connected host that does not read holds writers back (back-pressure on
+//! the processes), but never the reader: `shutdown` and `hello` still work.
+//! Every frame fits one `write` (at most [`PORT_WRITE_MAX`] bytes, the
+//! driver's per-write limit, all or nothing), so no frame is ever split
+//! between two hosts.
+//!
+//! Sessions: output goes only to the session that asked for it. A session
+//! starts at boot, at every `hello`, and when data arrives after the host was
+//! seen to leave; once it ends, its processes keep running but their output
+//! and exit are dropped (logged once per exec), also a frame already waiting
+//! for a host that does not read.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use microsandbox_guest::protocol::{
+    self, AGENT_PORT_NAME, GuestMessage, HEADER_LEN, HostMessage, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    ProtocolError,
+};
+
+use super::reaper::Reaper;
+use super::sys;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The most `virtio_console` takes in one `write`.
+const PORT_WRITE_MAX: usize = 32 * 1024;
+/// Bytes read from a process pipe per frame: base64 makes 32 000 bytes of
+/// it, so a whole `stdout`/`stderr` frame stays within [`PORT_WRITE_MAX`].
+const CHUNK: usize = 24_000;
+/// After the process exits, how long to keep draining pipes that a
+/// background descendant may hold open.
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
+/// Upper bound on draining after the process exits.
+const DRAIN_MAX: Duration = Duration::from_secs(2);
+/// How long a write waits on `POLLHUP` before it decides no host is there
+/// (data of a connecting host may be readable a moment before the driver
+/// has processed the connection).
+const HUP_GRACE: Duration = Duration::from_millis(50);
+/// While no host is connected: the longest wait for `SIGIO` before the
+/// reader looks again (a safety net; `SIGIO` normally wakes it at once).
+const IDLE_WAIT_SIGIO: Duration = Duration::from_secs(1);
+/// While no host is connected and `SIGIO` is unavailable: the polling period.
+const IDLE_WAIT_POLL: Duration = Duration::from_millis(20);
+/// Read size on the port.
+const READ_BUF: usize = 64 * 1024;
+
+/// Waits for the port named [`AGENT_PORT_NAME`] to appear; returns its `/dev` path.
+///
+/// The name arrives from the host after the port itself, so it is polled.
+pub fn find_port(timeout: Duration) -> io::Result<PathBuf> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(entries) = fs::read_dir("/sys/class/virtio-ports") {
+            for entry in entries.flatten() {
+                let name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+                if name.trim() == AGENT_PORT_NAME {
+                    let dev = Path::new("/dev").join(entry.file_name());
+                    if dev.exists() {
+                        return Ok(dev);
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no virtio-serial port named {AGENT_PORT_NAME} after {timeout:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Which host conversation a message belongs to.
+type Session = u64;
+
+struct LinkState {
+    session: Session,
+    /// False once the host was seen to leave, until data arrives again.
+    connected: bool,
+}
+
+/// How a wait for the port to take data ended.
+enum Wait {
+    Writable,
+    /// No host is connected.
+    HostGone,
+    /// The frame's session ended before any of it was written.
+    Superseded,
+}
+
+/// The port and the host connection state, shared by the reader and every
+/// thread that reports to the host.
+///
+/// Two locks: `state` is only held for a moment, so the reader always gets
+/// it (a `shutdown` is never stuck behind a write); `write` is held while
+/// a frame is written, so frames never interleave, and may be held for long
+/// while a connected host does not read.
+struct Link {
+    port: File,
+    state: Mutex<LinkState>,
+    write: Mutex<()>,
+}
+
+impl Link {
+    fn new(port: File) -> Self {
+        Self {
+            port,
+            // Unknown at boot: assume a host until a write or read says otherwise.
+            state: Mutex::new(LinkState {
+                session: 0,
+                connected: true,
+            }),
+            write: Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LinkState> {
+        // A poisoned lock only means another thread panicked; the state is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn session(&self) -> Session {
+        self.lock().session
+    }
+
+    /// `hello`: a new session; earlier execs no longer report.
+    fn new_session(&self) -> Session {
+        let mut st = self.lock();
+        st.session += 1;
+        st.connected = true;
+        st.session
+    }
+
+    /// Data arrived: if the host had been seen to leave, this is a new one.
+    fn host_active(&self) {
+        let mut st = self.lock();
+        if !st.connected {
+            st.session += 1;
+            st.connected = true;
+            crate::log!("host connected (session {})", st.session);
+        }
+    }
+
+    /// The port reads EOF: no host is connected.
+    fn host_left(&self) {
+        let mut st = self.lock();
+        if st.connected {
+            st.connected = false;
+            crate::log!(
+                "host disconnected (session {}); waiting for a host",
+                st.session
+            );
+        }
+    }
+
+    /// A write found no host: drop output until a host shows up again.
+    fn host_gone(&self, session: Session) {
+        let mut st = self.lock();
+        if st.session == session && st.connected {
+            st.connected = false;
+            crate::log!("host gone (session {session}); dropping output until a host connects");
+        }
+    }
+
+    /// The current session, if its host is (as far as we know) connected.
+    fn live_session(&self) -> Option<Session> {
+        let st = self.lock();
+        st.connected.then_some(st.session)
+    }
+
+    /// Sends `msg` to the current host. Returns whether it was delivered.
+    fn send_now(&self, msg: &GuestMessage) -> bool {
+        self.send(None, msg)
+    }
+
+    /// Sends `msg` if `session` is still the current one and its host is
+    /// connected. Returns whether it was delivered.
+    fn send_in(&self, session: Session, msg: &GuestMessage) -> bool {
+        self.send(Some(session), msg)
+    }
+
+    fn send(&self, session: Option<Session>, msg: &GuestMessage) -> bool {
+        let _writing = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(target) = self.live_session() else {
+            return false;
+        };
+        if session.is_some_and(|s| s != target) {
+            return false;
+        }
+        let frame = match protocol::encode(msg) {
+            Ok(frame) => frame,
+            Err(e) => {
+                crate::log!("cannot encode a message: {e}");
+                return false;
+            }
+        };
+        let mut written = 0;
+        while written < frame.len() {
+            let end = frame.len().min(written + PORT_WRITE_MAX);
+            match (&self.port).write(&frame[written..end]) {
+                Ok(0) => {}
+                Ok(n) => {
+                    written += n;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    crate::log!("write to host: {e}");
+                    self.host_gone(target);
+                    return false;
+                }
+            }
+            // Until the first byte is out, the frame may be dropped when its
+            // session ends; after that it must be finished (same host).
+            match self.wait_writable(target, written == 0) {
+                Wait::Writable => {}
+                Wait::Superseded => return false,
+                Wait::HostGone => {
+                    self.host_gone(target);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Waits until the port takes data again, no host is connected, or (with
+    /// `may_drop`) the session `target` is over. A connected host that does
+    /// not read is waited for: back-pressure on the processes.
+    fn wait_writable(&self, target: Session, may_drop: bool) -> Wait {
+        let fd = self.port.as_raw_fd();
+        let mut hup_since: Option<Instant> = None;
+        let started = Instant::now();
+        let mut slow_logged = false;
+        loop {
+            if may_drop && self.live_session() != Some(target) {
+                return Wait::Superseded;
+            }
+            let timeout = if hup_since.is_some() { 0 } else { 100 };
+            let revents = match sys::poll_one(fd, libc::POLLOUT, timeout) {
+                Ok(r) => r,
+                Err(e) => {
+                    crate::log!("poll on the agent port: {e}");
+                    return Wait::HostGone;
+                }
+            };
+            if revents & libc::POLLOUT != 0 {
+                return Wait::Writable;
+            }
+            if revents & libc::POLLHUP != 0 {
+                let since = *hup_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= HUP_GRACE {
+                    return Wait::HostGone;
+                }
+                // poll returns at once while no host is connected.
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            hup_since = None;
+            if revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                return Wait::HostGone;
+            }
+            if !slow_logged && started.elapsed() >= Duration::from_secs(1) {
+                crate::log!("host is not reading; output waits");
+                slow_logged = true;
+            }
+        }
+    }
+}
+
+/// One exec's way to the host: drops everything once its session is over,
+/// and says so once.
+struct Reporter {
+    link: Arc<Link>,
+    session: Session,
+    id: u64,
+    dropping: bool,
+}
+
+impl Reporter {
+    fn send(&mut self, msg: &GuestMessage) {
+        if self.dropping {
+            return;
+        }
+        if !self.link.send_in(self.session, msg) {
+            self.dropping = true;
+            crate::log!(
+                "exec {}: session {} is over; dropping its output (the process keeps running)",
+                self.id,
+                self.session
+            );
+        }
+    }
+}
+
+/// Reassembles host frames from the bytes the port delivers.
+#[derive(Default)]
+struct FrameBuf {
+    buf: Vec<u8>,
+    /// Body bytes of a rejected (bad length) frame still to discard.
+    skip: usize,
+}
+
+impl FrameBuf {
+    fn push(&mut self, data: &[u8]) {
+        let skipped = self.skip.min(data.len());
+        self.skip -= skipped;
+        self.buf.extend_from_slice(&data[skipped..]);
+    }
+
+    /// The next whole frame: a message, or why it was rejected.
+    fn next_frame(&mut self) -> Option<Result<HostMessage, String>> {
+        let header: [u8; HEADER_LEN] = self.buf.get(..HEADER_LEN)?.try_into().ok()?;
+        let len = u32::from_le_bytes(header) as usize;
+        if len == 0 || len > MAX_FRAME_LEN {
+            self.buf.drain(..HEADER_LEN);
+            let have = len.min(self.buf.len());
+            self.buf.drain(..have);
+            self.skip = len - have;
+            return Some(Err(format!("frame length {len} rejected")));
+        }
+        let end = HEADER_LEN + len;
+        if self.buf.len() < end {
+            return None;
+        }
+        let result = protocol::decode_exact::<HostMessage>(&self.buf[..end]).map_err(|e| match e {
+            ProtocolError::Json(e) => format!("undecodable request: {e}"),
+            other => format!("undecodable request: {other}"),
+        });
+        self.buf.drain(..end);
+        Some(result)
+    }
+
+    /// Forgets a partial frame (its sender left); returns the bytes dropped.
+    fn reset(&mut self) -> usize {
+        let dropped = self.buf.len() + self.skip;
+        self.buf.clear();
+        self.skip = 0;
+        dropped
+    }
+}
+
+/// Serves the protocol on `port` until a host asks for `shutdown`.
+pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(port)?;
+    let fd = file.as_raw_fd();
+    let sigio = match sys::block_signal(libc::SIGIO).and_then(|()| sys::sigio_to_this_thread(fd)) {
+        Ok(()) => true,
+        Err(e) => {
+            crate::log!("no SIGIO on the agent port ({e}); polling for hosts");
+            false
+        }
+    };
+    let link = Arc::new(Link::new(file));
+    let ready = GuestMessage::Ready {
+        version: PROTOCOL_VERSION,
+    };
+    if link.send_now(&ready) {
+        crate::log!("ready on {}", port.display());
+    } else {
+        crate::log!(
+            "ready on {} (no host connected: boot ready dropped)",
+            port.display()
+        );
+    }
+
+    let mut frames = FrameBuf::default();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut read_error_logged = false;
+    loop {
+        while let Some(frame) = frames.next_frame() {
+            match frame {
+                Ok(HostMessage::Hello) => {
+                    let session = link.new_session();
+                    let sent = link.send_now(&ready);
+                    crate::log!(
+                        "hello: session {session}{}",
+                        if sent { "" } else { " (ready not delivered)" }
+                    );
+                }
+                Ok(HostMessage::Exec { id, argv, env, cwd }) => {
+                    let mut reporter = Reporter {
+                        link: Arc::clone(&link),
+                        session: link.session(),
+                        id,
+                        dropping: false,
+                    };
+                    let reaper = Arc::clone(reaper);
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("exec-{id}"))
+                        .spawn(move || run_exec(&mut reporter, &reaper, &argv, env, cwd));
+                    if let Err(e) = spawned {
+                        link.send_now(&GuestMessage::Error {
+                            id: Some(id),
+                            message: format!("cannot start exec thread: {e}"),
+                        });
+                    }
+                }
+                Ok(HostMessage::Shutdown) => {
+                    crate::log!("shutdown requested");
+                    return Ok(());
+                }
+                Err(message) => {
+                    crate::log!("{message}");
+                    link.send_now(&GuestMessage::Error { id: None, message });
+                }
+            }
+        }
+        match (&link.port).read(&mut buf) {
+            Ok(0) => {
+                // No host connected (and nothing left from the last one).
+                link.host_left();
+                let dropped = frames.reset();
+                if dropped > 0 {
+                    crate::log!(
+                        "dropped {dropped} bytes of a partial frame from the host that left"
+                    );
+                }
+                if sigio {
+                    if let Err(e) = sys::wait_signal(libc::SIGIO, IDLE_WAIT_SIGIO) {
+                        crate::log!("sigtimedwait: {e}");
+                        std::thread::sleep(IDLE_WAIT_POLL);
+                    }
+                } else {
+                    std::thread::sleep(IDLE_WAIT_POLL);
+                }
+            }
+            Ok(n) => {
+                link.host_active();
+                frames.push(&buf[..n]);
+                read_error_logged = false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // A host is connected and quiet: wait for data or its disconnect.
+                if let Err(e) = sys::poll_one(fd, libc::POLLIN, -1) {
+                    crate::log!("poll on the agent port: {e}");
+                    std::thread::sleep(IDLE_WAIT_POLL);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if !read_error_logged {
+                    crate::log!("agent port read: {e}");
+                    read_error_logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn run_exec(
+    reporter: &mut Reporter,
+    reaper: &Reaper,
+    argv: &[String],
+    mut env: BTreeMap<String, String>,
+    cwd: Option<String>,
+) {
+    let id = reporter.id;
+    let Some((program, args)) = argv.split_first() else {
+        reporter.send(&GuestMessage::Error {
+            id: Some(id),
+            message: "empty argv".into(),
+        });
+        return;
+    };
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
+    env.entry("HOME".into()).or_insert_with(|| "/root".into());
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(&env)
+        .current_dir(cwd.as_deref().unwrap_or("/"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = match reaper.spawn(&mut cmd) {
+        Ok(child) => child,
+        Err(e) => {
+            reporter.send(&GuestMessage::Error {
+                id: Some(id),
+                message: format!("spawn {program}: {e}"),
+            });
+            return;
+        }
+    };
+    let pid = child.id() as libc::pid_t;
+    // Readable once the process exits; None if it is already gone.
+    let pidfd = sys::pidfd_open(pid).ok();
+    let mut outputs = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        outputs.push(Output {
+            file: File::from(OwnedFd::from(out)),
+            stderr: false,
+            open: true,
+        });
+    }
+    if let Some(err) = child.stderr.take() {
+        outputs.push(Output {
+            file: File::from(OwnedFd::from(err)),
+            stderr: true,
+            open: true,
+        });
+    }
+    pump(reporter, &mut outputs, pidfd.as_ref());
+    drop(outputs);
+    let code = reaper.wait(pid);
+    reporter.send(&GuestMessage::Exit { id, code });
+    if reporter.dropping {
+        crate::log!("exec {id} exited with {code} (not reported: session over)");
+    }
+}
+
+/// One of a process's output pipes.
+struct Output {
+    file: File,
+    stderr: bool,
+    open: bool,
+}
+
+/// Forwards pipe output until both pipes close, or until the process has
+/// exited and the pipes have stayed quiet for [`DRAIN_GRACE`] (a background
+/// descendant may hold them open forever); draining stops [`DRAIN_MAX`] after
+/// the exit in any case. Output is read (and dropped) even when it cannot be
+/// delivered, so the process never blocks on a full pipe.
+fn pump(reporter: &mut Reporter, outputs: &mut [Output], pidfd: Option<&OwnedFd>) {
+    let id = reporter.id;
+    let mut exited: Option<(Instant, Instant)> = None; // (exit seen, last data)
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let mut fds = Vec::new();
+        let mut which = Vec::new();
+        for (i, out) in outputs.iter().enumerate() {
+            if out.open {
+                fds.push(out.file.as_raw_fd());
+                which.push(Some(i));
+            }
+        }
+        if fds.is_empty() {
+            return;
+        }
+        if let (Some(p), None) = (pidfd, exited) {
+            fds.push(p.as_raw_fd());
+            which.push(None);
+        }
+        let timeout = match exited {
+            Some((at, last)) => {
+                let left = DRAIN_GRACE
+                    .saturating_sub(last.elapsed())
+                    .min(DRAIN_MAX.saturating_sub(at.elapsed()));
+                if left.is_zero() {
+                    crate::log!("exec {id}: output still open after exit; not waiting for it");
+                    return;
+                }
+                libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX)
+            }
+            None => -1,
+        };
+        let revents = match sys::poll_in(&fds, timeout) {
+            Ok(r) => r,
+            Err(e) => {
+                crate::log!("exec {id}: poll: {e}");
+                return;
+            }
+        };
+        for (slot, rev) in which.iter().zip(revents) {
+            if rev == 0 {
+                continue;
+            }
+            let Some(i) = *slot else {
+                let now = Instant::now();
+                exited = Some((now, now));
+                continue;
+            };
+            let out = &mut outputs[i];
+            match out.file.read(&mut buf) {
+                Ok(0) => out.open = false,
+                Ok(n) => {
+                    let data = buf[..n].to_vec();
+                    reporter.send(&if out.stderr {
+                        GuestMessage::Stderr { id, data }
+                    } else {
+                        GuestMessage::Stdout { id, data }
+                    });
+                    if let Some((_, last)) = exited.as_mut() {
+                        *last = Instant::now();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    crate::log!("exec {id}: read: {e}");
+                    out.open = false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(msg: &HostMessage) -> Vec<u8> {
+        protocol::encode(msg).unwrap()
+    }
+
+    #[test]
+    fn a_full_output_frame_fits_one_port_write() {
+        let msg = GuestMessage::Stderr {
+            id: u64::MAX,
+            data: vec![0xff; CHUNK],
+        };
+        let len = protocol::encode(&msg).unwrap().len();
+        assert!(len <= PORT_WRITE_MAX, "{len} > {PORT_WRITE_MAX}");
+    }
+
+    #[test]
+    fn frames_reassemble_from_single_bytes() {
+        let exec = HostMessage::Exec {
+            id: 1,
+            argv: vec!["true".into()],
+            env: BTreeMap::new(),
+            cwd: None,
+        };
+        let mut stream = frame(&HostMessage::Hello);
+        stream.extend(frame(&exec));
+        stream.extend(frame(&HostMessage::Shutdown));
+        let mut fb = FrameBuf::default();
+        let mut got = Vec::new();
+        for b in &stream {
+            fb.push(std::slice::from_ref(b));
+            while let Some(m) = fb.next_frame() {
+                got.push(m.unwrap());
+            }
+        }
+        assert_eq!(got, vec![HostMessage::Hello, exec, HostMessage::Shutdown]);
+        assert_eq!(fb.reset(), 0);
+    }
+
+    #[test]
+    fn bad_frames_are_reported_and_skipped() {
+        let mut fb = FrameBuf::default();
+        // Bad length: the announced body is skipped, even across pushes.
+        let mut stream = ((MAX_FRAME_LEN + 3) as u32).to_le_bytes().to_vec();
+        stream.extend(vec![b'x'; 10]);
+        fb.push(&stream);
+        assert!(fb.next_frame().unwrap().unwrap_err().contains("rejected"));
+        assert!(fb.next_frame().is_none());
+        fb.push(&vec![b'y'; MAX_FRAME_LEN - 7]);
+        fb.push(&frame(&HostMessage::Hello));
+        assert_eq!(fb.next_frame().unwrap().unwrap(), HostMessage::Hello);
+        // Zero length.
+        fb.push(&[0, 0, 0, 0]);
+        assert!(fb.next_frame().unwrap().is_err());
+        // Undecodable body, then a good frame.
+        let body = b"{\"type\":\"launch\"}";
+        let mut bad = (body.len() as u32).to_le_bytes().to_vec();
+        bad.extend_from_slice(body);
+        fb.push(&bad);
+        fb.push(&frame(&HostMessage::Shutdown));
+        assert!(
+            fb.next_frame()
+                .unwrap()
+                .unwrap_err()
+                .starts_with("undecodable request")
+        );
+        assert_eq!(fb.next_frame().unwrap().unwrap(), HostMessage::Shutdown);
+        assert!(fb.next_frame().is_none());
+    }
+
+    #[test]
+    fn a_partial_frame_is_forgotten_on_reset() {
+        let mut fb = FrameBuf::default();
+        let hello = frame(&HostMessage::Hello);
+        fb.push(&hello[..7]);
+        assert!(fb.next_frame().is_none());
+        assert_eq!(fb.reset(), 7);
+        fb.push(&hello);
+        assert_eq!(fb.next_frame().unwrap().unwrap(), HostMessage::Hello);
+        // A pending skip is forgotten too.
+        fb.push(&u32::MAX.to_le_bytes());
+        assert!(fb.next_frame().unwrap().is_err());
+        assert_eq!(fb.reset(), u32::MAX as usize);
+        fb.push(&hello);
+        assert_eq!(fb.next_frame().unwrap().unwrap(), HostMessage::Hello);
+    }
+}

@@ -1,0 +1,107 @@
+//! The only place that calls `wait`: a thread that reaps every child of
+//! PID 1, orphans included, and hands the exit codes of the processes the
+//! agent started (registered through [`Reaper::spawn`]) to whoever waits for
+//! them. One waiter avoids the race where a `waitpid(-1)` for zombies steals
+//! the status of a process another thread is waiting for.
+
+use std::collections::HashMap;
+use std::io;
+use std::process::{Child, Command};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::sys;
+
+#[derive(Default)]
+struct State {
+    /// Registered pids; `Some(code)` once reaped.
+    slots: HashMap<libc::pid_t, Option<i32>>,
+    /// Bumped on every spawn, so an idle reaper knows to wait again.
+    spawned: u64,
+}
+
+/// Shared handle to the reaper thread.
+pub struct Reaper {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Reaper {
+    /// Starts the reaper thread.
+    pub fn start() -> io::Result<Arc<Self>> {
+        let reaper = Arc::new(Self {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let r = Arc::clone(&reaper);
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || r.run())?;
+        Ok(reaper)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked; the map is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&self) {
+        loop {
+            let seen = self.lock().spawned;
+            match sys::wait_any() {
+                Ok((pid, status)) => {
+                    let code = sys::exit_code(status);
+                    let mut state = self.lock();
+                    match state.slots.get_mut(&pid) {
+                        Some(slot) => *slot = Some(code),
+                        None => crate::log!("reaped orphan {pid} (exit {code})"),
+                    }
+                    drop(state);
+                    self.changed.notify_all();
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                    // No children at all: only our own spawn can create one.
+                    let state = self.lock();
+                    let _ = self
+                        .changed
+                        .wait_timeout_while(state, Duration::from_secs(1), |s| s.spawned == seen);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    crate::log!("waitpid: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// Spawns `cmd` and registers its pid before the reaper can see it exit.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<Child> {
+        let mut state = self.lock();
+        let child = cmd.spawn()?;
+        let pid = child.id() as libc::pid_t;
+        state.slots.insert(pid, None);
+        state.spawned += 1;
+        drop(state);
+        self.changed.notify_all();
+        Ok(child)
+    }
+
+    /// Blocks until the registered `pid` has been reaped; returns its exit code.
+    pub fn wait(&self, pid: libc::pid_t) -> i32 {
+        let mut state = self.lock();
+        loop {
+            match state.slots.get(&pid) {
+                Some(Some(code)) => {
+                    let code = *code;
+                    state.slots.remove(&pid);
+                    return code;
+                }
+                Some(None) => {
+                    state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                None => return 255,
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Fails (and kills them) if QEMU processes started under DIR are still alive:
+# a test suite must not leave VMs behind.
+set -euo pipefail
+dir=${1:?usage: check-no-vms.sh DIR}
+left=$(pgrep -f "qemu-system-x86_64 .*${dir}" || true)
+if [[ -n "$left" ]]; then
+  echo "check-no-vms: QEMU processes outlived the test suite:" >&2
+  ps -o pid,args -p $left >&2 || true
+  kill -9 $left 2>/dev/null || true
+  exit 1
+fi
+echo "check-no-vms: no VM outlived the suite"
