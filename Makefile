@@ -19,7 +19,7 @@ test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)
-	TMPDIR=$(TEST_TMP) $(CARGO) test --workspace; status=$$?; \
+	TMPDIR=$(TEST_TMP) $(CARGO) test --workspace --no-fail-fast; status=$$?; \
 	  scripts/check-no-vms.sh $(TEST_TMP) && exit $$status
 
 setup:

@@ -140,6 +140,9 @@ mod tests {
         let mut builder = tar::Builder::new(File::create(&path).unwrap());
         for (entry_name, content) in entries {
             let mut header = tar::Header::new_gnu();
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
             match content {
                 Some(data) => {
                     header.set_entry_type(tar::EntryType::Regular);
