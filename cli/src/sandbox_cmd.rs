@@ -11,8 +11,11 @@ use crate::render::print_json;
 #[derive(Args)]
 pub struct CreateOpts {
     /// Image reference or manifest digest to boot (see `msb image ls`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from_snapshot")]
     pub image: Option<String>,
+    /// Boot from a snapshot (name, digest or path) instead of an image.
+    #[arg(long)]
+    pub from_snapshot: Option<String>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = microsandbox::sandbox::DEFAULT_MEMORY_MIB)]
     pub memory: u32,
@@ -30,6 +33,9 @@ fn builder(name: &str, opts: CreateOpts) -> MicrosandboxResult<microsandbox::San
         .cpus(opts.cpus);
     if let Some(image) = opts.image {
         b = b.image(image);
+    }
+    if let Some(snapshot) = opts.from_snapshot {
+        b = b.from_snapshot(snapshot);
     }
     for kv in opts.env {
         let (k, v) = kv.split_once('=').ok_or_else(|| {
@@ -62,6 +68,7 @@ pub async fn run(image: String, argv: Vec<String>, json: bool) -> MicrosandboxRe
     let name = format!("run-{}", std::process::id());
     let opts = CreateOpts {
         image: Some(image),
+        from_snapshot: None,
         memory: microsandbox::sandbox::DEFAULT_MEMORY_MIB,
         cpus: 1,
         env: vec![],

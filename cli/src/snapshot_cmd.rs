@@ -1,14 +1,57 @@
-//! `msb snapshot …`: inspect and verify snapshot artifacts.
+//! `msb snapshot …`: capture, list, inspect, verify, remove and reindex
+//! snapshot artifacts.
 
 use std::time::Instant;
 
 use clap::Subcommand;
-use microsandbox::{MicrosandboxResult, Snapshot, UpperVerifyStatus};
+use std::path::PathBuf;
+
+use microsandbox::{
+    IntegrityAlgorithm, MicrosandboxError, MicrosandboxResult, Snapshot, UpperVerifyStatus,
+};
 
 use crate::render::{human_bytes, print_json, progress_bar};
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
+    /// Capture a stopped sandbox's disk: msb snapshot create SANDBOX --name N | --path P
+    Create {
+        /// The stopped (or crashed) sandbox to capture.
+        sandbox: String,
+        /// Bare name under $MSB_HOME/snapshots.
+        #[arg(long, conflicts_with = "path")]
+        name: Option<String>,
+        /// Explicit artifact directory.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Label KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Overwrite an existing artifact.
+        #[arg(long)]
+        force: bool,
+        /// Record upper integrity (default algorithm unless --algorithm).
+        #[arg(long)]
+        integrity: bool,
+        /// Integrity algorithm (implies --integrity).
+        #[arg(long)]
+        algorithm: Option<String>,
+    },
+    /// List indexed snapshots, newest first.
+    Ls {
+        /// List the artifacts in this directory instead (no index).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Remove a snapshot (name, digest or path) and its index row.
+    Rm {
+        snapshot: String,
+        /// Remove even if indexed children exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Rebuild the index from the artifacts in DIR (default $MSB_HOME/snapshots).
+    Reindex { dir: Option<PathBuf> },
     /// Show an artifact's manifest and digest (does not read the upper's content).
     Inspect {
         /// Bare snapshot name (under $MSB_HOME/snapshots) or artifact path.
@@ -23,6 +66,70 @@ pub enum SnapshotCommand {
 
 pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
     match cmd {
+        SnapshotCommand::Create {
+            sandbox,
+            name,
+            path,
+            labels,
+            force,
+            integrity,
+            algorithm,
+        } => {
+            let mut b = Snapshot::builder(sandbox);
+            if let Some(name) = name {
+                b = b.name(name);
+            }
+            if let Some(path) = path {
+                b = b.path(path);
+            }
+            for kv in labels {
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    MicrosandboxError::InvalidConfig(format!("--label {kv:?} is not KEY=VALUE"))
+                })?;
+                b = b.label(k, v);
+            }
+            if force {
+                b = b.force();
+            }
+            if integrity {
+                b = b.record_integrity();
+            }
+            if let Some(name) = algorithm {
+                let algo = IntegrityAlgorithm::from_name(&name).ok_or_else(|| {
+                    MicrosandboxError::InvalidConfig(format!(
+                        "unknown integrity algorithm '{name}' (supported: {})",
+                        IntegrityAlgorithm::supported_names()
+                    ))
+                })?;
+                b = b.integrity_algorithm(algo);
+            }
+            let snap = b.create().await?;
+            if json {
+                print_json(
+                    &serde_json::json!({"path": snap.path(), "digest": snap.digest(), "manifest": snap.manifest()}),
+                );
+            } else {
+                println!("{}  {}", snap.digest(), snap.path().display());
+            }
+            Ok(())
+        }
+        SnapshotCommand::Ls { dir } => list(dir, json).await,
+        SnapshotCommand::Rm { snapshot, force } => {
+            Snapshot::remove(snapshot.clone(), force).await?;
+            if !json {
+                println!("removed {snapshot}");
+            }
+            Ok(())
+        }
+        SnapshotCommand::Reindex { dir } => {
+            let count = Snapshot::reindex(dir).await?;
+            if json {
+                print_json(&serde_json::json!({"indexed": count}));
+            } else {
+                println!("indexed {count} snapshots");
+            }
+            Ok(())
+        }
         SnapshotCommand::Inspect { snapshot } => inspect(&snapshot, json).await,
         SnapshotCommand::Verify { snapshot } => verify(&snapshot, json).await,
     }
@@ -99,6 +206,55 @@ async fn verify(target: &str, json: bool) -> MicrosandboxResult<()> {
             "ok         {}\nupper      no integrity recorded: structure checked, content not",
             report.digest
         ),
+    }
+    Ok(())
+}
+
+async fn list(dir: Option<PathBuf>, json: bool) -> MicrosandboxResult<()> {
+    if let Some(dir) = dir {
+        let snaps = Snapshot::list_dir(dir).await?;
+        if json {
+            let rows: Vec<_> = snaps
+                .iter()
+                .map(|s| serde_json::json!({"path": s.path(), "digest": s.digest(), "image": s.image_ref(), "created_at": s.created_at(), "size_bytes": s.size_bytes()}))
+                .collect();
+            print_json(&rows);
+        } else {
+            for s in snaps {
+                println!("{}  {}  {}", s.digest(), s.created_at(), s.path().display());
+            }
+        }
+        return Ok(());
+    }
+    let handles = Snapshot::list().await?;
+    if json {
+        let rows: Vec<_> = handles
+            .iter()
+            .map(|h| serde_json::json!({
+                "name": h.name(), "digest": h.digest(), "path": h.path(), "image": h.image_ref(),
+                "parent": h.parent_digest(), "size_bytes": h.size_bytes(),
+                "created_at": h.created_at().and_utc().to_rfc3339(), "children": h.child_count(),
+            }))
+            .collect();
+        print_json(&rows);
+    } else {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let _ = writeln!(
+            out,
+            "{:<24} {:<20} {:<19} IMAGE",
+            "NAME", "DIGEST", "CREATED"
+        );
+        for h in handles {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<20} {:<19} {}",
+                h.name().unwrap_or("-"),
+                &h.digest()[..h.digest().len().min(19)],
+                h.created_at().format("%Y-%m-%d %H:%M:%S"),
+                h.image_ref()
+            );
+        }
     }
     Ok(())
 }

@@ -1,20 +1,15 @@
 //! The `msb` binary end to end: human and JSON output, exit codes and error
 //! kinds, against artifacts from the conformance cases.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::msb;
 use serde_json::Value;
-
-fn msb(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msb"))
-        .env("MSB_HOME", home)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// Materialize the conformance case `name` of `suite` as `$home/snapshots/<as_name>`.
 fn artifact_from_case(home: &Path, suite: &str, name: &str, as_name: &str) -> (PathBuf, Value) {

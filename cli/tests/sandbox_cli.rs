@@ -1,31 +1,13 @@
 //! `msb` sandbox and image commands end to end on real QEMU microVMs, as a
 //! user types them. One test so the boots run one after another.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use common::{msb, ok};
 use serde_json::Value;
-
-fn msb(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msb"))
-        .env("MSB_HOME", home)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let out = msb(home, args);
-    assert!(
-        out.status.success(),
-        "msb {args:?} failed: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! The SQLite database under `MSB_HOME/db`: the image table and the sandbox
-//! registry (and, later, the snapshot index). Connections are short-lived,
+//! The SQLite database under `MSB_HOME/db`: the image table, the sandbox
+//! registry and the snapshot index. Connections are short-lived,
 //! in WAL mode with a busy timeout so several processes can share the file.
 //! The schema is created on first open and versioned with `user_version`.
 
@@ -14,7 +14,7 @@ use crate::home::MsbHome;
 /// File name of the database inside `MSB_HOME/db`.
 pub const DB_FILE: &str = "microsandbox.db";
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS images (
@@ -35,6 +35,22 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     created_at       TEXT NOT NULL,
     updated_at       TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS snapshots (
+    path             TEXT PRIMARY KEY,
+    digest           TEXT NOT NULL,
+    name             TEXT,
+    parent_digest    TEXT,
+    image_ref        TEXT NOT NULL,
+    format           TEXT NOT NULL,
+    size_bytes       INTEGER,
+    created_at       TEXT NOT NULL,
+    created_epoch    REAL NOT NULL,
+    child_count      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS snapshots_by_digest ON snapshots(digest);
+CREATE INDEX IF NOT EXISTS snapshots_by_name ON snapshots(name);
+CREATE INDEX IF NOT EXISTS snapshots_by_created ON snapshots(created_epoch DESC);
+CREATE INDEX IF NOT EXISTS snapshots_by_parent ON snapshots(parent_digest);
 ";
 
 /// Open (creating if needed) the database of `home`.

@@ -12,6 +12,7 @@ pub mod progress;
 pub mod runtime;
 pub mod sandbox;
 pub mod snapshot;
+pub mod sparse;
 mod tools;
 
 pub use error::{MicrosandboxError, MicrosandboxResult};
@@ -19,7 +20,8 @@ pub use home::MsbHome;
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
 pub use sandbox::{ExecOutput, Sandbox, SandboxBuilder, SandboxHandle, SandboxState};
 pub use snapshot::{
-    IntegrityAlgorithm, Snapshot, SnapshotFormat, SnapshotVerifyReport, UpperVerifyStatus,
+    IntegrityAlgorithm, Snapshot, SnapshotBuilder, SnapshotConfig, SnapshotDestination,
+    SnapshotFormat, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,
 };
 
 /// Run blocking work (hashing, copying, file walks) off the async runtime's

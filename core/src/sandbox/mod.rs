@@ -21,6 +21,7 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image;
 use crate::runtime::{self, BootRequest};
+use crate::snapshot::Snapshot;
 use registry::SandboxRecord;
 
 /// Apparent size of a new sandbox's upper disk (sparse: costs what it holds).
@@ -54,6 +55,7 @@ pub struct SandboxHandle {
 pub struct SandboxBuilder {
     name: String,
     image: Option<String>,
+    from_snapshot: Option<String>,
     memory_mib: u32,
     cpus: u32,
     env: BTreeMap<String, String>,
@@ -66,6 +68,7 @@ impl Sandbox {
         SandboxBuilder {
             name: name.into(),
             image: None,
+            from_snapshot: None,
             memory_mib: DEFAULT_MEMORY_MIB,
             cpus: 1,
             env: BTreeMap::new(),
@@ -133,6 +136,15 @@ impl SandboxBuilder {
         self
     }
 
+    /// Boot from a snapshot (bare name, digest or path) instead of an image:
+    /// the snapshot pins its image, so this excludes [`image`](Self::image).
+    /// The artifact is opened and its recorded integrity verified at
+    /// [`create`](Self::create) time; the sandbox gets its own copy of the upper.
+    pub fn from_snapshot(mut self, path_or_name: impl Into<String>) -> Self {
+        self.from_snapshot = Some(path_or_name.into());
+        self
+    }
+
     /// Guest memory in MiB (default 256).
     pub fn memory_mib(mut self, mib: u32) -> Self {
         self.memory_mib = mib;
@@ -171,10 +183,39 @@ impl SandboxBuilder {
                 "memory_mib must be >= 64, cpus >= 1 and the upper at least 64 MiB".into(),
             ));
         }
-        let reference = self.image.clone().ok_or_else(|| {
-            MicrosandboxError::InvalidConfig(format!("sandbox '{}' needs an image", self.name))
-        })?;
-        let image = image::get_blocking(home, &reference)?;
+        let (image, upper_source) = match (&self.image, &self.from_snapshot) {
+            (Some(_), Some(_)) => {
+                return Err(MicrosandboxError::InvalidConfig(
+                    "image and from_snapshot are mutually exclusive: a snapshot pins its image"
+                        .into(),
+                ));
+            }
+            (None, None) => {
+                return Err(MicrosandboxError::InvalidConfig(format!(
+                    "sandbox '{}' needs an image or a snapshot to boot from",
+                    self.name
+                )));
+            }
+            (Some(reference), None) => (
+                image::get_blocking(home, reference)?,
+                UpperSource::Fresh(self.upper_size_bytes),
+            ),
+            (None, Some(snapshot)) => {
+                let snap = open_verified_snapshot(home, snapshot)?;
+                let image =
+                    image::get_blocking(home, snap.image_manifest_digest()).map_err(|_| {
+                        MicrosandboxError::ImageNotFound {
+                            reference: format!(
+                                "{} @ {} (pinned by snapshot {}; load that image first)",
+                                snap.image_ref(),
+                                snap.image_manifest_digest(),
+                                snap.path().display()
+                            ),
+                        }
+                    })?;
+                (image, UpperSource::Snapshot(snap.upper_path()))
+            }
+        };
         let root = home.sandboxes_dir();
         fs::create_dir_all(&root).map_err(|e| MicrosandboxError::io(&root, e))?;
         let dir = root.join(&self.name);
@@ -187,7 +228,7 @@ impl SandboxBuilder {
                 _ => MicrosandboxError::io(&dir, e),
             });
         }
-        let created = self.build_and_boot(home, &dir, image);
+        let created = self.build_and_boot(home, &dir, image, upper_source);
         if created.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -199,9 +240,17 @@ impl SandboxBuilder {
         home: &MsbHome,
         dir: &Path,
         image: image::ImageInfo,
+        upper_source: UpperSource,
     ) -> MicrosandboxResult<SandboxHandle> {
         let _lock = DirLock::acquire(dir)?;
-        make_upper(&dir.join(UPPER_FILE), self.upper_size_bytes)?;
+        let upper = dir.join(UPPER_FILE);
+        match upper_source {
+            UpperSource::Fresh(size) => make_upper(&upper, size)?,
+            UpperSource::Snapshot(from) => {
+                crate::sparse::copy_sparse(&from, &upper)
+                    .map_err(|e| MicrosandboxError::io(&from, e))?;
+            }
+        }
         let mut env: BTreeMap<String, String> = image
             .env
             .iter()
@@ -385,6 +434,23 @@ impl SandboxHandle {
         .await
     }
 
+    /// Snapshot this stopped (or crashed) sandbox under a bare name in the
+    /// default snapshots directory.
+    pub async fn snapshot(&self, name: &str) -> MicrosandboxResult<Snapshot> {
+        Snapshot::builder(self.name.clone())
+            .name(name)
+            .create()
+            .await
+    }
+
+    /// Snapshot this stopped (or crashed) sandbox to an explicit path.
+    pub async fn snapshot_to(&self, path: impl AsRef<Path>) -> MicrosandboxResult<Snapshot> {
+        Snapshot::builder(self.name.clone())
+            .path(path.as_ref())
+            .create()
+            .await
+    }
+
     /// Kill the VM without a clean shutdown, as a crash would (for tests and
     /// `msb kill`). The sandbox ends up `crashed`.
     pub async fn kill(&self) -> MicrosandboxResult<()> {
@@ -398,6 +464,26 @@ impl SandboxHandle {
         })
         .await
     }
+}
+
+/// Where a new sandbox's upper disk comes from.
+enum UpperSource {
+    /// A fresh, empty ext4 of this apparent size.
+    Fresh(u64),
+    /// A copy of a snapshot's upper.
+    Snapshot(PathBuf),
+}
+
+/// Open the snapshot named by `key` (index name, digest or path, else a bare
+/// name or path on disk) and verify its recorded integrity.
+fn open_verified_snapshot(home: &MsbHome, key: &str) -> MicrosandboxResult<Snapshot> {
+    let dir = match crate::snapshot::index::get(home, key) {
+        Ok(handle) => handle.path().to_path_buf(),
+        Err(_) => home.snapshot_location(key)?,
+    };
+    let snap = Snapshot::open_dir(&dir)?;
+    snap.verify_blocking(None)?;
+    Ok(snap)
 }
 
 /// Sandbox names: 1–63 of `[A-Za-z0-9_.-]`, starting with a letter or digit.
@@ -454,12 +540,12 @@ fn make_upper(path: &Path, size: u64) -> MicrosandboxResult<()> {
 
 /// An exclusive `flock` on a sandbox directory, held for a state change so
 /// two processes never boot or stop the same sandbox at once.
-struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
-    fn acquire(dir: &Path) -> MicrosandboxResult<Self> {
+    pub(crate) fn acquire(dir: &Path) -> MicrosandboxResult<Self> {
         let path = dir.join(".lock");
         let file = File::create(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
         // SAFETY: flock on a descriptor we own; released when `file` closes.

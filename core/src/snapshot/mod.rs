@@ -1,8 +1,11 @@
 //! Snapshot artifacts: a directory holding `manifest.json` and the captured
 //! upper file. The artifact directory is the source of truth; anything else
 //! (the index, archives) is derived from it. This module opens artifacts
-//! (structure only, never the upper's content) and verifies them (content).
+//! (structure only, never the upper's content), verifies them (content), and
+//! holds the static entry points: capture, index lookups, removal, reindex.
 
+pub mod create;
+pub mod index;
 pub mod integrity;
 pub mod manifest;
 
@@ -13,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use create::{SnapshotBuilder, SnapshotConfig, SnapshotDestination, SnapshotSpec};
+pub use index::SnapshotHandle;
 pub use integrity::IntegrityAlgorithm;
 pub use manifest::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
 
@@ -51,6 +56,53 @@ pub enum UpperVerifyStatus {
 }
 
 impl Snapshot {
+    /// Start configuring a snapshot of the stopped sandbox `source_sandbox`.
+    pub fn builder(source_sandbox: impl Into<String>) -> SnapshotBuilder {
+        SnapshotBuilder::new(source_sandbox.into())
+    }
+
+    /// Capture a stopped (or crashed) sandbox's upper disk per `config`,
+    /// then index it (best effort).
+    pub async fn create(config: SnapshotConfig) -> MicrosandboxResult<Self> {
+        let home = MsbHome::resolve()?;
+        crate::blocking(move || create::create_blocking(&home, &config)).await
+    }
+
+    /// The indexed snapshot with this name, digest or path.
+    pub async fn get(name_or_digest: impl Into<String>) -> MicrosandboxResult<SnapshotHandle> {
+        let (home, key) = (MsbHome::resolve()?, name_or_digest.into());
+        crate::blocking(move || index::get(&home, &key)).await
+    }
+
+    /// Every indexed snapshot, newest first.
+    pub async fn list() -> MicrosandboxResult<Vec<SnapshotHandle>> {
+        let home = MsbHome::resolve()?;
+        crate::blocking(move || index::list(&home)).await
+    }
+
+    /// The valid artifacts directly inside `dir`, by path; never touches the
+    /// index. Entries without a manifest, hidden ones and malformed ones are
+    /// skipped.
+    pub async fn list_dir(dir: impl Into<PathBuf>) -> MicrosandboxResult<Vec<Self>> {
+        let dir = dir.into();
+        crate::blocking(move || list_dir_blocking(&dir)).await
+    }
+
+    /// Remove an artifact (by name, digest or path) and its index row.
+    /// `SnapshotHasChildren` while indexed children exist, unless `force`.
+    pub async fn remove(path_or_name: impl Into<String>, force: bool) -> MicrosandboxResult<()> {
+        let (home, key) = (MsbHome::resolve()?, path_or_name.into());
+        crate::blocking(move || index::remove(&home, &key, force)).await
+    }
+
+    /// Rebuild the index from the artifacts in `dir` (default: the snapshots
+    /// directory). Returns how many artifacts were indexed.
+    pub async fn reindex(dir: Option<PathBuf>) -> MicrosandboxResult<usize> {
+        let home = MsbHome::resolve()?;
+        let dir = dir.unwrap_or_else(|| home.snapshots_dir());
+        crate::blocking(move || index::reindex(&home, &dir)).await
+    }
+
     /// Open an artifact by bare name (under the snapshots directory of
     /// `MSB_HOME`) or by path. Checks the manifest, recomputes its digest and
     /// checks the upper file exists with the recorded size; never reads the
@@ -263,6 +315,26 @@ impl Snapshot {
         }
         Ok(file)
     }
+}
+
+/// Open every artifact directly inside `dir`, in parallel; skips the rest.
+pub(crate) fn list_dir_blocking(dir: &Path) -> MicrosandboxResult<Vec<Snapshot>> {
+    use rayon::prelude::*;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(MicrosandboxError::io(dir, e)),
+    };
+    let mut candidates: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect();
+    candidates.sort();
+    Ok(candidates
+        .par_iter()
+        .filter_map(|path| Snapshot::open_dir(path).ok())
+        .collect())
 }
 
 /// Read `manifest.json` of `dir`, refusing anything that is not a plain,

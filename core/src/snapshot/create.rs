@@ -1,0 +1,328 @@
+//! Capturing a stopped sandbox's upper disk as a snapshot artifact. The
+//! artifact is built in a hidden temp sibling of its destination (upper
+//! copied sparse, synced; manifest written last) and renamed into place in
+//! one step, so a crash leaves either nothing visible or a complete artifact.
+//! The index row is added afterwards, best effort.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use super::integrity::{self, IntegrityAlgorithm};
+use super::manifest::{
+    ImageRef, MANIFEST_FILE, MANIFEST_SCHEMA, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer,
+};
+use super::{Snapshot, index};
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::home::{MsbHome, is_bare_name};
+use crate::sandbox::registry::{self, SandboxState};
+use crate::sandbox::{DirLock, UPPER_FILE};
+use crate::sparse::copy_sparse;
+
+/// Where to place a new snapshot artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotDestination {
+    /// A bare name resolved under the default snapshots directory.
+    Name(String),
+    /// An explicit path to the artifact directory.
+    Path(PathBuf),
+}
+
+/// Inputs to [`Snapshot::create`]; usually built with [`SnapshotBuilder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// Name of the source sandbox; must be stopped or crashed.
+    pub source_sandbox: String,
+    /// Where to write the artifact.
+    pub destination: SnapshotDestination,
+    /// User labels.
+    pub labels: Vec<(String, String)>,
+    /// Overwrite an existing artifact at the destination.
+    pub force: bool,
+    /// Compute and record upper-layer integrity.
+    pub record_integrity: bool,
+    /// Algorithm for recorded integrity (default `msb-merkle-sha256-v1`).
+    pub integrity_algorithm: IntegrityAlgorithm,
+}
+
+/// Same as [`SnapshotConfig`], the name the seed reference also uses.
+pub type SnapshotSpec = SnapshotConfig;
+
+/// Builder for a [`SnapshotConfig`]; see [`Snapshot::builder`].
+#[derive(Debug, Clone)]
+pub struct SnapshotBuilder {
+    source_sandbox: String,
+    destination: Option<SnapshotDestination>,
+    labels: Vec<(String, String)>,
+    force: bool,
+    record_integrity: bool,
+    integrity_algorithm: IntegrityAlgorithm,
+}
+
+impl SnapshotBuilder {
+    pub(crate) fn new(source_sandbox: String) -> Self {
+        Self {
+            source_sandbox,
+            destination: None,
+            labels: Vec::new(),
+            force: false,
+            record_integrity: false,
+            integrity_algorithm: IntegrityAlgorithm::DEFAULT,
+        }
+    }
+
+    /// Set the destination explicitly.
+    pub fn destination(mut self, dest: SnapshotDestination) -> Self {
+        self.destination = Some(dest);
+        self
+    }
+
+    /// A bare name under the default snapshots directory.
+    pub fn name(self, name: impl Into<String>) -> Self {
+        self.destination(SnapshotDestination::Name(name.into()))
+    }
+
+    /// An explicit artifact directory.
+    pub fn path(self, path: impl Into<PathBuf>) -> Self {
+        self.destination(SnapshotDestination::Path(path.into()))
+    }
+
+    /// Add a label (sorted by key in the manifest).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+
+    /// Overwrite an existing artifact at the destination.
+    pub fn force(mut self) -> Self {
+        self.force = true;
+        self
+    }
+
+    /// Record upper-layer integrity with the default algorithm.
+    pub fn record_integrity(mut self) -> Self {
+        self.record_integrity = true;
+        self
+    }
+
+    /// Record upper-layer integrity with `algorithm` (e.g. the 0.6.6
+    /// exchange algorithm `msb-sparse-sha256-v1` for older readers).
+    pub fn integrity_algorithm(mut self, algorithm: IntegrityAlgorithm) -> Self {
+        self.record_integrity = true;
+        self.integrity_algorithm = algorithm;
+        self
+    }
+
+    /// The config, or `InvalidConfig` when no destination was set or a
+    /// name is not a bare name.
+    pub fn build(self) -> MicrosandboxResult<SnapshotConfig> {
+        let destination = self.destination.ok_or_else(|| {
+            MicrosandboxError::InvalidConfig(
+                "a snapshot needs a destination: set .name() or .path()".into(),
+            )
+        })?;
+        match &destination {
+            SnapshotDestination::Name(name) if !is_bare_name(name) => {
+                return Err(MicrosandboxError::InvalidConfig(format!(
+                    "{name:?} is not a bare snapshot name (no '/', not starting with '.' or '~'); use .path() for paths"
+                )));
+            }
+            SnapshotDestination::Path(path) if path.as_os_str().is_empty() => {
+                return Err(MicrosandboxError::InvalidConfig(
+                    "the snapshot path is empty".into(),
+                ));
+            }
+            _ => {}
+        }
+        for (key, _) in &self.labels {
+            if key.is_empty() {
+                return Err(MicrosandboxError::InvalidConfig(
+                    "label keys must not be empty".into(),
+                ));
+            }
+        }
+        Ok(SnapshotConfig {
+            source_sandbox: self.source_sandbox,
+            destination,
+            labels: self.labels,
+            force: self.force,
+            record_integrity: self.record_integrity,
+            integrity_algorithm: self.integrity_algorithm,
+        })
+    }
+
+    /// Build and create in one step.
+    pub async fn create(self) -> MicrosandboxResult<Snapshot> {
+        Snapshot::create(self.build()?).await
+    }
+}
+
+/// Capture per `config`. Blocking.
+pub(crate) fn create_blocking(
+    home: &MsbHome,
+    config: &SnapshotConfig,
+) -> MicrosandboxResult<Snapshot> {
+    let dest = match &config.destination {
+        SnapshotDestination::Name(name) => home.snapshots_dir().join(name),
+        SnapshotDestination::Path(path) => path.clone(),
+    };
+    let sandbox_dir = home.sandboxes_dir().join(&config.source_sandbox);
+    // Hold the sandbox's lock so it cannot boot while its disk is copied.
+    let record = registry::get(home, &config.source_sandbox)?;
+    let _lock = DirLock::acquire(&sandbox_dir)?;
+    let record = registry::get(home, &record.name)?;
+    if record.state == SandboxState::Running {
+        return Err(MicrosandboxError::SnapshotSandboxRunning { name: record.name });
+    }
+    if dest.exists() && !config.force {
+        return Err(MicrosandboxError::SnapshotAlreadyExists { path: dest });
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    fs::create_dir_all(&parent).map_err(|e| MicrosandboxError::io(&parent, e))?;
+    let base = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    remove_abandoned_staging(&parent);
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{base}{STAGING_MARK}{}-", std::process::id()))
+        .tempdir_in(&parent)
+        .map_err(|e| MicrosandboxError::io(&parent, e))?;
+
+    let upper = staging.path().join(UPPER_FILE);
+    let source_upper = sandbox_dir.join(UPPER_FILE);
+    copy_sparse(&source_upper, &upper).map_err(|e| MicrosandboxError::io(&source_upper, e))?;
+    let size_bytes = fs::metadata(&upper)
+        .map_err(|e| MicrosandboxError::io(&upper, e))?
+        .len();
+    let integrity = if config.record_integrity {
+        let digest = integrity::upper_digest_blocking(&upper, config.integrity_algorithm, None)?;
+        Some(UpperIntegrity {
+            algorithm: config.integrity_algorithm.name().to_string(),
+            digest,
+        })
+    } else {
+        None
+    };
+    let manifest = Manifest {
+        schema: MANIFEST_SCHEMA,
+        format: SnapshotFormat::Raw,
+        fstype: "ext4".into(),
+        image: ImageRef {
+            reference: record.config.image_ref.clone(),
+            manifest_digest: record.config.image_manifest_digest.clone(),
+        },
+        parent: None,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        labels: config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        upper: UpperLayer {
+            file: UPPER_FILE.into(),
+            size_bytes,
+            integrity,
+        },
+        source_sandbox: Some(record.name.clone()),
+    };
+    manifest.validate(&staging.path().join(MANIFEST_FILE))?;
+    write_synced(
+        &staging.path().join(MANIFEST_FILE),
+        &manifest.canonical_bytes(),
+    )?;
+    sync_dir(staging.path())?;
+
+    publish(staging.keep(), &dest, config.force)?;
+    sync_dir(&parent)?;
+    let snap = Snapshot::open_dir(&dest)?;
+    index::record_best_effort(home, &snap);
+    Ok(snap)
+}
+
+/// Infix of staging directory names: `.<name>.creating-<pid>-<random>`.
+const STAGING_MARK: &str = ".creating-";
+
+/// Delete staging directories in `dir` left by creates whose process died
+/// (killed mid-create): they were never visible, and now never will be.
+pub(crate) fn remove_abandoned_staging(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix('.')
+            .and_then(|n| n.split_once(STAGING_MARK))
+            .map(|(_, r)| r)
+        else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Move the finished `staging` directory to `dest`: atomically when `dest`
+/// is free; with `force`, the two are swapped atomically (RENAME_EXCHANGE),
+/// so readers see the old artifact or the new one, never neither, and the old
+/// one is deleted from where the staging directory was.
+fn publish(staging: PathBuf, dest: &Path, force: bool) -> MicrosandboxResult<()> {
+    let cleanup = |e: MicrosandboxError| {
+        let _ = fs::remove_dir_all(&staging);
+        e
+    };
+    match rename_with(&staging, dest, libc::RENAME_NOREPLACE) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && force => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(cleanup(MicrosandboxError::SnapshotAlreadyExists {
+                path: dest.to_path_buf(),
+            }));
+        }
+        Err(e) => return Err(cleanup(MicrosandboxError::io(dest, e))),
+    }
+    rename_with(&staging, dest, libc::RENAME_EXCHANGE)
+        .map_err(|e| cleanup(MicrosandboxError::io(dest, e)))?;
+    let _ = fs::remove_dir_all(&staging); // now the replaced artifact
+    Ok(())
+}
+
+/// `renameat2(2)` with `flags` (RENAME_NOREPLACE fails with `AlreadyExists`).
+fn rename_with(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (from_c, to_c) = (c(from)?, c(to)?);
+    // SAFETY: renameat2 with two NUL-terminated paths we own.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> MicrosandboxResult<()> {
+    use std::io::Write;
+    let mut file = File::create(path).map_err(|e| MicrosandboxError::io(path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| MicrosandboxError::io(path, e))
+}
+
+fn sync_dir(dir: &Path) -> MicrosandboxResult<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| MicrosandboxError::io(dir, e))
+}

@@ -1,0 +1,328 @@
+//! The local snapshot index: one row per known artifact (keyed by its
+//! directory), with its digest, name alias, parent, image, format, size,
+//! creation time and indexed child count. The artifacts are the source of
+//! truth; this table is a cache that [`reindex`] rebuilds from them at any
+//! time, so a failed index write never fails the operation that caused it.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDateTime;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::manifest::is_content_digest;
+use super::{Snapshot, SnapshotFormat};
+use crate::db;
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::home::{MsbHome, is_bare_name};
+
+/// A lightweight handle backed by an index row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotHandle {
+    digest: String,
+    name: Option<String>,
+    parent_digest: Option<String>,
+    image_ref: String,
+    format: SnapshotFormat,
+    size_bytes: Option<u64>,
+    created_at: NaiveDateTime,
+    path: PathBuf,
+    child_count: u64,
+}
+
+impl SnapshotHandle {
+    /// Manifest digest (`sha256:<hex>`), the canonical identity.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Name alias, `None` for artifacts outside the default snapshots directory.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The parent snapshot's digest, `None` for a root.
+    pub fn parent_digest(&self) -> Option<&str> {
+        self.parent_digest.as_deref()
+    }
+
+    /// Image reference the snapshot was taken from.
+    pub fn image_ref(&self) -> &str {
+        &self.image_ref
+    }
+
+    /// On-disk format of the upper layer.
+    pub fn format(&self) -> SnapshotFormat {
+        self.format
+    }
+
+    /// Apparent size of the upper file at index time.
+    pub fn size_bytes(&self) -> Option<u64> {
+        self.size_bytes
+    }
+
+    /// Creation time from the manifest (UTC).
+    pub fn created_at(&self) -> NaiveDateTime {
+        self.created_at
+    }
+
+    /// Local artifact directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Indexed snapshots whose parent is this one.
+    pub fn child_count(&self) -> u64 {
+        self.child_count
+    }
+
+    /// Open the underlying artifact (same as `Snapshot::open(self.path())`).
+    pub async fn open(&self) -> MicrosandboxResult<Snapshot> {
+        let path = self.path.clone();
+        crate::blocking(move || Snapshot::open_dir(&path)).await
+    }
+
+    /// Remove this snapshot (same as `Snapshot::remove(self.digest(), force)`).
+    pub async fn remove(&self, force: bool) -> MicrosandboxResult<()> {
+        let (home, path) = (MsbHome::resolve()?, self.path.clone());
+        crate::blocking(move || remove(&home, &path.to_string_lossy(), force)).await
+    }
+}
+
+const COLUMNS: &str =
+    "digest, name, parent_digest, image_ref, format, size_bytes, created_at, path, child_count";
+
+fn handle_from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotHandle> {
+    let created: String = row.get(6)?;
+    let format: String = row.get(4)?;
+    Ok(SnapshotHandle {
+        digest: row.get(0)?,
+        name: row.get(1)?,
+        parent_digest: row.get(2)?,
+        image_ref: row.get(3)?,
+        format: if format == "qcow2" {
+            SnapshotFormat::Qcow2
+        } else {
+            SnapshotFormat::Raw
+        },
+        size_bytes: row.get::<_, Option<i64>>(5)?.map(|s| s as u64),
+        created_at: parse_time(&created)
+            .map(|t| t.naive_utc())
+            .unwrap_or_default(),
+        path: PathBuf::from(row.get::<_, String>(7)?),
+        child_count: row.get::<_, i64>(8)? as u64,
+    })
+}
+
+fn parse_time(rfc3339: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).ok()
+}
+
+fn sql_error(home: &MsbHome) -> impl Fn(rusqlite::Error) -> MicrosandboxError + '_ {
+    move |e| db::db_error(&db::db_path(home), e)
+}
+
+/// The name alias of an artifact: its directory name when it lives in the
+/// default snapshots directory.
+fn alias(home: &MsbHome, path: &Path) -> Option<String> {
+    let default_dir = home.snapshots_dir().canonicalize().ok()?;
+    (path.parent()? == default_dir)
+        .then(|| path.file_name()?.to_str().map(str::to_string))
+        .flatten()
+}
+
+/// Absolute, symlink-free form of an artifact path (the row key).
+pub(crate) fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Insert or refresh the row of `snap`.
+pub(crate) fn upsert(home: &MsbHome, conn: &Connection, snap: &Snapshot) -> MicrosandboxResult<()> {
+    let path = canonical(snap.path());
+    let epoch = parse_time(snap.created_at()).map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
+    conn.prepare_cached(
+        "INSERT INTO snapshots (path, digest, name, parent_digest, image_ref, format, size_bytes, created_at, created_epoch, child_count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)
+         ON CONFLICT(path) DO UPDATE SET digest = ?2, name = ?3, parent_digest = ?4, image_ref = ?5,
+             format = ?6, size_bytes = ?7, created_at = ?8, created_epoch = ?9",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            path.to_string_lossy(),
+            snap.digest(),
+            alias(home, &path),
+            snap.parent(),
+            snap.image_ref(),
+            snap.format().as_str(),
+            snap.size_bytes() as i64,
+            snap.created_at(),
+            epoch,
+        ])
+    })
+    .map_err(sql_error(home))?;
+    Ok(())
+}
+
+/// Index `snap` after a create or import, recomputing its parent's child
+/// count. Failures are logged, never returned: the artifact is the truth.
+pub(crate) fn record_best_effort(home: &MsbHome, snap: &Snapshot) {
+    let result = db::open(home).and_then(|conn| {
+        upsert(home, &conn, snap)?;
+        if let Some(parent) = snap.parent() {
+            recount_children(home, &conn, Some(parent))?;
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        log::warn!(
+            "snapshot {} created but not indexed: {e}",
+            snap.path().display()
+        );
+    }
+}
+
+/// Recompute child counts: of `parent` only, or of every row.
+fn recount_children(
+    home: &MsbHome,
+    conn: &Connection,
+    parent: Option<&str>,
+) -> MicrosandboxResult<()> {
+    let sql = "UPDATE snapshots SET child_count =
+                 (SELECT COUNT(*) FROM snapshots AS c WHERE c.parent_digest = snapshots.digest)";
+    match parent {
+        Some(digest) => conn.execute(&format!("{sql} WHERE digest = ?1"), params![digest]),
+        None => conn.execute(sql, []),
+    }
+    .map_err(sql_error(home))?;
+    Ok(())
+}
+
+/// The handle for a name, a digest or a path.
+pub(crate) fn get(home: &MsbHome, key: &str) -> MicrosandboxResult<SnapshotHandle> {
+    let conn = db::open(home)?;
+    let (sql, arg) = if is_content_digest(key) {
+        ("digest = ?1", key.to_string())
+    } else if is_bare_name(key) {
+        ("name = ?1", key.to_string())
+    } else {
+        (
+            "path = ?1",
+            canonical(Path::new(key)).to_string_lossy().into_owned(),
+        )
+    };
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM snapshots WHERE {sql} ORDER BY created_epoch DESC LIMIT 1"),
+        params![arg],
+        handle_from_row,
+    )
+    .optional()
+    .map_err(sql_error(home))?
+    .ok_or_else(|| MicrosandboxError::SnapshotNotFound {
+        what: format!("{key} (not in the index; `msb snapshot reindex` rebuilds it)"),
+    })
+}
+
+/// Every indexed snapshot, newest first.
+pub(crate) fn list(home: &MsbHome) -> MicrosandboxResult<Vec<SnapshotHandle>> {
+    let conn = db::open(home)?;
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM snapshots ORDER BY created_epoch DESC, path"
+        ))
+        .map_err(sql_error(home))?;
+    stmt.query_map([], handle_from_row)
+        .and_then(|rows| rows.collect())
+        .map_err(sql_error(home))
+}
+
+/// Upsert every artifact of `dir`, drop rows whose artifacts are gone, and
+/// recount children in one pass. Returns how many artifacts were indexed.
+pub(crate) fn reindex(home: &MsbHome, dir: &Path) -> MicrosandboxResult<usize> {
+    super::create::remove_abandoned_staging(dir);
+    let found = super::list_dir_blocking(dir)?;
+    let mut conn = db::open(home)?;
+    let tx = conn.transaction().map_err(sql_error(home))?;
+    for snap in &found {
+        upsert(home, &tx, snap)?;
+    }
+    let paths: Vec<String> = tx
+        .prepare("SELECT path FROM snapshots")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+        .map_err(sql_error(home))?;
+    for path in paths {
+        if !Path::new(&path)
+            .join(super::manifest::MANIFEST_FILE)
+            .is_file()
+        {
+            tx.execute("DELETE FROM snapshots WHERE path = ?1", params![path])
+                .map_err(sql_error(home))?;
+        }
+    }
+    recount_children(home, &tx, None)?;
+    tx.commit().map_err(sql_error(home))?;
+    Ok(found.len())
+}
+
+/// Remove an artifact (by name, digest or path) and its row.
+pub(crate) fn remove(home: &MsbHome, key: &str, force: bool) -> MicrosandboxResult<()> {
+    let (path, digest, parent) = match get(home, key) {
+        Ok(h) => (h.path.clone(), h.digest.clone(), h.parent_digest.clone()),
+        Err(_) => {
+            // Not indexed: an artifact on disk can still be removed.
+            let dir = home.snapshot_location(key)?;
+            let snap = Snapshot::open_dir(&dir)?;
+            (
+                canonical(&dir),
+                snap.digest().to_string(),
+                snap.parent().map(str::to_string),
+            )
+        }
+    };
+    let conn = db::open(home)?;
+    let children: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM snapshots WHERE parent_digest = ?1",
+            params![digest],
+            |r| r.get(0),
+        )
+        .map_err(sql_error(home))?;
+    if children > 0 && !force {
+        return Err(MicrosandboxError::SnapshotHasChildren {
+            digest,
+            children: children as u64,
+        });
+    }
+    remove_artifact_dir(&path)?;
+    conn.execute(
+        "DELETE FROM snapshots WHERE path = ?1",
+        params![path.to_string_lossy()],
+    )
+    .map_err(sql_error(home))?;
+    if let Some(parent) = parent {
+        recount_children(home, &conn, Some(&parent))?;
+    }
+    Ok(())
+}
+
+/// Delete an artifact directory so that no reader ever sees half of it: it
+/// is renamed to a hidden sibling first, and the manifest goes first.
+fn remove_artifact_dir(path: &Path) -> MicrosandboxResult<()> {
+    let Some(parent) = path.parent() else {
+        return Err(MicrosandboxError::InvalidConfig(format!(
+            "cannot remove {}",
+            path.display()
+        )));
+    };
+    let trash = parent.join(format!(
+        ".{}.removing-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    match std::fs::rename(path, &trash) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(MicrosandboxError::io(path, e)),
+    }
+    std::fs::remove_dir_all(&trash).map_err(|e| MicrosandboxError::io(&trash, e))
+}
