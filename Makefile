@@ -30,10 +30,19 @@ build:
 	$(CARGO) build --release -p msb-cli
 
 # Benchmarks of the issues' targets, each beside its baseline, in one run.
-bench: setup
-	$(CARGO) build --release -p msb-bench
+# The index benchmark compares against the microsandbox 0.6.6 release from
+# PyPI, installed into a venv under target/.
+VENV_066 := $(CURDIR)/target/venv-066
+bench: setup $(VENV_066)/bin/python
+	$(CARGO) build --release -p msb-bench -p msb-cli
 	./target/release/bench-verify --runs 7
+	./target/release/bench-capture --runs 7
+	./target/release/bench-index --sizes 1000,10000 --python $(VENV_066)/bin/python
 	./target/release/bench-boot --boots 50
+
+$(VENV_066)/bin/python:
+	python3 -m venv $(VENV_066)
+	$(VENV_066)/bin/pip install -q microsandbox==0.6.6
 
 # Regenerate tests/conformance/cases/ after changing the vectors or reference.
 conformance-cases:

@@ -5,30 +5,28 @@
 //! prints medians and ratios. Usage: `bench-verify [--runs N] [--dir DIR]`.
 
 use std::fs::{self, File};
-use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use microsandbox::snapshot::integrity::{data_extents, upper_digest_blocking};
 use microsandbox::snapshot::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
 use microsandbox::{IntegrityAlgorithm, Snapshot, UpperVerifyStatus};
+use msb_bench::{UPPER_APPARENT, data_extent_bytes, make_case_a};
 use sha2::{Digest, Sha256};
-
-const UPPER_APPARENT: u64 = 4 << 30;
-const RANDOM_FILE: usize = 8 << 20;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let runs: usize = flag(&args, "--runs").map_or(Ok(7), |v| v.parse())?;
     let dir = PathBuf::from(flag(&args, "--dir").unwrap_or_else(|| "bench/data/case-a".into()));
     let upper = make_case_a(&dir)?;
+    let data_bytes = data_extent_bytes(&upper)?;
     let allocated = fs::metadata(&upper)?.blocks() * 512;
     println!(
-        "Case A: {} apparent, {:.1} MB allocated, {runs} runs each (median)",
+        "Case A: {} apparent, {:.1} MB allocated ({:.1} MB in data extents, the rest unwritten), {runs} runs each (median)",
         UPPER_APPARENT,
-        allocated as f64 / 1e6
+        allocated as f64 / 1e6,
+        data_bytes as f64 / 1e6
     );
 
     let rt = tokio::runtime::Runtime::new()?;
@@ -77,33 +75,6 @@ fn flag(args: &[String], name: &str) -> Option<String> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
-}
-
-/// Build Case A once: `mkfs.ext4 -d` copies an 8 MiB random file into a fresh
-/// 4 GiB sparse image, as a sandbox writing that file would.
-fn make_case_a(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let upper = dir.join("upper.ext4");
-    if upper.exists() {
-        return Ok(upper);
-    }
-    let content = dir.join("content");
-    fs::create_dir_all(&content)?;
-    let mut random = vec![0u8; RANDOM_FILE];
-    File::open("/dev/urandom")?.read_exact(&mut random)?;
-    fs::write(content.join("random.bin"), &random)?;
-    let partial = dir.join("upper.ext4.partial");
-    File::create(&partial)?.set_len(UPPER_APPARENT)?;
-    let status = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&content)
-        .arg(&partial)
-        .status()
-        .map_err(|e| format!("mkfs.ext4 (e2fsprogs) is needed: {e}"))?;
-    if !status.success() {
-        return Err(format!("mkfs.ext4 failed: {status}").into());
-    }
-    fs::rename(&partial, &upper)?;
-    Ok(upper)
 }
 
 /// An artifact directory around a copy-free hard link of `upper`, with

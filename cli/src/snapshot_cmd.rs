@@ -239,22 +239,42 @@ async fn list(dir: Option<PathBuf>, json: bool) -> MicrosandboxResult<()> {
         print_json(&rows);
     } else {
         use std::io::Write;
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let _ = writeln!(
-            out,
-            "{:<24} {:<20} {:<19} IMAGE",
-            "NAME", "DIGEST", "CREATED"
-        );
-        for h in handles {
-            let _ = writeln!(
-                out,
-                "{:<24} {:<20} {:<19} {}",
-                h.name().unwrap_or("-"),
-                &h.digest()[..h.digest().len().min(19)],
-                h.created_at().format("%Y-%m-%d %H:%M:%S"),
-                h.image_ref()
-            );
+        // Built by hand into one buffer: with thousands of rows, format
+        // machinery would cost more than the index query itself.
+        let mut text = String::with_capacity(96 * (handles.len() + 1));
+        text.push_str("NAME                     DIGEST               CREATED             IMAGE\n");
+        for h in &handles {
+            push_padded(&mut text, h.name().unwrap_or("-"), 24);
+            push_padded(&mut text, &h.digest()[..h.digest().len().min(19)], 20);
+            push_time(&mut text, h.created_at());
+            text.push(' ');
+            text.push_str(h.image_ref());
+            text.push('\n');
         }
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
     Ok(())
+}
+
+fn push_padded(out: &mut String, field: &str, width: usize) {
+    out.push_str(field);
+    for _ in field.chars().count()..width {
+        out.push(' ');
+    }
+    out.push(' ');
+}
+
+fn push_time(out: &mut String, t: chrono::NaiveDateTime) {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
 }

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_digest ON snapshots(digest);
 CREATE INDEX IF NOT EXISTS snapshots_by_name ON snapshots(name);
-CREATE INDEX IF NOT EXISTS snapshots_by_created ON snapshots(created_epoch DESC);
+CREATE INDEX IF NOT EXISTS snapshots_by_created ON snapshots(created_epoch DESC, path);
 CREATE INDEX IF NOT EXISTS snapshots_by_parent ON snapshots(parent_digest);
 ";
 
@@ -64,6 +64,10 @@ pub(crate) fn open(home: &MsbHome) -> MicrosandboxResult<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| db_error(&path, e))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| db_error(&path, e))?;
+    // Read pages through a mapping instead of one syscall each: a cold
+    // `list()` of 10,000 snapshots reads the whole table.
+    conn.pragma_update(None, "mmap_size", 256i64 << 20)
         .map_err(|e| db_error(&path, e))?;
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))

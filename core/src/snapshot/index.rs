@@ -89,10 +89,12 @@ impl SnapshotHandle {
 }
 
 const COLUMNS: &str =
-    "digest, name, parent_digest, image_ref, format, size_bytes, created_at, path, child_count";
+    "digest, name, parent_digest, image_ref, format, size_bytes, created_epoch, path, child_count";
 
 fn handle_from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotHandle> {
-    let created: String = row.get(6)?;
+    // The epoch column (not the RFC 3339 text) so listing thousands of rows
+    // does no date parsing.
+    let created_epoch: f64 = row.get(6)?;
     let format: String = row.get(4)?;
     Ok(SnapshotHandle {
         digest: row.get(0)?,
@@ -105,9 +107,10 @@ fn handle_from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotHandle> {
             SnapshotFormat::Raw
         },
         size_bytes: row.get::<_, Option<i64>>(5)?.map(|s| s as u64),
-        created_at: parse_time(&created)
-            .map(|t| t.naive_utc())
-            .unwrap_or_default(),
+        created_at:
+            chrono::DateTime::from_timestamp_millis((created_epoch * 1000.0).round() as i64)
+                .map(|t| t.naive_utc())
+                .unwrap_or_default(),
         path: PathBuf::from(row.get::<_, String>(7)?),
         child_count: row.get::<_, i64>(8)? as u64,
     })

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::extents::data_extents;
 use crate::progress::ProgressTracker;
+use crate::sparse::is_all_zero;
 
 /// Bytes per leaf, fixed by the algorithm name.
 pub(crate) const LEAF_SIZE: u64 = 64 * 1024;
@@ -162,13 +163,6 @@ fn hash_batch(
         }
     }
     Ok(hashes)
-}
-
-fn is_all_zero(bytes: &[u8]) -> bool {
-    // Folding a block with OR vectorizes; checking per block still exits early.
-    bytes
-        .chunks(512)
-        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 /// The root of the tree whose only non-zero leaves are `level` (sorted by
