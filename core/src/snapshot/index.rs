@@ -124,13 +124,51 @@ fn sql_error(home: &MsbHome) -> impl Fn(rusqlite::Error) -> MicrosandboxError + 
     move |e| db::db_error(&db::db_path(home), e)
 }
 
-/// The name alias of an artifact: its directory name when it lives in the
-/// default snapshots directory.
-fn alias(home: &MsbHome, path: &Path) -> Option<String> {
-    let default_dir = home.snapshots_dir().canonicalize().ok()?;
-    (path.parent()? == default_dir)
-        .then(|| path.file_name()?.to_str().map(str::to_string))
-        .flatten()
+/// Where an artifact's row points: its canonical path, and its name alias
+/// (its directory name when it lives in the default snapshots directory).
+pub(crate) struct RowKey {
+    path: PathBuf,
+    name: Option<String>,
+}
+
+/// Resolves [`RowKey`]s, canonicalizing each directory once rather than
+/// once per artifact (a reindex keys thousands of siblings).
+pub(crate) struct RowKeys {
+    default_dir: Option<PathBuf>,
+    last_parent: Option<(PathBuf, PathBuf)>,
+}
+
+impl RowKeys {
+    pub(crate) fn new(home: &MsbHome) -> Self {
+        Self {
+            default_dir: home.snapshots_dir().canonicalize().ok(),
+            last_parent: None,
+        }
+    }
+
+    pub(crate) fn key(&mut self, artifact: &Path) -> RowKey {
+        let (Some(parent), Some(file_name)) = (artifact.parent(), artifact.file_name()) else {
+            return RowKey {
+                path: canonical(artifact),
+                name: None,
+            };
+        };
+        let canonical_parent = match &self.last_parent {
+            Some((raw, resolved)) if raw == parent => resolved.clone(),
+            _ => {
+                let resolved = canonical(parent);
+                self.last_parent = Some((parent.to_path_buf(), resolved.clone()));
+                resolved
+            }
+        };
+        let name = (self.default_dir.as_deref() == Some(canonical_parent.as_path()))
+            .then(|| file_name.to_str().map(str::to_string))
+            .flatten();
+        RowKey {
+            path: canonical_parent.join(file_name),
+            name,
+        }
+    }
 }
 
 /// Absolute, symlink-free form of an artifact path (the row key).
@@ -138,9 +176,13 @@ pub(crate) fn canonical(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Insert or refresh the row of `snap`.
-pub(crate) fn upsert(home: &MsbHome, conn: &Connection, snap: &Snapshot) -> MicrosandboxResult<()> {
-    let path = canonical(snap.path());
+/// Insert or refresh the row of `snap` under `key`.
+pub(crate) fn upsert(
+    home: &MsbHome,
+    conn: &Connection,
+    snap: &Snapshot,
+    key: &RowKey,
+) -> MicrosandboxResult<()> {
     let epoch = parse_time(snap.created_at()).map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
     conn.prepare_cached(
         "INSERT INTO snapshots (path, digest, name, parent_digest, image_ref, format, size_bytes, created_at, created_epoch, child_count)
@@ -150,9 +192,9 @@ pub(crate) fn upsert(home: &MsbHome, conn: &Connection, snap: &Snapshot) -> Micr
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
-            path.to_string_lossy(),
+            key.path.to_string_lossy(),
             snap.digest(),
-            alias(home, &path),
+            key.name,
             snap.parent(),
             snap.image_ref(),
             snap.format().as_str(),
@@ -169,7 +211,7 @@ pub(crate) fn upsert(home: &MsbHome, conn: &Connection, snap: &Snapshot) -> Micr
 /// count. Failures are logged, never returned: the artifact is the truth.
 pub(crate) fn record_best_effort(home: &MsbHome, snap: &Snapshot) {
     let result = db::open(home).and_then(|conn| {
-        upsert(home, &conn, snap)?;
+        upsert(home, &conn, snap, &RowKeys::new(home).key(snap.path()))?;
         if let Some(parent) = snap.parent() {
             recount_children(home, &conn, Some(parent))?;
         }
@@ -244,8 +286,9 @@ pub(crate) fn reindex(home: &MsbHome, dir: &Path) -> MicrosandboxResult<usize> {
     let found = super::list_dir_blocking(dir)?;
     let mut conn = db::open(home)?;
     let tx = conn.transaction().map_err(sql_error(home))?;
+    let mut keys = RowKeys::new(home);
     for snap in &found {
-        upsert(home, &tx, snap)?;
+        upsert(home, &tx, snap, &keys.key(snap.path()))?;
     }
     let paths: Vec<String> = tx
         .prepare("SELECT path FROM snapshots")
