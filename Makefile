@@ -37,6 +37,7 @@ bench: setup $(VENV_066)/bin/python
 	$(CARGO) build --release -p msb-bench -p msb-cli
 	./target/release/bench-verify --runs 7
 	./target/release/bench-capture --runs 7
+	./target/release/bench-archive --runs 7 --python $(VENV_066)/bin/python
 	./target/release/bench-index --sizes 1000,10000 --python $(VENV_066)/bin/python
 	./target/release/bench-boot --boots 50
 

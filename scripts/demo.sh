@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The `make demo` walkthrough: boot a sandbox from a small local image, write
 # a file in it, stop it, boot it again and read the file back; snapshot the
-# stopped sandbox with integrity, inspect and verify the snapshot, boot a new
-# sandbox from it and read the file there; show that tampering is caught.
-# (Export/import of snapshots comes with the archive issue.)
+# stopped sandbox with integrity, inspect and verify the snapshot, export it
+# (with its image) to one archive, import that into a second, empty home (as
+# on another machine), boot a new sandbox there from the imported snapshot
+# and read the file; show that tampering is caught.
 # Everything lives under target/demo; your real ~/.microsandbox is untouched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ cd "$(dirname "$0")/.."
 msb=target/release/msb
 demo=target/demo
 export MSB_HOME="$PWD/$demo/home"
+# "Another machine": a second home that has never seen the image.
+other_home="$PWD/$demo/other-home"
 export MSB_KERNEL_DIR=${MSB_KERNEL_DIR:-$PWD/target/runtime}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -19,7 +22,9 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 # A previous run may have left its sandbox up: take it down first.
 if [[ -d "$MSB_HOME" ]]; then
   "$msb" rm demo >/dev/null 2>&1 || true
-  "$msb" rm demo-restored >/dev/null 2>&1 || true
+fi
+if [[ -d "$other_home" ]]; then
+  MSB_HOME="$other_home" "$msb" rm demo-restored >/dev/null 2>&1 || true
 fi
 rm -rf "$demo"
 mkdir -p "$demo"
@@ -51,10 +56,24 @@ step "inspect and verify it (a bare name resolves under \$MSB_HOME/snapshots)"
 run "$msb" snapshot inspect demo-snap
 run "$msb" snapshot verify demo-snap
 
-step "boot a new sandbox from the snapshot: the file is there"
-run "$msb" create demo-restored --from-snapshot demo-snap
-run "$msb" exec demo-restored -- cat /root/hello.txt
-run "$msb" rm demo-restored
+step "export it, with its image, to one archive (holes stay holes)"
+archive="$demo/demo-snap.tar.zst"
+run "$msb" snapshot export demo-snap "$archive" --with-image
+ls -l "$archive"
+
+step "import it on \"another machine\": a second, empty MSB_HOME"
+run env MSB_HOME="$other_home" "$msb" image ls
+run env MSB_HOME="$other_home" "$msb" snapshot import "$archive"
+run env MSB_HOME="$other_home" "$msb" snapshot ls
+run env MSB_HOME="$other_home" "$msb" snapshot verify demo-snap
+du -h "$other_home/snapshots/demo-snap/upper.ext4"
+
+step "boot a new sandbox there from the imported snapshot: the file is there"
+run env MSB_HOME="$other_home" "$msb" create demo-restored --from-snapshot demo-snap
+out=$(env MSB_HOME="$other_home" "$msb" exec demo-restored -- cat /root/hello.txt)
+echo "$out"
+[[ "$out" == "hello from inside the sandbox" ]] || { echo "demo: the file did not survive the trip" >&2; exit 1; }
+run env MSB_HOME="$other_home" "$msb" rm demo-restored
 
 step "tamper: write one byte into a former hole, verify again (must fail)"
 printf '\x01' | dd of="$art/upper.ext4" bs=1 seek=$((3 * 1024 * 1024 * 1024)) conv=notrunc status=none

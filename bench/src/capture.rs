@@ -7,12 +7,12 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use microsandbox::image::Image;
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, build_busybox_archive};
 use microsandbox::{Sandbox, Snapshot};
-use msb_bench::make_case_a;
+use msb_bench::{make_case_a, median, ms, settle};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -129,19 +129,4 @@ fn main() -> Res<()> {
             "source_allocated": source_alloc, "capture_allocated": capture_alloc, "cp_allocated": cp_alloc})
     );
     Ok(())
-}
-
-/// Flush dirty pages so the next timed copy does not pay for the last one.
-fn settle() {
-    // SAFETY: sync(2) takes no arguments.
-    unsafe { libc::sync() };
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use microsandbox::Snapshot;
 use microsandbox::snapshot::{ImageRef, Manifest, SnapshotFormat, UpperLayer};
+use msb_bench::ms;
 use serde_json::{Value, json};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -22,12 +23,7 @@ const GET_SAMPLES: usize = 200;
 
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| msb_bench::flag(&args, name);
     if let Some(n) = flag("--inproc") {
         return in_process(n.parse()?);
     }
@@ -243,10 +239,6 @@ where
     }
     times.sort();
     Ok(times[times.len() / 2])
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn print_table(report: &[Value]) {

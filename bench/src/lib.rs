@@ -48,3 +48,28 @@ pub fn data_extent_bytes(path: &Path) -> Result<u64, Box<dyn std::error::Error>>
     let len = file.metadata()?.len();
     Ok(data_extents(&file, len)?.iter().map(|(s, e)| e - s).sum())
 }
+
+/// The value after `name` on the command line, if any.
+pub fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// Flush dirty pages so the next timed step starts from the same state.
+pub fn settle() {
+    // SAFETY: sync(2) takes no arguments.
+    unsafe { libc::sync() };
+}
+
+/// The median of `times`.
+pub fn median(mut times: Vec<std::time::Duration>) -> std::time::Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Milliseconds, as a float.
+pub fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

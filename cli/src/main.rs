@@ -74,7 +74,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: a command is one operation whose heavy work runs on the
+    // blocking pool anyway, and worker threads would only add start-up time
+    // to quick commands such as `msb snapshot ls`.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error[Runtime]: cannot start the async runtime: {e}");

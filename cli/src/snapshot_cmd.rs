@@ -1,5 +1,5 @@
-//! `msb snapshot …`: capture, list, inspect, verify, remove and reindex
-//! snapshot artifacts.
+//! `msb snapshot …`: capture, list, inspect, verify, remove, reindex,
+//! export and import snapshot artifacts.
 
 use std::time::Instant;
 
@@ -7,7 +7,8 @@ use clap::Subcommand;
 use std::path::PathBuf;
 
 use microsandbox::{
-    IntegrityAlgorithm, MicrosandboxError, MicrosandboxResult, Snapshot, UpperVerifyStatus,
+    ExportOpts, IntegrityAlgorithm, MicrosandboxError, MicrosandboxResult, Snapshot,
+    UpperVerifyStatus,
 };
 
 use crate::render::{human_bytes, print_json, progress_bar};
@@ -61,6 +62,30 @@ pub enum SnapshotCommand {
     Verify {
         /// Bare snapshot name (under $MSB_HOME/snapshots) or artifact path.
         snapshot: String,
+    },
+    /// Bundle a snapshot into an archive (.tar.zst, or .tar with --plain-tar).
+    Export {
+        /// Snapshot name, digest or artifact path.
+        snapshot: String,
+        /// Archive to write (replaced only once complete).
+        out: PathBuf,
+        /// Also bundle every ancestor.
+        #[arg(long)]
+        with_parents: bool,
+        /// Also bundle the pinned image, so the archive boots anywhere.
+        #[arg(long)]
+        with_image: bool,
+        /// Write an uncompressed tar.
+        #[arg(long)]
+        plain_tar: bool,
+    },
+    /// Unpack a snapshot archive (.tar.zst or .tar) and index what it holds.
+    Import {
+        /// The archive.
+        archive: PathBuf,
+        /// Destination directory (default $MSB_HOME/snapshots).
+        #[arg(long)]
+        dest: Option<PathBuf>,
     },
 }
 
@@ -132,6 +157,63 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
         }
         SnapshotCommand::Inspect { snapshot } => inspect(&snapshot, json).await,
         SnapshotCommand::Verify { snapshot } => verify(&snapshot, json).await,
+        SnapshotCommand::Export {
+            snapshot,
+            out,
+            with_parents,
+            with_image,
+            plain_tar,
+        } => {
+            let opts = ExportOpts {
+                with_parents,
+                with_image,
+                plain_tar,
+            };
+            let started = Instant::now();
+            let (bar, progress) = progress_bar("exporting", json);
+            let result =
+                Snapshot::export_with_progress(snapshot, out.clone(), opts, progress).await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            result?;
+            let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            if json {
+                print_json(&serde_json::json!({"archive": out, "bytes": size}));
+            } else {
+                println!(
+                    "exported   {} ({}) in {:.2?}",
+                    out.display(),
+                    human_bytes(size),
+                    started.elapsed()
+                );
+            }
+            Ok(())
+        }
+        SnapshotCommand::Import { archive, dest } => {
+            let started = Instant::now();
+            let (bar, progress) = progress_bar("importing", json);
+            let result = Snapshot::import_with_progress(archive, dest, progress).await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            let handle = result?;
+            if json {
+                print_json(&serde_json::json!({
+                    "digest": handle.digest(),
+                    "name": handle.name(),
+                    "path": handle.path(),
+                }));
+            } else {
+                println!(
+                    "imported   {}  {} in {:.2?}",
+                    handle.digest(),
+                    handle.path().display(),
+                    started.elapsed()
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -211,6 +293,7 @@ async fn verify(target: &str, json: bool) -> MicrosandboxResult<()> {
 }
 
 async fn list(dir: Option<PathBuf>, json: bool) -> MicrosandboxResult<()> {
+    use std::io::Write;
     if let Some(dir) = dir {
         let snaps = Snapshot::list_dir(dir).await?;
         if json {
@@ -220,14 +303,30 @@ async fn list(dir: Option<PathBuf>, json: bool) -> MicrosandboxResult<()> {
                 .collect();
             print_json(&rows);
         } else {
+            // Buffered: stdout alone would flush every line.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for s in snaps {
-                println!("{}  {}  {}", s.digest(), s.created_at(), s.path().display());
+                if writeln!(
+                    out,
+                    "{}  {}  {}",
+                    s.digest(),
+                    s.created_at(),
+                    s.path().display()
+                )
+                .is_err()
+                {
+                    break;
+                }
             }
+            let _ = out.flush();
         }
         return Ok(());
     }
+    if !json {
+        return write_table().await;
+    }
     let handles = Snapshot::list().await?;
-    if json {
+    {
         let rows: Vec<_> = handles
             .iter()
             .map(|h| serde_json::json!({
@@ -237,44 +336,81 @@ async fn list(dir: Option<PathBuf>, json: bool) -> MicrosandboxResult<()> {
             }))
             .collect();
         print_json(&rows);
-    } else {
-        use std::io::Write;
-        // Built by hand into one buffer: with thousands of rows, format
-        // machinery would cost more than the index query itself.
-        let mut text = String::with_capacity(96 * (handles.len() + 1));
-        text.push_str("NAME                     DIGEST               CREATED             IMAGE\n");
-        for h in &handles {
-            push_padded(&mut text, h.name().unwrap_or("-"), 24);
-            push_padded(&mut text, &h.digest()[..h.digest().len().min(19)], 20);
-            push_time(&mut text, h.created_at());
-            text.push(' ');
-            text.push_str(h.image_ref());
-            text.push('\n');
-        }
-        let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
     Ok(())
 }
 
-fn push_padded(out: &mut String, field: &str, width: usize) {
-    out.push_str(field);
-    for _ in field.chars().count()..width {
-        out.push(' ');
-    }
-    out.push(' ');
+/// The `msb snapshot ls` table, streamed from the index: rows are
+/// assembled by hand and written in blocks of whole lines as they arrive
+/// (with thousands of rows, format machinery, a write per line, or holding
+/// every row would cost more than the index query itself). A closed pipe
+/// (`msb snapshot ls | head`) just ends the table.
+async fn write_table() -> MicrosandboxResult<()> {
+    use std::io::Write;
+    // Flushed when the visitor is dropped, after the last row.
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout());
+    let mut open = out
+        .write_all(b"NAME                     DIGEST               CREATED             IMAGE\n")
+        .is_ok();
+    let mut row = Vec::with_capacity(256);
+    Snapshot::list_each(move |h| {
+        row.clear();
+        push_padded(&mut row, h.name().unwrap_or("-"), 24);
+        push_padded(&mut row, &h.digest()[..h.digest().len().min(19)], 20);
+        push_time(&mut row, h.created_at());
+        row.push(b' ');
+        row.extend_from_slice(h.image_ref().as_bytes());
+        row.push(b'\n');
+        open = open && out.write_all(&row).is_ok();
+        open
+    })
+    .await
 }
 
-fn push_time(out: &mut String, t: chrono::NaiveDateTime) {
+/// `field`, then spaces up to `width` characters, then one more.
+fn push_padded(out: &mut Vec<u8>, field: &str, width: usize) {
+    out.extend_from_slice(field.as_bytes());
+    let pad = width.saturating_sub(field.chars().count()) + 1;
+    out.resize(out.len() + pad, b' ');
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, with the digits written directly.
+fn push_time(out: &mut Vec<u8>, t: chrono::NaiveDateTime) {
     use chrono::{Datelike, Timelike};
-    use std::fmt::Write;
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    let Ok(year @ 0..=9999) = u32::try_from(t.year()) else {
+        // Not four digits: the general formatting gives the same text.
+        use std::io::Write;
+        let _ = write!(
+            out,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        return;
+    };
+    push_digits(out, year, 4);
+    for (separator, n) in [
+        (b'-', t.month()),
+        (b'-', t.day()),
+        (b' ', t.hour()),
+        (b':', t.minute()),
+        (b':', t.second()),
+    ] {
+        out.push(separator);
+        push_digits(out, n, 2);
+    }
+}
+
+/// `n` as exactly `width` (at most 4) decimal digits, zero-padded.
+fn push_digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
+    let mut digits = [b'0'; 4];
+    for digit in digits[..width].iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits[..width]);
 }

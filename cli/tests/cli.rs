@@ -160,3 +160,62 @@ fn upper_digest_matches_the_golden_vectors() {
         stderr(&out)
     );
 }
+
+#[test]
+fn export_and_import_through_the_cli() {
+    let home = tempfile::tempdir().unwrap();
+    let (_, case) = artifact_from_case(
+        home.path(),
+        "integrity",
+        "msb-merkle-sha256-v1/sparse-1mib",
+        "base",
+    );
+    let digest = case["steps"][0]["expect"]["ok"]["digest"].as_str().unwrap();
+    let archive = home.path().join("out/base.tar.zst");
+    let archive_arg = archive.to_str().unwrap();
+    let out = msb(
+        home.path(),
+        &["snapshot", "export", "--json", "base", archive_arg],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["bytes"], fs::metadata(&archive).unwrap().len());
+
+    let dest = home.path().join("elsewhere");
+    let dest_arg = dest.to_str().unwrap();
+    let out = msb(
+        home.path(),
+        &[
+            "snapshot",
+            "import",
+            "--json",
+            archive_arg,
+            "--dest",
+            dest_arg,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["digest"], digest);
+    assert!(dest.join("base/manifest.json").is_file());
+
+    let out = msb(
+        home.path(),
+        &["snapshot", "import", "--dest", dest_arg, archive_arg],
+    );
+    assert!(
+        out.status.success(),
+        "re-import is a no-op: {}",
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("imported"));
+
+    let junk = home.path().join("junk.tar");
+    fs::write(&junk, b"not an archive at all").unwrap();
+    let out = msb(home.path(), &["snapshot", "import", junk.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("error[ArchiveInvalid]"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -14,7 +14,7 @@ use crate::home::MsbHome;
 /// File name of the database inside `MSB_HOME/db`.
 pub const DB_FILE: &str = "microsandbox.db";
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS images (
@@ -49,7 +49,12 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_digest ON snapshots(digest);
 CREATE INDEX IF NOT EXISTS snapshots_by_name ON snapshots(name);
-CREATE INDEX IF NOT EXISTS snapshots_by_created ON snapshots(created_epoch DESC, path);
+-- Listing order, covering every listed column: a listing is one index scan
+-- in order, with no table lookup per row and no sort.
+DROP INDEX IF EXISTS snapshots_by_created;
+CREATE INDEX IF NOT EXISTS snapshots_listing ON snapshots(
+    created_epoch DESC, path, digest, name, parent_digest, image_ref, format, size_bytes, child_count
+);
 CREATE INDEX IF NOT EXISTS snapshots_by_parent ON snapshots(parent_digest);
 ";
 
@@ -61,8 +66,6 @@ pub(crate) fn open(home: &MsbHome) -> MicrosandboxResult<Connection> {
     let conn = Connection::open(&path).map_err(|e| db_error(&path, e))?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(|e| db_error(&path, e))?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(|e| db_error(&path, e))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(|e| db_error(&path, e))?;
     // Read pages through a mapping instead of one syscall each: a cold
@@ -73,6 +76,10 @@ pub(crate) fn open(home: &MsbHome) -> MicrosandboxResult<Connection> {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(|e| db_error(&path, e))?;
     if version < SCHEMA_VERSION {
+        // WAL mode is recorded in the database file: setting it once, with
+        // the schema, spares every later open a statement.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| db_error(&path, e))?;
         conn.execute_batch(SCHEMA).map_err(|e| db_error(&path, e))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|e| db_error(&path, e))?;
@@ -88,4 +95,22 @@ pub(crate) fn db_error(path: &std::path::Path, err: rusqlite::Error) -> Microsan
 /// The database path of `home`, for error messages.
 pub(crate) fn db_path(home: &MsbHome) -> PathBuf {
     home.db_dir().join(DB_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn databases_are_in_wal_mode_on_every_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = MsbHome::at(dir.path());
+        for _ in 0..2 {
+            let conn = open(&home).unwrap();
+            let mode: String = conn
+                .pragma_query_value(None, "journal_mode", |row| row.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Progress reporting for long operations (verify, later copy/export/import).
+//! Progress reporting for long operations (verify, export, import).
 //! A progress callback is a plain `Fn(ProgressEvent)` that any binding can
 //! forward to its own language: the event is `Copy` and holds no borrows.
 
@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum ProgressPhase {
     /// Hashing an upper layer to check or record its integrity.
     Hash,
+    /// Writing an archive (bytes of snapshot data and image files stored).
+    Export,
+    /// Reading an archive (bytes of the archive file consumed).
+    Import,
 }
 
 impl ProgressPhase {
@@ -17,6 +21,8 @@ impl ProgressPhase {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hash => "hash",
+            Self::Export => "export",
+            Self::Import => "import",
         }
     }
 }

@@ -99,8 +99,26 @@ const BLOCK: usize = 4096;
 /// already reads as zeros).
 fn copy_chunk(input: &File, output: &File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
     input.read_exact_at(buf, offset)?;
+    write_nonzero_runs(output, offset, buf)?;
+    start_writeback(output, offset, buf.len() as u64);
+    Ok(())
+}
+
+/// Write the runs of non-zero blocks of `buf` (which belongs at `offset`)
+/// into `output`, leaving its all-zero blocks as holes.
+pub(crate) fn write_nonzero_runs(output: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
+    for (start, end) in nonzero_block_runs(buf) {
+        output.write_all_at(&buf[start..end], offset + start as u64)?;
+    }
+    Ok(())
+}
+
+/// The `[start, end)` byte ranges of `buf` made of blocks that are not all
+/// zeros, adjacent blocks merged.
+fn nonzero_block_runs(buf: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
     if is_all_zero(buf) {
-        return Ok(());
+        return runs;
     }
     let mut run_start: Option<usize> = None;
     for (i, block) in buf.chunks(BLOCK).enumerate() {
@@ -108,17 +126,45 @@ fn copy_chunk(input: &File, output: &File, offset: u64, buf: &mut [u8]) -> io::R
         match (is_all_zero(block), run_start) {
             (false, None) => run_start = Some(at),
             (true, Some(start)) => {
-                output.write_all_at(&buf[start..at], offset + start as u64)?;
+                runs.push((start, at));
                 run_start = None;
             }
             _ => {}
         }
     }
     if let Some(start) = run_start {
-        output.write_all_at(&buf[start..], offset + start as u64)?;
+        runs.push((start, buf.len()));
     }
-    start_writeback(output, offset, buf.len() as u64);
-    Ok(())
+    runs
+}
+
+/// The `(offset, len)` ranges of `file` (apparent length `len`) that hold
+/// non-zero blocks, in order and merged: its data extents with their
+/// all-zero blocks taken out. Scanned in parallel.
+pub(crate) fn nonzero_ranges(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    let chunks = chunks_of(&data_extents(file, len)?);
+    let per_chunk: Vec<Vec<(u64, u64)>> = chunks
+        .par_iter()
+        .map_init(
+            || vec![0u8; CHUNK as usize],
+            |buf, &(offset, n)| {
+                let buf = &mut buf[..n as usize];
+                file.read_exact_at(buf, offset)?;
+                Ok(nonzero_block_runs(buf)
+                    .into_iter()
+                    .map(|(s, e)| (offset + s as u64, (e - s) as u64))
+                    .collect())
+            },
+        )
+        .collect::<io::Result<_>>()?;
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (offset, n) in per_chunk.into_iter().flatten() {
+        match merged.last_mut() {
+            Some((last_offset, last_len)) if *last_offset + *last_len == offset => *last_len += n,
+            _ => merged.push((offset, n)),
+        }
+    }
+    Ok(merged)
 }
 
 /// True when every byte is zero; vectorizes, and exits at the first
@@ -159,5 +205,7 @@ mod tests {
             copy_sparse(&src, &dst).unwrap_err().kind(),
             io::ErrorKind::AlreadyExists
         );
+        let ranges = nonzero_ranges(&File::open(&src).unwrap(), 256 << 20).unwrap();
+        assert_eq!(ranges, vec![(1 << 20, 102_400), ((256 << 20) - 4096, 4096)]);
     }
 }

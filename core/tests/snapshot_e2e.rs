@@ -31,16 +31,7 @@ async fn typical_flow_index_and_errors() {
     let home = TestHome::new();
     home.load_busybox().await;
 
-    let api = Sandbox::builder("api")
-        .image(BUSYBOX_REF)
-        .create()
-        .await
-        .unwrap();
-    let out = api
-        .exec("sh", ["-c", "echo deps > /root/after-install"])
-        .await
-        .unwrap();
-    assert_eq!(out.exit_code, 0);
+    let api = common::sandbox_running("api", "echo deps > /root/after-install").await;
     let err = Snapshot::builder("api")
         .name("too-early")
         .create()

@@ -199,18 +199,28 @@ fn stage_oci_layout(staging: &Path, blobs_dir: &Path) -> Result<StagedImage, Str
         manifest_digest = chosen.digest.clone();
     }
     let manifest_path = blob_path(staging, &manifest_digest)?;
-    let manifest: OciManifest = read_json(&manifest_path)?;
-    let mut digests = vec![manifest_digest.clone(), manifest.config.digest.clone()];
-    digests.extend(manifest.layers.iter().map(|l| l.digest.clone()));
-    for digest in &digests {
+    let blobs = image_blob_digests(&manifest_path, &manifest_digest)?;
+    for digest in &blobs {
         store_blob(&blob_path(staging, digest)?, digest, blobs_dir)?;
     }
     Ok(StagedImage {
         manifest_digest,
-        config_digest: manifest.config.digest,
-        layer_digests: manifest.layers.into_iter().map(|l| l.digest).collect(),
+        config_digest: blobs[1].clone(),
+        layer_digests: blobs[2..].to_vec(),
         reference_hint,
     })
+}
+
+/// Every blob an image needs, read from its manifest blob: the manifest,
+/// the config, then the layers in order.
+pub(crate) fn image_blob_digests(
+    manifest_path: &Path,
+    manifest_digest: &str,
+) -> Result<Vec<String>, String> {
+    let manifest: OciManifest = read_json(manifest_path)?;
+    let mut digests = vec![manifest_digest.to_string(), manifest.config.digest];
+    digests.extend(manifest.layers.into_iter().map(|l| l.digest));
+    Ok(digests)
 }
 
 /// The linux/amd64 entry of an index, else its only or first entry.

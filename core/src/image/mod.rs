@@ -187,6 +187,67 @@ fn list_blocking(home: &MsbHome) -> MicrosandboxResult<Vec<ImageInfo>> {
         .collect())
 }
 
+/// Path of the blob with `digest` in the store.
+pub(crate) fn blob_path(home: &MsbHome, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    home.images_dir().join("blobs/sha256").join(hex)
+}
+
+/// Every blob of the loaded image with `manifest_digest`: its manifest,
+/// config and layers.
+pub(crate) fn blob_digests(
+    home: &MsbHome,
+    manifest_digest: &str,
+) -> MicrosandboxResult<Vec<String>> {
+    let path = blob_path(home, manifest_digest);
+    archive::image_blob_digests(&path, manifest_digest).map_err(|reason| {
+        MicrosandboxError::ImageNotFound {
+            reference: format!("{manifest_digest} (its manifest blob is unreadable: {reason})"),
+        }
+    })
+}
+
+/// Make an image that arrived inside a snapshot archive bootable: a row
+/// under `reference`, unless that reference already names a local image (a
+/// local image is never replaced by an imported one), in which case the
+/// row goes under the manifest digest itself.
+pub(crate) fn register_imported(
+    home: &MsbHome,
+    reference: &str,
+    manifest_digest: &str,
+    config_digest: &str,
+    lower: &Path,
+) -> MicrosandboxResult<()> {
+    let conn = db::open(home)?;
+    let taken: Option<String> = conn
+        .query_row(
+            "SELECT manifest_digest FROM images WHERE reference = ?1",
+            params![reference],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| db::db_error(&db::db_path(home), e))?;
+    let reference = match taken {
+        None => reference,
+        Some(digest) if digest == manifest_digest => return Ok(()),
+        Some(_) => manifest_digest,
+    };
+    let loaded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    conn.execute(
+        "INSERT INTO images (reference, manifest_digest, config_digest, lower_path, loaded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(reference) DO NOTHING",
+        params![
+            reference,
+            manifest_digest,
+            config_digest,
+            lower.to_string_lossy(),
+            loaded_at
+        ],
+    )
+    .map_err(|e| db::db_error(&db::db_path(home), e))?;
+    Ok(())
+}
+
 /// Where the root disk of the image with `manifest_digest` lives.
 pub(crate) fn lower_path(home: &MsbHome, manifest_digest: &str) -> PathBuf {
     let hex = manifest_digest
@@ -213,10 +274,7 @@ fn read_config(home: &MsbHome, config_digest: &str) -> RuntimeConfig {
         #[serde(default)]
         config: Option<Inner>,
     }
-    let path = home
-        .images_dir()
-        .join("blobs/sha256")
-        .join(&config_digest[7.min(config_digest.len())..]);
+    let path = blob_path(home, config_digest);
     let inner = fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Config>(&b).ok())

@@ -241,7 +241,7 @@ pub(crate) fn create_blocking(
 }
 
 /// Infix of staging directory names: `.<name>.creating-<pid>-<random>`.
-const STAGING_MARK: &str = ".creating-";
+pub(crate) const STAGING_MARK: &str = ".creating-";
 
 /// Delete staging directories in `dir` left by creates whose process died
 /// (killed mid-create): they were never visible, and now never will be.
@@ -291,7 +291,7 @@ fn publish(staging: PathBuf, dest: &Path, force: bool) -> MicrosandboxResult<()>
 }
 
 /// `renameat2(2)` with `flags` (RENAME_NOREPLACE fails with `AlreadyExists`).
-fn rename_with(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
+pub(crate) fn rename_with(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
@@ -321,7 +321,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> MicrosandboxResult<()> {
         .map_err(|e| MicrosandboxError::io(path, e))
 }
 
-fn sync_dir(dir: &Path) -> MicrosandboxResult<()> {
+pub(crate) fn sync_dir(dir: &Path) -> MicrosandboxResult<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| MicrosandboxError::io(dir, e))

@@ -4,9 +4,11 @@
 //! truth; this table is a cache that [`reindex`] rebuilds from them at any
 //! time, so a failed index write never fails the operation that caused it.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
+use rusqlite::types::{FromSqlError, Type};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::manifest::is_content_digest;
@@ -16,38 +18,41 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 
 /// A lightweight handle backed by an index row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SnapshotHandle {
-    digest: String,
-    name: Option<String>,
-    parent_digest: Option<String>,
-    image_ref: String,
+    /// Digest, name, parent digest, image reference and path back to back:
+    /// one allocation per handle instead of five, as listings build
+    /// thousands of them.
+    text: Box<str>,
+    /// Where the first four of those end in `text` (the path runs to its end).
+    ends: [u32; 4],
+    has_name: bool,
+    has_parent: bool,
     format: SnapshotFormat,
     size_bytes: Option<u64>,
     created_at: NaiveDateTime,
-    path: PathBuf,
     child_count: u64,
 }
 
 impl SnapshotHandle {
     /// Manifest digest (`sha256:<hex>`), the canonical identity.
     pub fn digest(&self) -> &str {
-        &self.digest
+        self.field(0)
     }
 
     /// Name alias, `None` for artifacts outside the default snapshots directory.
     pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.has_name.then(|| self.field(1))
     }
 
     /// The parent snapshot's digest, `None` for a root.
     pub fn parent_digest(&self) -> Option<&str> {
-        self.parent_digest.as_deref()
+        self.has_parent.then(|| self.field(2))
     }
 
     /// Image reference the snapshot was taken from.
     pub fn image_ref(&self) -> &str {
-        &self.image_ref
+        self.field(3)
     }
 
     /// On-disk format of the upper layer.
@@ -67,7 +72,7 @@ impl SnapshotHandle {
 
     /// Local artifact directory.
     pub fn path(&self) -> &Path {
-        &self.path
+        Path::new(self.path_str())
     }
 
     /// Indexed snapshots whose parent is this one.
@@ -77,14 +82,40 @@ impl SnapshotHandle {
 
     /// Open the underlying artifact (same as `Snapshot::open(self.path())`).
     pub async fn open(&self) -> MicrosandboxResult<Snapshot> {
-        let path = self.path.clone();
+        let path = self.path().to_path_buf();
         crate::blocking(move || Snapshot::open_dir(&path)).await
     }
 
     /// Remove this snapshot (same as `Snapshot::remove(self.digest(), force)`).
     pub async fn remove(&self, force: bool) -> MicrosandboxResult<()> {
-        let (home, path) = (MsbHome::resolve()?, self.path.clone());
-        crate::blocking(move || remove(&home, &path.to_string_lossy(), force)).await
+        let (home, path) = (MsbHome::resolve()?, self.path_str().to_string());
+        crate::blocking(move || remove(&home, &path, force)).await
+    }
+
+    /// Field `i` of `text`: digest, name, parent digest, image reference.
+    fn field(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start as usize..self.ends[i] as usize]
+    }
+
+    fn path_str(&self) -> &str {
+        &self.text[self.ends[3] as usize..]
+    }
+}
+
+impl fmt::Debug for SnapshotHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotHandle")
+            .field("digest", &self.digest())
+            .field("name", &self.name())
+            .field("parent_digest", &self.parent_digest())
+            .field("image_ref", &self.image_ref())
+            .field("format", &self.format)
+            .field("size_bytes", &self.size_bytes)
+            .field("created_at", &self.created_at)
+            .field("path", &self.path())
+            .field("child_count", &self.child_count)
+            .finish()
     }
 }
 
@@ -92,16 +123,34 @@ const COLUMNS: &str =
     "digest, name, parent_digest, image_ref, format, size_bytes, created_epoch, path, child_count";
 
 fn handle_from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotHandle> {
+    // Text is copied straight from SQLite's row into the handle's one buffer.
+    let name = optional_text(row, 1)?;
+    let parent = optional_text(row, 2)?;
+    let fields = [
+        required_text(row, 0)?,
+        name.unwrap_or_default(),
+        parent.unwrap_or_default(),
+        required_text(row, 3)?,
+    ];
+    let path = required_text(row, 7)?;
+    let mut text =
+        String::with_capacity(fields.iter().map(|f| f.len()).sum::<usize>() + path.len());
+    let mut ends = [0; 4];
+    for (end, field) in ends.iter_mut().zip(fields) {
+        text.push_str(field);
+        // SQLite caps a value at 1e9 bytes, so four of them fit in a u32.
+        *end = text.len() as u32;
+    }
+    text.push_str(path);
     // The epoch column (not the RFC 3339 text) so listing thousands of rows
     // does no date parsing.
     let created_epoch: f64 = row.get(6)?;
-    let format: String = row.get(4)?;
     Ok(SnapshotHandle {
-        digest: row.get(0)?,
-        name: row.get(1)?,
-        parent_digest: row.get(2)?,
-        image_ref: row.get(3)?,
-        format: if format == "qcow2" {
+        text: text.into_boxed_str(),
+        ends,
+        has_name: name.is_some(),
+        has_parent: parent.is_some(),
+        format: if required_text(row, 4)? == "qcow2" {
             SnapshotFormat::Qcow2
         } else {
             SnapshotFormat::Raw
@@ -111,9 +160,31 @@ fn handle_from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotHandle> {
             chrono::DateTime::from_timestamp_millis((created_epoch * 1000.0).round() as i64)
                 .map(|t| t.naive_utc())
                 .unwrap_or_default(),
-        path: PathBuf::from(row.get::<_, String>(7)?),
         child_count: row.get::<_, i64>(8)? as u64,
     })
+}
+
+/// Column `idx` as text borrowed from the row (`None` for NULL), failing as
+/// `row.get::<_, Option<String>>(idx)` would.
+fn optional_text<'r>(row: &'r Row<'_>, idx: usize) -> rusqlite::Result<Option<&'r str>> {
+    let value = row.get_ref(idx)?;
+    value.as_str_or_null().map_err(|err| match err {
+        FromSqlError::InvalidType => invalid_type(row, idx, value.data_type()),
+        FromSqlError::Other(err) => {
+            rusqlite::Error::FromSqlConversionFailure(idx, value.data_type(), err)
+        }
+        err => rusqlite::Error::FromSqlConversionFailure(idx, value.data_type(), Box::new(err)),
+    })
+}
+
+/// Column `idx` as text, failing on NULL as `row.get::<_, String>(idx)` would.
+fn required_text<'r>(row: &'r Row<'_>, idx: usize) -> rusqlite::Result<&'r str> {
+    optional_text(row, idx)?.ok_or_else(|| invalid_type(row, idx, Type::Null))
+}
+
+fn invalid_type(row: &Row<'_>, idx: usize, found: Type) -> rusqlite::Error {
+    let name = row.as_ref().column_name(idx).unwrap_or_default();
+    rusqlite::Error::InvalidColumnType(idx, name.to_string(), found)
 }
 
 fn parse_time(rfc3339: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
@@ -127,8 +198,8 @@ fn sql_error(home: &MsbHome) -> impl Fn(rusqlite::Error) -> MicrosandboxError + 
 /// Where an artifact's row points: its canonical path, and its name alias
 /// (its directory name when it lives in the default snapshots directory).
 pub(crate) struct RowKey {
-    path: PathBuf,
-    name: Option<String>,
+    pub(crate) path: PathBuf,
+    pub(crate) name: Option<String>,
 }
 
 /// Resolves [`RowKey`]s, canonicalizing each directory once rather than
@@ -225,6 +296,21 @@ pub(crate) fn record_best_effort(home: &MsbHome, snap: &Snapshot) {
     }
 }
 
+/// Index every artifact of `snaps` in one transaction (an import), and
+/// recount the children of their parents.
+pub(crate) fn record_all(home: &MsbHome, snaps: &[Snapshot]) -> MicrosandboxResult<()> {
+    let mut conn = db::open(home)?;
+    let tx = conn.transaction().map_err(sql_error(home))?;
+    let mut keys = RowKeys::new(home);
+    for snap in snaps {
+        upsert(home, &tx, snap, &keys.key(snap.path()))?;
+    }
+    for parent in snaps.iter().filter_map(Snapshot::parent) {
+        recount_children(home, &tx, Some(parent))?;
+    }
+    tx.commit().map_err(sql_error(home))
+}
+
 /// Recompute child counts: of `parent` only, or of every row.
 fn recount_children(
     home: &MsbHome,
@@ -266,17 +352,37 @@ pub(crate) fn get(home: &MsbHome, key: &str) -> MicrosandboxResult<SnapshotHandl
     })
 }
 
-/// Every indexed snapshot, newest first.
+/// Every indexed snapshot, newest first (then by path).
 pub(crate) fn list(home: &MsbHome) -> MicrosandboxResult<Vec<SnapshotHandle>> {
+    let mut handles = Vec::new();
+    for_each(home, &mut |handle| {
+        handles.push(handle);
+        true
+    })?;
+    Ok(handles)
+}
+
+/// Hand every indexed snapshot to `visit`, newest first (then by path),
+/// until it returns `false`. Nothing is kept between rows, so a listing of
+/// any size runs in constant memory.
+pub(crate) fn for_each(
+    home: &MsbHome,
+    visit: &mut dyn FnMut(SnapshotHandle) -> bool,
+) -> MicrosandboxResult<()> {
     let conn = db::open(home)?;
+    // Served by the covering `snapshots_listing` index, in order.
     let mut stmt = conn
         .prepare(&format!(
             "SELECT {COLUMNS} FROM snapshots ORDER BY created_epoch DESC, path"
         ))
         .map_err(sql_error(home))?;
-    stmt.query_map([], handle_from_row)
-        .and_then(|rows| rows.collect())
-        .map_err(sql_error(home))
+    let mut rows = stmt.query([]).map_err(sql_error(home))?;
+    while let Some(row) = rows.next().map_err(sql_error(home))? {
+        if !visit(handle_from_row(row).map_err(sql_error(home))?) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Upsert every artifact of `dir`, drop rows whose artifacts are gone, and
@@ -311,7 +417,11 @@ pub(crate) fn reindex(home: &MsbHome, dir: &Path) -> MicrosandboxResult<usize> {
 /// Remove an artifact (by name, digest or path) and its row.
 pub(crate) fn remove(home: &MsbHome, key: &str, force: bool) -> MicrosandboxResult<()> {
     let (path, digest, parent) = match get(home, key) {
-        Ok(h) => (h.path.clone(), h.digest.clone(), h.parent_digest.clone()),
+        Ok(h) => (
+            h.path().to_path_buf(),
+            h.digest().to_string(),
+            h.parent_digest().map(str::to_string),
+        ),
         Err(_) => {
             // Not indexed: an artifact on disk can still be removed.
             let dir = home.snapshot_location(key)?;

@@ -2,8 +2,10 @@
 //! upper file. The artifact directory is the source of truth; anything else
 //! (the index, archives) is derived from it. This module opens artifacts
 //! (structure only, never the upper's content), verifies them (content), and
-//! holds the static entry points: capture, index lookups, removal, reindex.
+//! holds the static entry points: capture, index lookups, removal, reindex,
+//! export and import.
 
+pub mod archive;
 pub mod create;
 pub mod index;
 pub mod integrity;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use archive::ExportOpts;
 pub use create::{SnapshotBuilder, SnapshotConfig, SnapshotDestination, SnapshotSpec};
 pub use index::SnapshotHandle;
 pub use integrity::IntegrityAlgorithm;
@@ -80,6 +83,16 @@ impl Snapshot {
         crate::blocking(move || index::list(&home)).await
     }
 
+    /// Every indexed snapshot, newest first, handed to `visit` one at a
+    /// time (on a worker thread) until it returns `false`: a listing of any
+    /// size in constant memory, for callers that consume it as a stream.
+    pub async fn list_each(
+        mut visit: impl FnMut(SnapshotHandle) -> bool + Send + 'static,
+    ) -> MicrosandboxResult<()> {
+        let home = MsbHome::resolve()?;
+        crate::blocking(move || index::for_each(&home, &mut visit)).await
+    }
+
     /// The valid artifacts directly inside `dir`, by path; never touches the
     /// index. Entries without a manifest, hidden ones and malformed ones are
     /// skipped.
@@ -101,6 +114,57 @@ impl Snapshot {
         let home = MsbHome::resolve()?;
         let dir = dir.unwrap_or_else(|| home.snapshots_dir());
         crate::blocking(move || index::reindex(&home, &dir)).await
+    }
+
+    /// Bundle a snapshot (name, digest or artifact path) into an archive at
+    /// `out`: `.tar.zst` unless `opts.plain_tar`. The snapshot (and, with
+    /// `with_parents`, each ancestor) is verified first. `out` is replaced
+    /// only once the archive is complete; its parent directories are created.
+    pub async fn export(
+        name_or_path: impl Into<String>,
+        out: impl Into<PathBuf>,
+        opts: ExportOpts,
+    ) -> MicrosandboxResult<()> {
+        Self::export_with_progress(name_or_path, out, opts, None).await
+    }
+
+    /// [`export`](Self::export), reporting bytes stored to `progress`.
+    pub async fn export_with_progress(
+        name_or_path: impl Into<String>,
+        out: impl Into<PathBuf>,
+        opts: ExportOpts,
+        progress: Option<ProgressCallback>,
+    ) -> MicrosandboxResult<()> {
+        let (home, key, out) = (MsbHome::resolve()?, name_or_path.into(), out.into());
+        crate::blocking(move || {
+            archive::export_blocking(&home, &key, &out, opts, progress.as_ref())
+        })
+        .await
+    }
+
+    /// Unpack an archive (`.tar.zst` or `.tar`, told apart by magic bytes)
+    /// into `dest` (default: the snapshots directory), bundled image files
+    /// into the image store, and index everything. Hostile or damaged
+    /// archives fail with `ArchiveInvalid` and leave nothing behind. Returns
+    /// the head snapshot.
+    pub async fn import(
+        archive: impl Into<PathBuf>,
+        dest: Option<PathBuf>,
+    ) -> MicrosandboxResult<SnapshotHandle> {
+        Self::import_with_progress(archive, dest, None).await
+    }
+
+    /// [`import`](Self::import), reporting archive bytes read to `progress`.
+    pub async fn import_with_progress(
+        archive: impl Into<PathBuf>,
+        dest: Option<PathBuf>,
+        progress: Option<ProgressCallback>,
+    ) -> MicrosandboxResult<SnapshotHandle> {
+        let (home, archive) = (MsbHome::resolve()?, archive.into());
+        crate::blocking(move || {
+            archive::import_blocking(&home, &archive, dest.as_deref(), progress.as_ref())
+        })
+        .await
     }
 
     /// Open an artifact by bare name (under the snapshots directory of

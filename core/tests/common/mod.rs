@@ -61,6 +61,19 @@ impl Drop for TestHome {
     }
 }
 
+/// Boot a busybox sandbox `name` and run the shell `script` in it (which
+/// must succeed): a sandbox that has written something worth capturing.
+pub async fn sandbox_running(name: &str, script: &str) -> microsandbox::Sandbox {
+    let sandbox = microsandbox::Sandbox::builder(name)
+        .image(BUSYBOX_REF)
+        .create()
+        .await
+        .unwrap();
+    let out = sandbox.exec("sh", ["-c", script]).await.unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    sandbox
+}
+
 /// Live, non-zombie processes whose command line contains `needle`.
 pub fn processes_mentioning(needle: &Path) -> Vec<u32> {
     let needle = needle.to_string_lossy().into_owned();

@@ -1,0 +1,640 @@
+//! Reading archives, which are treated as hostile: the stream is unpacked
+//! into a hidden staging directory under the destination root (image files
+//! into a staging directory of the image store), and every entry must be one
+//! the layout names, exactly once, of an allowed type, with a size that
+//! matches what its manifest or `msb-archive.json` says. Each artifact's
+//! manifest digest must match its directory name and its recorded integrity
+//! is verified as it lands; blobs are checked against their digests. Only
+//! when the whole archive has passed is anything moved into place and
+//! indexed; on any failure the staging directories (and any directory this
+//! import created) are removed, and the index is untouched.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+use super::tarfmt::{EntryBody, EntryHeader, Segment, TarReader};
+use super::{
+    ARCHIVE_FORMAT, ArchiveIndex, INDEX_ENTRY, INDEX_MAX_BYTES, blob_entry, hex_of, lower_entry,
+};
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::home::{MsbHome, is_bare_name};
+use crate::image;
+use crate::progress::{ProgressCallback, ProgressPhase, ProgressTracker};
+use crate::snapshot::create::{STAGING_MARK, rename_with, sync_dir};
+use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest, is_sha256_digest};
+use crate::snapshot::{Snapshot, SnapshotHandle, index};
+use crate::sparse::write_nonzero_runs;
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Import `archive` into `dest` (default: the snapshots directory). Blocking.
+pub(crate) fn import_blocking(
+    home: &MsbHome,
+    archive: &Path,
+    dest: Option<&Path>,
+    progress: Option<&ProgressCallback>,
+) -> MicrosandboxResult<SnapshotHandle> {
+    let dest_root = dest.map_or_else(|| home.snapshots_dir(), Path::to_path_buf);
+    let file = File::open(archive).map_err(|e| MicrosandboxError::io(archive, e))?;
+    let total = file
+        .metadata()
+        .map_err(|e| MicrosandboxError::io(archive, e))?
+        .len();
+    let tracker = ProgressTracker::new(progress, ProgressPhase::Import, total);
+    let mut input = BufReader::with_capacity(1 << 20, CountingRead(file, &tracker));
+    let head = input
+        .fill_buf()
+        .map_err(|e| MicrosandboxError::io(archive, e))?;
+    let stream: Box<dyn Read + '_> = if head.starts_with(&ZSTD_MAGIC) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| MicrosandboxError::io(archive, e))?,
+        )
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Box::new(input)
+    } else {
+        return Err(invalid(
+            archive,
+            "neither a zstd-compressed tar nor a plain tar (by its magic bytes)",
+        ));
+    };
+
+    let mut created = CreatedDirs::default();
+    created.create(&dest_root)?;
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".import{STAGING_MARK}{}-", std::process::id()))
+        .tempdir_in(&dest_root)
+        .map_err(|e| MicrosandboxError::io(&dest_root, e))?;
+    let mut unpacker = Unpacker {
+        home,
+        archive,
+        staging: staging.path(),
+        image_staging: None,
+        created: &mut created,
+        manifests: HashMap::new(),
+        uppers: HashSet::new(),
+        blobs: HashSet::new(),
+        lower: false,
+        buf: vec![0u8; 1 << 20],
+    };
+    let index = unpacker.unpack(stream)?;
+    let image_staging = unpacker.image_staging.take();
+    let handle = publish(
+        home,
+        &index,
+        staging.path(),
+        image_staging.as_ref().map(TempDir::path),
+        &dest_root,
+    )?;
+    tracker.finish();
+    created.keep();
+    Ok(handle)
+}
+
+fn invalid(archive: &Path, reason: impl Into<String>) -> MicrosandboxError {
+    MicrosandboxError::ArchiveInvalid {
+        path: archive.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Every error reading the stream (bad headers, truncation, a corrupt zstd
+/// frame) describes the archive.
+fn stream_error(archive: &Path) -> impl Fn(io::Error) -> MicrosandboxError + '_ {
+    move |e| invalid(archive, e.to_string())
+}
+
+struct Unpacker<'a> {
+    home: &'a MsbHome,
+    archive: &'a Path,
+    staging: &'a Path,
+    image_staging: Option<TempDir>,
+    created: &'a mut CreatedDirs,
+    /// Parsed manifests by directory hex, in arrival order.
+    manifests: HashMap<String, Manifest>,
+    uppers: HashSet<String>,
+    blobs: HashSet<String>,
+    lower: bool,
+    buf: Vec<u8>,
+}
+
+/// Where an entry goes.
+enum Route {
+    Manifest(String),
+    Upper(String),
+    Blob(String),
+    Lower,
+}
+
+impl Unpacker<'_> {
+    fn unpack(&mut self, stream: impl Read) -> MicrosandboxResult<ArchiveIndex> {
+        let archive = self.archive;
+        let mut tar = TarReader::new(stream);
+        let first = tar
+            .next_header()
+            .map_err(stream_error(archive))?
+            .ok_or_else(|| invalid(archive, "the archive is empty"))?;
+        if first.name != INDEX_ENTRY || first.body != EntryBody::Regular {
+            return Err(invalid(
+                archive,
+                format!(
+                    "the first entry must be {INDEX_ENTRY}, found {}",
+                    first.name
+                ),
+            ));
+        }
+        if first.stored > INDEX_MAX_BYTES {
+            return Err(invalid(archive, format!("{INDEX_ENTRY} is too large")));
+        }
+        let mut bytes = vec![0u8; first.stored as usize];
+        tar.read_data(&mut bytes).map_err(stream_error(archive))?;
+        let index: ArchiveIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(archive, format!("{INDEX_ENTRY}: {e}")))?;
+        check_index(&index)
+            .map_err(|reason| invalid(archive, format!("{INDEX_ENTRY}: {reason}")))?;
+
+        let mut seen = HashSet::from([INDEX_ENTRY.to_string()]);
+        while let Some(entry) = tar.next_header().map_err(stream_error(archive))? {
+            check_entry_name(&entry.name).map_err(|reason| invalid(archive, reason))?;
+            if !seen.insert(entry.name.clone()) {
+                return Err(invalid(archive, format!("duplicate entry {}", entry.name)));
+            }
+            match self.route(&entry, &index)? {
+                Route::Manifest(hex) => self.manifest(&mut tar, &entry, hex)?,
+                Route::Upper(hex) => self.upper(&mut tar, &entry, hex)?,
+                Route::Blob(digest) => {
+                    self.image_file(&mut tar, &entry, &index, hex_of(&digest), &digest)?;
+                    self.blobs.insert(digest);
+                }
+                Route::Lower => {
+                    let lower_digest = &index.image.as_ref().expect("routed").lower_digest;
+                    self.image_file(&mut tar, &entry, &index, "lower.erofs", lower_digest)?;
+                    self.lower = true;
+                }
+            }
+        }
+        tar.expect_only_padding().map_err(stream_error(archive))?;
+        self.check_complete(&index)?;
+        Ok(index)
+    }
+
+    fn route(&self, entry: &EntryHeader, index: &ArchiveIndex) -> MicrosandboxResult<Route> {
+        let outside = || {
+            invalid(
+                self.archive,
+                format!("entry {} is outside the archive layout", entry.name),
+            )
+        };
+        let name = entry.name.as_str();
+        if let Some(rest) = name.strip_prefix("snapshots/") {
+            let (hex, file) = rest.split_once('/').ok_or_else(outside)?;
+            if !index.snapshots.iter().any(|s| hex_of(&s.digest) == hex) {
+                return Err(outside());
+            }
+            if file == MANIFEST_FILE {
+                return Ok(Route::Manifest(hex.to_string()));
+            }
+            let manifest = self.manifests.get(hex).ok_or_else(|| {
+                invalid(
+                    self.archive,
+                    format!("{name} comes before its artifact's manifest, or is not in the layout"),
+                )
+            })?;
+            return if manifest.upper.file == file {
+                Ok(Route::Upper(hex.to_string()))
+            } else {
+                Err(outside())
+            };
+        }
+        let image = index.image.as_ref().ok_or_else(outside)?;
+        if let Some(digest) = image.blobs.iter().find(|d| blob_entry(d) == name) {
+            return Ok(Route::Blob(digest.clone()));
+        }
+        if lower_entry(&image.manifest_digest) == name {
+            return Ok(Route::Lower);
+        }
+        Err(outside())
+    }
+
+    fn manifest(
+        &mut self,
+        tar: &mut TarReader<impl Read>,
+        entry: &EntryHeader,
+        hex: String,
+    ) -> MicrosandboxResult<()> {
+        let archive = self.archive;
+        if entry.body != EntryBody::Regular || entry.stored > MANIFEST_MAX_BYTES {
+            return Err(invalid(
+                archive,
+                format!("{} must be a small regular file", entry.name),
+            ));
+        }
+        let mut bytes = vec![0u8; entry.stored as usize];
+        tar.read_data(&mut bytes).map_err(stream_error(archive))?;
+        let manifest = Manifest::parse(&bytes, Path::new(&entry.name))
+            .map_err(|e| invalid(archive, e.to_string()))?;
+        if hex_of(&manifest.digest()) != hex {
+            return Err(invalid(
+                archive,
+                format!(
+                    "{}: the manifest's digest {} does not match its directory name",
+                    entry.name,
+                    manifest.digest()
+                ),
+            ));
+        }
+        if manifest.upper.file == MANIFEST_FILE {
+            return Err(invalid(
+                archive,
+                format!(
+                    "{}: the upper file cannot be named {MANIFEST_FILE}",
+                    entry.name
+                ),
+            ));
+        }
+        let dir = self.staging.join(&hex);
+        fs::create_dir(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
+        write_file(&dir.join(MANIFEST_FILE), &bytes)?;
+        self.manifests.insert(hex, manifest);
+        Ok(())
+    }
+
+    /// Unpack an upper (sparse or regular) keeping holes, then verify the
+    /// artifact it completes.
+    fn upper(
+        &mut self,
+        tar: &mut TarReader<impl Read>,
+        entry: &EntryHeader,
+        hex: String,
+    ) -> MicrosandboxResult<()> {
+        let archive = self.archive;
+        let manifest = &self.manifests[&hex];
+        if entry.apparent_size() != manifest.upper.size_bytes {
+            return Err(invalid(
+                archive,
+                format!(
+                    "{}: {} bytes, but its manifest says {}",
+                    entry.name,
+                    entry.apparent_size(),
+                    manifest.upper.size_bytes
+                ),
+            ));
+        }
+        let dir = self.staging.join(&hex);
+        let path = dir.join(&manifest.upper.file);
+        let out = File::create_new(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
+        out.set_len(entry.apparent_size())
+            .map_err(|e| MicrosandboxError::io(&path, e))?;
+        let segments = match &entry.body {
+            EntryBody::Regular => vec![Segment {
+                offset: 0,
+                len: entry.stored,
+            }],
+            EntryBody::Sparse { segments, .. } => segments.clone(),
+        };
+        for segment in segments {
+            let mut done = 0;
+            while done < segment.len {
+                let n = (segment.len - done).min(self.buf.len() as u64) as usize;
+                tar.read_data(&mut self.buf[..n])
+                    .map_err(stream_error(archive))?;
+                write_nonzero_runs(&out, segment.offset + done, &self.buf[..n])
+                    .map_err(|e| MicrosandboxError::io(&path, e))?;
+                done += n as u64;
+            }
+        }
+        out.sync_all()
+            .map_err(|e| MicrosandboxError::io(&path, e))?;
+        drop(out);
+        let snap = Snapshot::open_dir(&dir)?;
+        snap.verify_blocking(None)?;
+        sync_dir(&dir)?;
+        self.uppers.insert(hex);
+        Ok(())
+    }
+
+    /// Stage an image file (a blob, or the root disk as `lower.erofs`) and
+    /// check its sha256 against `expected`.
+    fn image_file(
+        &mut self,
+        tar: &mut TarReader<impl Read>,
+        entry: &EntryHeader,
+        index: &ArchiveIndex,
+        staged_name: &str,
+        expected: &str,
+    ) -> MicrosandboxResult<()> {
+        let path = self.image_staging(index)?.join(staged_name);
+        let computed = self.stream_hashed(tar, entry, &path)?;
+        if computed != expected {
+            return Err(invalid(
+                self.archive,
+                format!(
+                    "{}: content ({computed}) does not match {expected}",
+                    entry.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Copy a regular entry to `path`, returning the sha256 of its bytes.
+    fn stream_hashed(
+        &mut self,
+        tar: &mut TarReader<impl Read>,
+        entry: &EntryHeader,
+        path: &Path,
+    ) -> MicrosandboxResult<String> {
+        if entry.body != EntryBody::Regular {
+            return Err(invalid(
+                self.archive,
+                format!("{} must be a regular file", entry.name),
+            ));
+        }
+        let mut out = File::create_new(path).map_err(|e| MicrosandboxError::io(path, e))?;
+        let mut hasher = Sha256::new();
+        let mut left = entry.stored;
+        while left > 0 {
+            let n = left.min(self.buf.len() as u64) as usize;
+            tar.read_data(&mut self.buf[..n])
+                .map_err(stream_error(self.archive))?;
+            hasher.update(&self.buf[..n]);
+            out.write_all(&self.buf[..n])
+                .map_err(|e| MicrosandboxError::io(path, e))?;
+            left -= n as u64;
+        }
+        out.sync_all().map_err(|e| MicrosandboxError::io(path, e))?;
+        Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    }
+
+    /// The image staging directory, made on first use.
+    fn image_staging(&mut self, index: &ArchiveIndex) -> MicrosandboxResult<PathBuf> {
+        debug_assert!(index.image.is_some());
+        if self.image_staging.is_none() {
+            let root = self.home.images_dir().join("tmp");
+            self.created.create(&root)?;
+            let dir = tempfile::Builder::new()
+                .prefix("import-")
+                .tempdir_in(&root)
+                .map_err(|e| MicrosandboxError::io(&root, e))?;
+            self.image_staging = Some(dir);
+        }
+        Ok(self
+            .image_staging
+            .as_ref()
+            .expect("just made")
+            .path()
+            .to_path_buf())
+    }
+
+    fn check_complete(&self, index: &ArchiveIndex) -> MicrosandboxResult<()> {
+        for snap in &index.snapshots {
+            let hex = hex_of(&snap.digest);
+            if !self.uppers.contains(hex) {
+                return Err(invalid(
+                    self.archive,
+                    format!(
+                        "snapshot {} ({}) is listed but its manifest or upper is missing",
+                        snap.name, snap.digest
+                    ),
+                ));
+            }
+        }
+        if let Some(image) = &index.image {
+            if let Some(missing) = image.blobs.iter().find(|d| !self.blobs.contains(*d)) {
+                return Err(invalid(
+                    self.archive,
+                    format!("image blob {missing} is listed but missing"),
+                ));
+            }
+            if !self.lower {
+                return Err(invalid(
+                    self.archive,
+                    "the image's root disk is listed but missing",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `msb-archive.json` must describe a well-formed archive on its own.
+fn check_index(index: &ArchiveIndex) -> Result<(), String> {
+    if index.format != ARCHIVE_FORMAT {
+        return Err(format!(
+            "format {:?} is not {ARCHIVE_FORMAT:?} (written by a newer microsandbox?)",
+            index.format
+        ));
+    }
+    if index.snapshots.is_empty() {
+        return Err("lists no snapshot".into());
+    }
+    let mut digests = HashSet::new();
+    let mut names = HashSet::new();
+    for snap in &index.snapshots {
+        if !is_sha256_digest(&snap.digest) || !digests.insert(&snap.digest) {
+            return Err(format!("bad or repeated snapshot digest {:?}", snap.digest));
+        }
+        if !is_bare_name(&snap.name) || !names.insert(&snap.name) {
+            return Err(format!("bad or repeated snapshot name {:?}", snap.name));
+        }
+    }
+    if let Some(image) = &index.image {
+        let mut blobs = HashSet::new();
+        for blob in &image.blobs {
+            if !is_sha256_digest(blob) || !blobs.insert(blob) {
+                return Err(format!("bad or repeated blob digest {blob:?}"));
+            }
+        }
+        if !blobs.contains(&image.manifest_digest) || !blobs.contains(&image.config_digest) {
+            return Err("the image's manifest or config blob is not listed".into());
+        }
+        if !is_sha256_digest(&image.lower_digest) || image.reference.is_empty() {
+            return Err("the image's reference or root disk digest is invalid".into());
+        }
+    }
+    Ok(())
+}
+
+/// Names are compared against the layout exactly; these checks only give
+/// hostile names a precise message.
+fn check_entry_name(name: &str) -> Result<(), String> {
+    if name.starts_with('/') {
+        return Err(format!("entry {name} has an absolute path"));
+    }
+    if name
+        .split('/')
+        .any(|c| c == ".." || c == "." || c.is_empty())
+    {
+        return Err(format!(
+            "entry {name} has a '..', '.' or empty path component"
+        ));
+    }
+    Ok(())
+}
+
+/// Move everything staged into place: image files first (harmless if a
+/// later step fails: content-addressed and unreferenced), then the
+/// artifacts (rolled back together on failure), then the index.
+fn publish(
+    home: &MsbHome,
+    index: &ArchiveIndex,
+    staging: &Path,
+    image_staging: Option<&Path>,
+    dest_root: &Path,
+) -> MicrosandboxResult<SnapshotHandle> {
+    let mut targets = Vec::new();
+    for snap in &index.snapshots {
+        let target = dest_root.join(&snap.name);
+        let present = match fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(MicrosandboxError::io(&target, e)),
+            Ok(_) => match Snapshot::open_dir(&target) {
+                Ok(existing) if existing.digest() == snap.digest => true,
+                _ => return Err(MicrosandboxError::SnapshotAlreadyExists { path: target }),
+            },
+        };
+        targets.push((snap, target, present));
+    }
+    if let (Some(image), Some(staged)) = (&index.image, image_staging) {
+        publish_image(home, image, staged)?;
+    }
+    let mut placed: Vec<&Path> = Vec::new();
+    for (snap, target, present) in &targets {
+        if *present {
+            continue;
+        }
+        let from = staging.join(hex_of(&snap.digest));
+        if let Err(e) = rename_with(&from, target, libc::RENAME_NOREPLACE) {
+            for done in &placed {
+                let _ = fs::remove_dir_all(done);
+            }
+            return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+                MicrosandboxError::SnapshotAlreadyExists {
+                    path: target.clone(),
+                }
+            } else {
+                MicrosandboxError::io(target, e)
+            });
+        }
+        placed.push(target);
+    }
+    sync_dir(dest_root)?;
+    let snaps = targets
+        .iter()
+        .map(|(_, target, _)| Snapshot::open_dir(target))
+        .collect::<MicrosandboxResult<Vec<_>>>()?;
+    index::record_all(home, &snaps)?;
+    let head = &targets.last().expect("checked: at least one snapshot").1;
+    index::get(home, &head.to_string_lossy())
+}
+
+fn publish_image(
+    home: &MsbHome,
+    image: &super::ArchivedImage,
+    staged: &Path,
+) -> MicrosandboxResult<()> {
+    let blobs_dir = home.images_dir().join("blobs/sha256");
+    fs::create_dir_all(&blobs_dir).map_err(|e| MicrosandboxError::io(&blobs_dir, e))?;
+    for digest in &image.blobs {
+        let to = image::blob_path(home, digest);
+        place_content_addressed(&staged.join(hex_of(digest)), &to)?;
+    }
+    // A lower this machine built itself is never replaced. An imported one
+    // is stored by its own digest, apart from built ones, so a later load of
+    // the image still builds (and trusts) its own.
+    let built = image::lower_path(home, &image.manifest_digest);
+    let lower = if built.is_file() {
+        built
+    } else {
+        let to = home
+            .images_dir()
+            .join("lower")
+            .join(format!("imported-{}.erofs", hex_of(&image.lower_digest)));
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir).map_err(|e| MicrosandboxError::io(dir, e))?;
+        }
+        place_content_addressed(&staged.join("lower.erofs"), &to)?;
+        to
+    };
+    image::register_imported(
+        home,
+        &image.reference,
+        &image.manifest_digest,
+        &image.config_digest,
+        &lower,
+    )
+}
+
+/// Rename `from` to `to` unless `to` exists: the names are digests, so an
+/// existing file already holds the same bytes.
+fn place_content_addressed(from: &Path, to: &Path) -> MicrosandboxResult<()> {
+    match rename_with(from, to, libc::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(MicrosandboxError::io(to, e)),
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> MicrosandboxResult<()> {
+    let mut file = File::create_new(path).map_err(|e| MicrosandboxError::io(path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| MicrosandboxError::io(path, e))
+}
+
+/// A reader that reports the bytes read from the archive file as progress.
+struct CountingRead<'a, 'b>(File, &'a ProgressTracker<'b>);
+
+impl Read for CountingRead<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.advance(n as u64);
+        Ok(n)
+    }
+}
+
+/// Directories an import created, removed again (if still empty) unless the
+/// import succeeds: a failed import leaves no trace.
+#[derive(Default)]
+struct CreatedDirs {
+    dirs: Vec<PathBuf>,
+    keep: bool,
+}
+
+impl CreatedDirs {
+    fn create(&mut self, dir: &Path) -> MicrosandboxResult<()> {
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(path) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            missing.push(path.to_path_buf());
+            at = path.parent();
+        }
+        for path in missing.into_iter().rev() {
+            match fs::create_dir(&path) {
+                Ok(()) => self.dirs.push(path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(MicrosandboxError::io(&path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        if !self.keep {
+            for dir in self.dirs.iter().rev() {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+    }
+}
