@@ -114,6 +114,7 @@ async fn archives_round_trip_and_hostile_ones_are_refused() {
     let snapshots = home.join("snapshots");
 
     round_trips(work.path(), &snapshots).await;
+    archives_of_the_066_release_import(work.path()).await;
     parents_travel_together(work.path(), &snapshots).await;
     hostile_archives_are_refused(work.path(), &home).await;
 }
@@ -273,6 +274,39 @@ async fn round_trips(work: &Path, snapshots: &Path) {
     .unwrap_err();
     assert_eq!(err.kind(), "ImageNotFound");
     assert!(!work.join("x.tar.zst").exists());
+}
+
+async fn archives_of_the_066_release_import(work: &Path) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/conformance/archives/v066-export.tar.zst");
+    let dest = work.join("from-066");
+    let handle = Snapshot::import(&fixture, Some(dest.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        handle.digest(),
+        "sha256:79fe17d9734a1d5ee5ddd120df5ec2631cef90ce814d988d8302c555d6a34a20"
+    );
+    assert_eq!(
+        handle.path(),
+        dest.join("sha256-79fe17d9734a1d5e").canonicalize().unwrap()
+    );
+    let snap = handle.open().await.unwrap();
+    let report = snap.verify().await.unwrap();
+    assert_eq!(
+        report.upper,
+        microsandbox::UpperVerifyStatus::Verified {
+            algorithm: "msb-sparse-sha256-v1".into(),
+            digest: "sha256:3be27239513761e02c98e2a3e39bf046ee568b032a7da35ba7ce5c684def018e"
+                .into(),
+        }
+    );
+    // Stored dense by 0.6.6, it lands sparse.
+    assert!(
+        allocated(&snap.upper_path()) < 64 << 10,
+        "{}",
+        allocated(&snap.upper_path())
+    );
 }
 
 async fn parents_travel_together(work: &Path, snapshots: &Path) {
@@ -617,6 +651,37 @@ fn hostile_corpus(p: &Parts) -> Vec<(&'static str, Vec<u8>)> {
     let mut sparse_manifest = p.valid();
     sparse_manifest[1].sparse = Some((p.manifest.len() as u64, vec![(0, p.manifest.len() as u64)]));
     add("sparse manifest", sparse_manifest);
+    // The 0.6.6 layout: its directory names carry a digest prefix.
+    let legacy = |dir: &str, extra: Option<Raw>| {
+        let mut entries = vec![
+            Raw::file(&format!("{dir}/manifest.json"), &p.manifest),
+            Raw {
+                name: format!("{dir}/upper.ext4"),
+                ..p.upper_entry()
+            },
+        ];
+        entries.extend(extra);
+        entries
+    };
+    add(
+        "0.6.6 layout, digest prefix mismatch",
+        legacy("sha256-0000000000000000", None),
+    );
+    add(
+        "0.6.6 layout, entry outside it",
+        legacy(
+            &format!("sha256-{}", &hex[..16]),
+            Some(Raw::file("cache/blob", b"x")),
+        ),
+    );
+    add(
+        "0.6.6 layout, second directory without a manifest",
+        legacy(
+            &format!("sha256-{}", &hex[..16]),
+            Some(Raw::file("sha256-1111111111111111/upper.ext4", b"x")),
+        ),
+    );
+
     let valid = tar_of(&p.valid());
     let upper_at = valid.len() - 1024 - 512;
     corpus.push((

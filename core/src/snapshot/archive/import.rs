@@ -7,7 +7,9 @@
 //! is verified as it lands; blobs are checked against their digests. Only
 //! when the whole archive has passed is anything moved into place and
 //! indexed; on any failure the staging directories (and any directory this
-//! import created) are removed, and the index is untouched.
+//! import created) are removed, and the index is untouched. Archives of the
+//! 0.6.6 release (no index, artifacts in `sha256-<16 hex>/`) are read under
+//! the same rules.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -19,7 +21,8 @@ use tempfile::TempDir;
 
 use super::tarfmt::{EntryBody, EntryHeader, Segment, TarReader};
 use super::{
-    ARCHIVE_FORMAT, ArchiveIndex, INDEX_ENTRY, INDEX_MAX_BYTES, blob_entry, hex_of, lower_entry,
+    ARCHIVE_FORMAT, ArchiveIndex, ArchivedSnapshot, INDEX_ENTRY, INDEX_MAX_BYTES, blob_entry,
+    hex_of, lower_entry,
 };
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
@@ -76,6 +79,8 @@ pub(crate) fn import_blocking(
         staging: staging.path(),
         image_staging: None,
         created: &mut created,
+        legacy: false,
+        dirs: HashMap::new(),
         manifests: HashMap::new(),
         uppers: HashSet::new(),
         blobs: HashSet::new(),
@@ -115,7 +120,11 @@ struct Unpacker<'a> {
     staging: &'a Path,
     image_staging: Option<TempDir>,
     created: &'a mut CreatedDirs,
-    /// Parsed manifests by directory hex, in arrival order.
+    /// A 0.6.6 archive: no index, artifacts in `sha256-<16 hex>/`.
+    legacy: bool,
+    /// Full digest hex of each artifact directory seen, by directory.
+    dirs: HashMap<String, String>,
+    /// Parsed manifests by digest hex.
     manifests: HashMap<String, Manifest>,
     uppers: HashSet<String>,
     blobs: HashSet<String>,
@@ -139,33 +148,35 @@ impl Unpacker<'_> {
             .next_header()
             .map_err(stream_error(archive))?
             .ok_or_else(|| invalid(archive, "the archive is empty"))?;
-        if first.name != INDEX_ENTRY || first.body != EntryBody::Regular {
-            return Err(invalid(
-                archive,
-                format!(
-                    "the first entry must be {INDEX_ENTRY}, found {}",
-                    first.name
-                ),
-            ));
-        }
-        if first.stored > INDEX_MAX_BYTES {
-            return Err(invalid(archive, format!("{INDEX_ENTRY} is too large")));
-        }
-        let mut bytes = vec![0u8; first.stored as usize];
-        tar.read_data(&mut bytes).map_err(stream_error(archive))?;
-        let index: ArchiveIndex = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(archive, format!("{INDEX_ENTRY}: {e}")))?;
-        check_index(&index)
-            .map_err(|reason| invalid(archive, format!("{INDEX_ENTRY}: {reason}")))?;
+        // An archive of the 0.6.6 release has no index: it starts with the
+        // manifest of its first artifact.
+        self.legacy = first.name != INDEX_ENTRY && legacy_dir(&first.name).is_some();
+        let (mut index, mut pending) = if self.legacy {
+            let index = ArchiveIndex {
+                format: LEGACY_FORMAT.into(),
+                snapshots: Vec::new(),
+                image: None,
+            };
+            (index, Some(first))
+        } else {
+            (self.read_index(&mut tar, &first)?, None)
+        };
 
         let mut seen = HashSet::from([INDEX_ENTRY.to_string()]);
-        while let Some(entry) = tar.next_header().map_err(stream_error(archive))? {
+        loop {
+            let entry = match pending.take() {
+                Some(entry) => entry,
+                None => match tar.next_header().map_err(stream_error(archive))? {
+                    Some(entry) => entry,
+                    None => break,
+                },
+            };
             check_entry_name(&entry.name).map_err(|reason| invalid(archive, reason))?;
             if !seen.insert(entry.name.clone()) {
                 return Err(invalid(archive, format!("duplicate entry {}", entry.name)));
             }
             match self.route(&entry, &index)? {
-                Route::Manifest(hex) => self.manifest(&mut tar, &entry, hex)?,
+                Route::Manifest(dir) => self.manifest(&mut tar, &entry, dir, &mut index)?,
                 Route::Upper(hex) => self.upper(&mut tar, &entry, hex)?,
                 Route::Blob(digest) => {
                     self.image_file(&mut tar, &entry, &index, hex_of(&digest), &digest)?;
@@ -183,6 +194,44 @@ impl Unpacker<'_> {
         Ok(index)
     }
 
+    /// Read and check `msb-archive.json`, the `first` entry.
+    fn read_index(
+        &self,
+        tar: &mut TarReader<impl Read>,
+        first: &EntryHeader,
+    ) -> MicrosandboxResult<ArchiveIndex> {
+        let archive = self.archive;
+        if first.name != INDEX_ENTRY || first.body != EntryBody::Regular {
+            return Err(invalid(
+                archive,
+                format!(
+                    "the first entry must be {INDEX_ENTRY} (or, in a 0.6.6 archive, a manifest), found {}",
+                    first.name
+                ),
+            ));
+        }
+        if first.stored > INDEX_MAX_BYTES {
+            return Err(invalid(archive, format!("{INDEX_ENTRY} is too large")));
+        }
+        let mut bytes = vec![0u8; first.stored as usize];
+        tar.read_data(&mut bytes).map_err(stream_error(archive))?;
+        let index: ArchiveIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(archive, format!("{INDEX_ENTRY}: {e}")))?;
+        check_index(&index)
+            .map_err(|reason| invalid(archive, format!("{INDEX_ENTRY}: {reason}")))?;
+        Ok(index)
+    }
+
+    /// `(directory, file)` of an artifact entry: `snapshots/<hex>/<file>`,
+    /// or `sha256-<16 hex>/<file>` in a 0.6.6 archive.
+    fn artifact_entry<'n>(&self, name: &'n str) -> Option<(&'n str, &'n str)> {
+        if self.legacy {
+            legacy_dir(name)
+        } else {
+            name.strip_prefix("snapshots/")?.split_once('/')
+        }
+    }
+
     fn route(&self, entry: &EntryHeader, index: &ArchiveIndex) -> MicrosandboxResult<Route> {
         let outside = || {
             invalid(
@@ -191,22 +240,24 @@ impl Unpacker<'_> {
             )
         };
         let name = entry.name.as_str();
-        if let Some(rest) = name.strip_prefix("snapshots/") {
-            let (hex, file) = rest.split_once('/').ok_or_else(outside)?;
-            if !index.snapshots.iter().any(|s| hex_of(&s.digest) == hex) {
-                return Err(outside());
-            }
+        if let Some((dir, file)) = self.artifact_entry(name) {
             if file == MANIFEST_FILE {
-                return Ok(Route::Manifest(hex.to_string()));
+                let listed =
+                    self.legacy || index.snapshots.iter().any(|s| hex_of(&s.digest) == dir);
+                return if listed {
+                    Ok(Route::Manifest(dir.to_string()))
+                } else {
+                    Err(outside())
+                };
             }
-            let manifest = self.manifests.get(hex).ok_or_else(|| {
+            let hex = self.dirs.get(dir).ok_or_else(|| {
                 invalid(
                     self.archive,
                     format!("{name} comes before its artifact's manifest, or is not in the layout"),
                 )
             })?;
-            return if manifest.upper.file == file {
-                Ok(Route::Upper(hex.to_string()))
+            return if self.manifests[hex].upper.file == file {
+                Ok(Route::Upper(hex.clone()))
             } else {
                 Err(outside())
             };
@@ -221,11 +272,14 @@ impl Unpacker<'_> {
         Err(outside())
     }
 
+    /// Stage the manifest of the artifact in archive directory `dir`, which
+    /// must carry its digest: all of it, or (0.6.6) its first 16 hex digits.
     fn manifest(
         &mut self,
         tar: &mut TarReader<impl Read>,
         entry: &EntryHeader,
-        hex: String,
+        dir: String,
+        index: &mut ArchiveIndex,
     ) -> MicrosandboxResult<()> {
         let archive = self.archive;
         if entry.body != EntryBody::Regular || entry.stored > MANIFEST_MAX_BYTES {
@@ -238,7 +292,14 @@ impl Unpacker<'_> {
         tar.read_data(&mut bytes).map_err(stream_error(archive))?;
         let manifest = Manifest::parse(&bytes, Path::new(&entry.name))
             .map_err(|e| invalid(archive, e.to_string()))?;
-        if hex_of(&manifest.digest()) != hex {
+        let digest = manifest.digest();
+        let hex = hex_of(&digest).to_string();
+        let carries_digest = if self.legacy {
+            hex.starts_with(&dir)
+        } else {
+            hex == dir
+        };
+        if !carries_digest {
             return Err(invalid(
                 archive,
                 format!(
@@ -257,9 +318,16 @@ impl Unpacker<'_> {
                 ),
             ));
         }
-        let dir = self.staging.join(&hex);
-        fs::create_dir(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
-        write_file(&dir.join(MANIFEST_FILE), &bytes)?;
+        let staged = self.staging.join(&hex);
+        fs::create_dir(&staged).map_err(|e| MicrosandboxError::io(&staged, e))?;
+        write_file(&staged.join(MANIFEST_FILE), &bytes)?;
+        if self.legacy {
+            index.snapshots.push(ArchivedSnapshot {
+                digest: digest.clone(),
+                name: format!("sha256-{dir}"),
+            });
+        }
+        self.dirs.insert(dir, hex.clone());
         self.manifests.insert(hex, manifest);
         Ok(())
     }
@@ -420,6 +488,20 @@ impl Unpacker<'_> {
         }
         Ok(())
     }
+}
+
+/// What import calls the layout of the 0.6.6 release's archives.
+const LEGACY_FORMAT: &str = "microsandbox-0.6.6";
+
+/// `(16 hex digits, file)` for a 0.6.6 artifact entry `sha256-<hex>/<file>`.
+fn legacy_dir(name: &str) -> Option<(&str, &str)> {
+    let (dir, file) = name.split_once('/')?;
+    let prefix = dir.strip_prefix("sha256-")?;
+    let is_prefix = prefix.len() == 16
+        && prefix
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    is_prefix.then_some((prefix, file))
 }
 
 /// `msb-archive.json` must describe a well-formed archive on its own.
