@@ -16,9 +16,27 @@ pub fn print_json(value: &impl Serialize) {
     }
 }
 
+/// Run `work` with a byte progress bar labelled `label` on stderr (when it
+/// is a terminal and not in JSON mode), cleared when the work ends.
+pub async fn with_progress<T, F>(
+    label: &str,
+    json: bool,
+    work: impl FnOnce(Option<ProgressCallback>) -> F,
+) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let (bar, progress) = progress_bar(label, json);
+    let result = work(progress).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result
+}
+
 /// A byte progress bar on stderr when it is a terminal (and not in JSON
 /// mode), with the callback that drives it.
-pub fn progress_bar(label: &str, json: bool) -> (Option<ProgressBar>, Option<ProgressCallback>) {
+fn progress_bar(label: &str, json: bool) -> (Option<ProgressBar>, Option<ProgressCallback>) {
     if json || !std::io::stderr().is_terminal() {
         return (None, None);
     }

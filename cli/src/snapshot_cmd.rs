@@ -11,7 +11,7 @@ use microsandbox::{
     UpperVerifyStatus,
 };
 
-use crate::render::{human_bytes, print_json, progress_bar};
+use crate::render::{human_bytes, print_json, with_progress};
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
@@ -170,13 +170,10 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
                 plain_tar,
             };
             let started = Instant::now();
-            let (bar, progress) = progress_bar("exporting", json);
-            let result =
-                Snapshot::export_with_progress(snapshot, out.clone(), opts, progress).await;
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-            result?;
+            with_progress("exporting", json, |progress| {
+                Snapshot::export_with_progress(snapshot, out.clone(), opts, progress)
+            })
+            .await?;
             let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
             if json {
                 print_json(&serde_json::json!({"archive": out, "bytes": size}));
@@ -192,12 +189,10 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
         }
         SnapshotCommand::Import { archive, dest } => {
             let started = Instant::now();
-            let (bar, progress) = progress_bar("importing", json);
-            let result = Snapshot::import_with_progress(archive, dest, progress).await;
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-            let handle = result?;
+            let handle = with_progress("importing", json, |progress| {
+                Snapshot::import_with_progress(archive, dest, progress)
+            })
+            .await?;
             if json {
                 print_json(&serde_json::json!({
                     "digest": handle.digest(),
@@ -268,12 +263,10 @@ async fn inspect(target: &str, json: bool) -> MicrosandboxResult<()> {
 async fn verify(target: &str, json: bool) -> MicrosandboxResult<()> {
     let started = Instant::now();
     let snap = Snapshot::open(target).await?;
-    let (bar, progress) = progress_bar("verifying", json);
-    let report = snap.verify_with_progress(progress).await;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let report = report?;
+    let report = with_progress("verifying", json, |progress| {
+        snap.verify_with_progress(progress)
+    })
+    .await?;
     if json {
         print_json(&report);
         return Ok(());

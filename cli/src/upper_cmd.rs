@@ -7,7 +7,7 @@ use clap::Subcommand;
 use microsandbox::snapshot::integrity::upper_digest;
 use microsandbox::{IntegrityAlgorithm, MicrosandboxError, MicrosandboxResult};
 
-use crate::render::{print_json, progress_bar};
+use crate::render::{print_json, with_progress};
 
 #[derive(Subcommand)]
 pub enum UpperCommand {
@@ -30,12 +30,10 @@ pub async fn run(cmd: UpperCommand, json: bool) -> MicrosandboxResult<()> {
                     IntegrityAlgorithm::supported_names()
                 ))
             })?;
-            let (bar, progress) = progress_bar("hashing", json);
-            let digest = upper_digest(file.clone(), algo, progress).await;
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-            let digest = digest?;
+            let digest = with_progress("hashing", json, |progress| {
+                upper_digest(file.clone(), algo, progress)
+            })
+            .await?;
             if json {
                 print_json(&serde_json::json!({
                     "file": file,

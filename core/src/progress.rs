@@ -93,3 +93,17 @@ impl<'a> ProgressTracker<'a> {
         }
     }
 }
+
+/// A reader that reports the bytes passing through it to a tracker.
+pub(crate) struct CountingReader<'t, 'a, R> {
+    pub(crate) inner: R,
+    pub(crate) tracker: &'t ProgressTracker<'a>,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.tracker.advance(n as u64);
+        Ok(n)
+    }
+}

@@ -144,12 +144,15 @@ pub(crate) fn safe_relative(path: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// The first bytes of a zstd frame.
+pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
 /// A reader over `input` with gzip or zstd undone, chosen by magic bytes.
 pub(crate) fn decompressed<R: io::BufRead + 'static>(mut input: R) -> io::Result<Box<dyn Read>> {
     let head = input.fill_buf()?;
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    } else if head.starts_with(&ZSTD_MAGIC) {
         Ok(Box::new(zstd::stream::read::Decoder::with_buffer(input)?))
     } else {
         Ok(Box::new(input))
@@ -317,10 +320,17 @@ fn blob_path(staging: &Path, digest: &str) -> Result<PathBuf, String> {
 }
 
 fn file_digest(path: &Path) -> Result<String, String> {
-    let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    sha256_file(path)
+        .map(|(digest, _)| digest)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `sha256:<hex>` of the file at `path`, and its length.
+pub(crate) fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    let len = io::copy(&mut file, &mut hasher)?;
+    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), len))
 }
 
 /// Check `path` hashes to `digest`, then move it to the blob store.

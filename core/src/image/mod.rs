@@ -11,6 +11,8 @@
 //! ```
 
 mod archive;
+
+pub(crate) use archive::{ZSTD_MAGIC, sha256_file};
 pub mod busybox;
 mod layers;
 

@@ -9,8 +9,6 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::tarfmt::{Segment, TarWriter};
 use super::{
     ARCHIVE_FORMAT, ArchiveIndex, ArchivedImage, ArchivedSnapshot, ExportOpts, INDEX_ENTRY,
@@ -19,7 +17,7 @@ use super::{
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::image;
-use crate::progress::{ProgressCallback, ProgressPhase, ProgressTracker};
+use crate::progress::{CountingReader, ProgressCallback, ProgressPhase, ProgressTracker};
 use crate::snapshot::manifest::{MANIFEST_FILE, is_content_digest};
 use crate::snapshot::{Snapshot, index};
 use crate::sparse::nonzero_ranges;
@@ -96,13 +94,17 @@ pub(crate) fn export_blocking(
             let meta = &bundle.meta;
             for (digest, &size) in meta.blobs.iter().zip(&bundle.blob_sizes) {
                 let blob = File::open(image::blob_path(home, digest))?;
-                tar.regular(&blob_entry(digest), size, Counting(blob, &tracker))?;
+                let counted = CountingReader {
+                    inner: blob,
+                    tracker: &tracker,
+                };
+                tar.regular(&blob_entry(digest), size, counted)?;
             }
-            tar.regular(
-                &lower_entry(&meta.manifest_digest),
-                meta.lower_size,
-                Counting(File::open(&bundle.lower_path)?, &tracker),
-            )?;
+            let lower = CountingReader {
+                inner: File::open(&bundle.lower_path)?,
+                tracker: &tracker,
+            };
+            tar.regular(&lower_entry(&meta.manifest_digest), meta.lower_size, lower)?;
         }
         for (snap, file, ranges) in &planned {
             let dir = snapshot_dir_entry(snap.digest());
@@ -156,17 +158,6 @@ pub(crate) fn export_blocking(
         .map_err(|e| MicrosandboxError::io(parent, e))?;
     tracker.finish();
     Ok(())
-}
-
-/// A reader that reports what passes through it as progress.
-struct Counting<'a, 'b>(File, &'a ProgressTracker<'b>);
-
-impl io::Read for Counting<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.0.read(buf)?;
-        self.1.advance(n as u64);
-        Ok(n)
-    }
 }
 
 /// The artifact for a bare name or path, else the indexed snapshot with
@@ -257,7 +248,8 @@ fn bundled_image(home: &MsbHome, manifest_digest: &str) -> MicrosandboxResult<Bu
         let meta = std::fs::metadata(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
         sizes.push(meta.len());
     }
-    let (lower_digest, lower_size) = sha256_file(&info.lower_path)?;
+    let (lower_digest, lower_size) = image::sha256_file(&info.lower_path)
+        .map_err(|e| MicrosandboxError::io(&info.lower_path, e))?;
     Ok(BundledImage {
         meta: ArchivedImage {
             reference: info.reference,
@@ -270,11 +262,4 @@ fn bundled_image(home: &MsbHome, manifest_digest: &str) -> MicrosandboxResult<Bu
         blob_sizes: sizes,
         lower_path: info.lower_path,
     })
-}
-
-fn sha256_file(path: &Path) -> MicrosandboxResult<(String, u64)> {
-    let mut file = File::open(path).map_err(|e| MicrosandboxError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let size = io::copy(&mut file, &mut hasher).map_err(|e| MicrosandboxError::io(path, e))?;
-    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
 }

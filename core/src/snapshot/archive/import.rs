@@ -26,14 +26,12 @@ use super::{
 };
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
-use crate::image;
-use crate::progress::{ProgressCallback, ProgressPhase, ProgressTracker};
+use crate::image::{self, ZSTD_MAGIC};
+use crate::progress::{CountingReader, ProgressCallback, ProgressPhase, ProgressTracker};
 use crate::snapshot::create::{STAGING_MARK, rename_with, sync_dir};
 use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest, is_sha256_digest};
 use crate::snapshot::{Snapshot, SnapshotHandle, index};
 use crate::sparse::write_nonzero_runs;
-
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Import `archive` into `dest` (default: the snapshots directory). Blocking.
 pub(crate) fn import_blocking(
@@ -49,7 +47,11 @@ pub(crate) fn import_blocking(
         .map_err(|e| MicrosandboxError::io(archive, e))?
         .len();
     let tracker = ProgressTracker::new(progress, ProgressPhase::Import, total);
-    let mut input = BufReader::with_capacity(1 << 20, CountingRead(file, &tracker));
+    let counted = CountingReader {
+        inner: file,
+        tracker: &tracker,
+    };
+    let mut input = BufReader::with_capacity(1 << 20, counted);
     let head = input
         .fill_buf()
         .map_err(|e| MicrosandboxError::io(archive, e))?;
@@ -179,12 +181,12 @@ impl Unpacker<'_> {
                 Route::Manifest(dir) => self.manifest(&mut tar, &entry, dir, &mut index)?,
                 Route::Upper(hex) => self.upper(&mut tar, &entry, hex)?,
                 Route::Blob(digest) => {
-                    self.image_file(&mut tar, &entry, &index, hex_of(&digest), &digest)?;
+                    self.image_file(&mut tar, &entry, hex_of(&digest), &digest)?;
                     self.blobs.insert(digest);
                 }
                 Route::Lower => {
                     let lower_digest = &index.image.as_ref().expect("routed").lower_digest;
-                    self.image_file(&mut tar, &entry, &index, "lower.erofs", lower_digest)?;
+                    self.image_file(&mut tar, &entry, "lower.erofs", lower_digest)?;
                     self.lower = true;
                 }
             }
@@ -392,11 +394,10 @@ impl Unpacker<'_> {
         &mut self,
         tar: &mut TarReader<impl Read>,
         entry: &EntryHeader,
-        index: &ArchiveIndex,
         staged_name: &str,
         expected: &str,
     ) -> MicrosandboxResult<()> {
-        let path = self.image_staging(index)?.join(staged_name);
+        let path = self.image_staging()?.join(staged_name);
         let computed = self.stream_hashed(tar, entry, &path)?;
         if computed != expected {
             return Err(invalid(
@@ -440,8 +441,7 @@ impl Unpacker<'_> {
     }
 
     /// The image staging directory, made on first use.
-    fn image_staging(&mut self, index: &ArchiveIndex) -> MicrosandboxResult<PathBuf> {
-        debug_assert!(index.image.is_some());
+    fn image_staging(&mut self) -> MicrosandboxResult<PathBuf> {
         if self.image_staging.is_none() {
             let root = self.home.images_dir().join("tmp");
             self.created.create(&root)?;
@@ -667,17 +667,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> MicrosandboxResult<()> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| MicrosandboxError::io(path, e))
-}
-
-/// A reader that reports the bytes read from the archive file as progress.
-struct CountingRead<'a, 'b>(File, &'a ProgressTracker<'b>);
-
-impl Read for CountingRead<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.0.read(buf)?;
-        self.1.advance(n as u64);
-        Ok(n)
-    }
 }
 
 /// Directories an import created, removed again (if still empty) unless the

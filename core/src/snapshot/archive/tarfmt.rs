@@ -118,8 +118,8 @@ impl<W: Write> TarWriter<W> {
         while let Some(chunk) = chunks.next() {
             let mut ext = [0u8; BLOCK];
             for (i, s) in chunk.iter().enumerate() {
-                write_number(&mut ext[i * 24..i * 24 + 12], s.offset)?;
-                write_number(&mut ext[i * 24 + 12..i * 24 + 24], s.len)?;
+                write_number(&mut ext[i * 24..i * 24 + 12], s.offset);
+                write_number(&mut ext[i * 24 + 12..i * 24 + 24], s.len);
             }
             ext[504] = u8::from(chunks.peek().is_some());
             self.out.write_all(&ext)?;
@@ -159,21 +159,21 @@ impl<W: Write> TarWriter<W> {
         }
         let mut h = [0u8; BLOCK];
         h[..name.len()].copy_from_slice(name.as_bytes());
-        write_number(&mut h[100..108], 0o644)?;
-        write_number(&mut h[108..116], 0)?;
-        write_number(&mut h[116..124], 0)?;
-        write_number(&mut h[124..136], stored)?;
-        write_number(&mut h[136..148], self.mtime)?;
+        write_number(&mut h[100..108], 0o644);
+        write_number(&mut h[108..116], 0);
+        write_number(&mut h[116..124], 0);
+        write_number(&mut h[124..136], stored);
+        write_number(&mut h[136..148], self.mtime);
         h[156] = kind;
         h[257..265].copy_from_slice(b"ustar  \0");
         if let Some((real_size, main, extended)) = sparse {
             for (i, s) in main.iter().enumerate() {
                 let at = 386 + i * 24;
-                write_number(&mut h[at..at + 12], s.offset)?;
-                write_number(&mut h[at + 12..at + 24], s.len)?;
+                write_number(&mut h[at..at + 12], s.offset);
+                write_number(&mut h[at + 12..at + 24], s.len);
             }
             h[482] = u8::from(extended);
-            write_number(&mut h[483..495], real_size)?;
+            write_number(&mut h[483..495], real_size);
         }
         h[148..156].fill(b' ');
         let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
@@ -208,7 +208,7 @@ fn block_aligned(segments: &[Segment], real_size: u64) -> Vec<Segment> {
 }
 
 /// Octal with a NUL terminator when it fits, else GNU base-256.
-fn write_number(field: &mut [u8], value: u64) -> io::Result<()> {
+fn write_number(field: &mut [u8], value: u64) {
     let digits = field.len() - 1;
     if value < 1u64 << (3 * digits as u32).min(63) {
         let text = format!("{value:0digits$o}");
@@ -221,7 +221,6 @@ fn write_number(field: &mut [u8], value: u64) -> io::Result<()> {
         let n = field.len();
         field[n - 8..].copy_from_slice(&bytes);
     }
-    Ok(())
 }
 
 /// Reads entries from a tar stream, refusing anything outside the dialect.
@@ -569,10 +568,10 @@ mod tests {
     #[test]
     fn numbers_past_the_octal_range_use_base_256() {
         let mut field = [0u8; 12];
-        write_number(&mut field, 1 << 40).unwrap();
+        write_number(&mut field, 1 << 40);
         assert_eq!(field[0], 0x80);
         assert_eq!(parse_number(&field, "size").unwrap(), 1 << 40);
-        write_number(&mut field, 0o777).unwrap();
+        write_number(&mut field, 0o777);
         assert_eq!(&field, b"00000000777\0");
     }
 
