@@ -58,7 +58,7 @@ fn main() -> Res<()> {
         settle();
         let dest = work.path().join(format!("imported-{i}"));
         let t = Instant::now();
-        let handle = rt.block_on(Snapshot::import(out, Some(dest)))?;
+        let handle = rt.block_on(Snapshot::import(out, Some(dest.as_path())))?;
         let import = t.elapsed();
         let snap = rt.block_on(handle.open())?;
         imported_alloc = allocated(&snap.upper_path())?;

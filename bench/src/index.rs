@@ -139,10 +139,10 @@ fn in_process(n: usize) -> Res<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let t = Instant::now();
-        let indexed = Snapshot::reindex(None).await?;
+        let indexed = Snapshot::reindex_default().await?;
         let reindex = t.elapsed();
         let t = Instant::now();
-        Snapshot::reindex(None).await?;
+        Snapshot::reindex_default().await?;
         let reindex_again = t.elapsed();
         let list = median(15, || async {
             Snapshot::list().await.map(|v| assert_eq!(v.len(), n))

@@ -7,8 +7,8 @@ use clap::Subcommand;
 use std::path::PathBuf;
 
 use microsandbox::{
-    ExportOpts, IntegrityAlgorithm, MicrosandboxError, MicrosandboxResult, Snapshot,
-    UpperVerifyStatus,
+    ExportOpts, ImportOpts, IntegrityAlgorithm, MicrosandboxError, MicrosandboxResult, Snapshot,
+    UpperVerifyStatus, VerifyOpts,
 };
 
 use crate::render::{human_bytes, print_json, with_progress};
@@ -147,7 +147,10 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
             Ok(())
         }
         SnapshotCommand::Reindex { dir } => {
-            let count = Snapshot::reindex(dir).await?;
+            let count = match dir {
+                Some(dir) => Snapshot::reindex(dir).await?,
+                None => Snapshot::reindex_default().await?,
+            };
             if json {
                 print_json(&serde_json::json!({"indexed": count}));
             } else {
@@ -164,14 +167,15 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
             with_image,
             plain_tar,
         } => {
-            let opts = ExportOpts {
-                with_parents,
-                with_image,
-                plain_tar,
-            };
             let started = Instant::now();
             with_progress("exporting", json, |progress| {
-                Snapshot::export_with_progress(snapshot, out.clone(), opts, progress)
+                let opts = ExportOpts {
+                    with_parents,
+                    with_image,
+                    plain_tar,
+                    progress,
+                };
+                Snapshot::export(snapshot, &out, opts)
             })
             .await?;
             let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
@@ -190,7 +194,7 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
         SnapshotCommand::Import { archive, dest } => {
             let started = Instant::now();
             let handle = with_progress("importing", json, |progress| {
-                Snapshot::import_with_progress(archive, dest, progress)
+                Snapshot::import_with(archive, ImportOpts { dest, progress })
             })
             .await?;
             if json {
@@ -264,7 +268,7 @@ async fn verify(target: &str, json: bool) -> MicrosandboxResult<()> {
     let started = Instant::now();
     let snap = Snapshot::open(target).await?;
     let report = with_progress("verifying", json, |progress| {
-        snap.verify_with_progress(progress)
+        snap.verify_with(VerifyOpts { progress })
     })
     .await?;
     if json {

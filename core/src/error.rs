@@ -74,6 +74,12 @@ pub enum MicrosandboxError {
     #[error("runtime error: {0}")]
     Runtime(String),
 
+    /// The call was cancelled (its future dropped or its
+    /// [`CancellationToken`](crate::CancellationToken) fired) and what it had
+    /// staged was removed.
+    #[error("the operation was cancelled")]
+    Cancelled,
+
     /// A filesystem or OS call failed.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -101,6 +107,7 @@ impl MicrosandboxError {
             Self::SandboxNotRunning { .. } => "SandboxNotRunning",
             Self::ImageNotFound { .. } => "ImageNotFound",
             Self::Runtime(_) => "Runtime",
+            Self::Cancelled => "Cancelled",
             Self::Io { .. } => "Io",
         }
     }
@@ -121,10 +128,16 @@ impl MicrosandboxError {
         "SandboxNotRunning",
         "ImageNotFound",
         "Runtime",
+        "Cancelled",
         "Io",
     ];
 
+    /// An I/O failure on `path`; a cancellation that travelled through I/O
+    /// code (see [`control`](crate::control)) comes out as `Cancelled`.
     pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        if crate::control::is_cancelled_io(&source) {
+            return Self::Cancelled;
+        }
         Self::Io {
             path: path.as_ref().to_path_buf(),
             source,
@@ -150,21 +163,82 @@ impl MicrosandboxError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_kind_is_listed_once() {
-        let samples = [
-            MicrosandboxError::InvalidConfig("x".into()),
-            MicrosandboxError::Runtime("x".into()),
-            MicrosandboxError::io("/x", std::io::Error::other("x")),
-            MicrosandboxError::manifest_invalid("/x", "x"),
-            MicrosandboxError::integrity("/x", "x"),
+    /// One sample per variant; the match below stops compiling when a
+    /// variant is added without a sample here (and so without a check that
+    /// `KINDS` lists it).
+    fn one_of_each() -> Vec<MicrosandboxError> {
+        use MicrosandboxError as E;
+        let samples = vec![
+            E::SnapshotAlreadyExists { path: "/x".into() },
+            E::SnapshotNotFound { what: "x".into() },
+            E::SnapshotSandboxRunning { name: "x".into() },
+            E::integrity("/x", "x"),
+            E::manifest_invalid("/x", "x"),
+            E::IntegrityAlgorithmUnsupported {
+                path: "/x".into(),
+                algorithm: "x".into(),
+                supported: "y".into(),
+            },
+            E::ArchiveInvalid {
+                path: "/x".into(),
+                reason: "x".into(),
+            },
+            E::SnapshotHasChildren {
+                digest: "x".into(),
+                children: 1,
+            },
+            E::InvalidConfig("x".into()),
+            E::SandboxNotFound { name: "x".into() },
+            E::SandboxAlreadyExists { name: "x".into() },
+            E::SandboxNotRunning {
+                name: "x".into(),
+                state: "stopped".into(),
+            },
+            E::ImageNotFound {
+                reference: "x".into(),
+            },
+            E::Runtime("x".into()),
+            E::Cancelled,
+            E::io("/x", std::io::Error::other("x")),
         ];
         for e in &samples {
-            assert!(MicrosandboxError::KINDS.contains(&e.kind()), "{}", e.kind());
+            match e {
+                E::SnapshotAlreadyExists { .. }
+                | E::SnapshotNotFound { .. }
+                | E::SnapshotSandboxRunning { .. }
+                | E::SnapshotIntegrity { .. }
+                | E::ManifestInvalid { .. }
+                | E::IntegrityAlgorithmUnsupported { .. }
+                | E::ArchiveInvalid { .. }
+                | E::SnapshotHasChildren { .. }
+                | E::InvalidConfig(_)
+                | E::SandboxNotFound { .. }
+                | E::SandboxAlreadyExists { .. }
+                | E::SandboxNotRunning { .. }
+                | E::ImageNotFound { .. }
+                | E::Runtime(_)
+                | E::Cancelled
+                | E::Io { .. } => {}
+            }
         }
-        let mut kinds = MicrosandboxError::KINDS.to_vec();
-        kinds.sort_unstable();
-        kinds.dedup();
-        assert_eq!(kinds.len(), MicrosandboxError::KINDS.len());
+        samples
+    }
+
+    #[test]
+    fn every_variant_has_its_own_listed_kind() {
+        let samples = one_of_each();
+        let mut seen: Vec<&str> = samples.iter().map(MicrosandboxError::kind).collect();
+        assert_eq!(
+            seen,
+            MicrosandboxError::KINDS,
+            "KINDS must list every kind, in order"
+        );
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen.len(),
+            MicrosandboxError::KINDS.len(),
+            "kinds must be distinct"
+        );
     }
 }

@@ -1,10 +1,14 @@
 //! Where microsandbox keeps its state on disk (`MSB_HOME`, default
 //! `~/.microsandbox`) and the bare-name rule that maps a snapshot name to a
 //! directory under it. Everything that needs a path under the home asks here.
+//! An [`MsbHome`] is also the resolved [`Config`](crate::Config) of one call:
+//! it carries the guest assets directory and accelerator chosen for it, so
+//! work below the entry points never consults the environment.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::runtime::AccelMode;
 
 /// Environment variable that overrides the home directory.
 pub const MSB_HOME_ENV: &str = "MSB_HOME";
@@ -12,34 +16,72 @@ pub const MSB_HOME_ENV: &str = "MSB_HOME";
 /// Name of the home directory under the user's `$HOME` when `MSB_HOME` is unset.
 pub const DEFAULT_HOME_DIR_NAME: &str = ".microsandbox";
 
-/// The microsandbox home directory and the well-known folders inside it.
+/// The microsandbox home directory and the well-known folders inside it,
+/// with the guest assets directory and accelerator of the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MsbHome {
     root: PathBuf,
+    guest_assets_dir: Option<PathBuf>,
+    accel: AccelMode,
 }
 
 impl MsbHome {
-    /// Resolve the home from `MSB_HOME`, else `$HOME/.microsandbox`.
+    /// The home of the configuration in force (scope, process default,
+    /// environment; see [`Config`](crate::Config)).
     pub fn resolve() -> MicrosandboxResult<Self> {
+        crate::Config::resolve()
+    }
+
+    /// The home directory named by the environment: `MSB_HOME`, else
+    /// `$HOME/.microsandbox`.
+    pub(crate) fn root_from_env() -> MicrosandboxResult<PathBuf> {
         if let Some(dir) = std::env::var_os(MSB_HOME_ENV).filter(|v| !v.is_empty()) {
-            return Ok(Self::at(dir));
+            return Ok(PathBuf::from(dir));
         }
         match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => Ok(Self::at(Path::new(&home).join(DEFAULT_HOME_DIR_NAME))),
+            Some(home) => Ok(Path::new(&home).join(DEFAULT_HOME_DIR_NAME)),
             None => Err(MicrosandboxError::InvalidConfig(format!(
                 "cannot locate the microsandbox home: set {MSB_HOME_ENV} or HOME"
             ))),
         }
     }
 
-    /// A home rooted at an explicit directory.
+    /// A home rooted at an explicit directory, with no explicit guest
+    /// assets directory and automatic acceleration.
     pub fn at(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            guest_assets_dir: None,
+            accel: AccelMode::Auto,
+        }
+    }
+
+    /// The same home with an explicit guest assets directory (`None`: search;
+    /// see [`runtime::guest_assets_search`](crate::runtime::guest_assets_search)).
+    pub fn with_guest_assets_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.guest_assets_dir = dir;
+        self
+    }
+
+    /// The same home with another accelerator.
+    pub fn with_accel(mut self, accel: AccelMode) -> Self {
+        self.accel = accel;
+        self
     }
 
     /// The home directory itself.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The guest assets directory set explicitly, if any.
+    pub fn guest_assets_dir(&self) -> Option<&Path> {
+        self.guest_assets_dir.as_deref()
+    }
+
+    /// The accelerator asked for.
+    pub fn accel(&self) -> AccelMode {
+        self.accel
     }
 
     /// Default directory of snapshot artifacts; bare names resolve here.
@@ -57,7 +99,8 @@ impl MsbHome {
         self.root.join("images")
     }
 
-    /// Guest kernel and modules.
+    /// Guest kernel and modules installed into the home (one place the
+    /// guest assets are searched).
     pub fn kernel_dir(&self) -> PathBuf {
         self.root.join("kernel")
     }

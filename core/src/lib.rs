@@ -4,6 +4,8 @@
 //! shells over it. Every fallible call returns a [`MicrosandboxError`] with a
 //! stable [`kind`](MicrosandboxError::kind).
 
+pub mod config;
+pub mod control;
 mod db;
 pub mod error;
 pub mod home;
@@ -15,13 +17,17 @@ pub mod snapshot;
 pub mod sparse;
 mod tools;
 
+pub use config::Config;
+pub use control::CancellationToken;
 pub use error::{MicrosandboxError, MicrosandboxResult};
 pub use home::MsbHome;
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
+pub use runtime::AccelMode;
 pub use sandbox::{ExecOutput, Sandbox, SandboxBuilder, SandboxHandle, SandboxState};
 pub use snapshot::{
-    ExportOpts, IntegrityAlgorithm, Snapshot, SnapshotBuilder, SnapshotConfig, SnapshotDestination,
-    SnapshotFormat, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,
+    ExportOpts, ImportOpts, IntegrityAlgorithm, Snapshot, SnapshotBuilder, SnapshotConfig,
+    SnapshotDestination, SnapshotFormat, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,
+    VerifyOpts,
 };
 
 /// Run blocking work (hashing, copying, file walks) off the async runtime's

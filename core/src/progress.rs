@@ -1,9 +1,13 @@
 //! Progress reporting for long operations (verify, export, import).
 //! A progress callback is a plain `Fn(ProgressEvent)` that any binding can
 //! forward to its own language: the event is `Copy` and holds no borrows.
+//! The tracker is also where long loops check for cancellation: every loop
+//! that reports progress stops there once its call is cancelled.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::control::Control;
 
 /// What a long operation is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,6 +46,7 @@ pub type ProgressCallback = Arc<dyn Fn(ProgressEvent) + Send + Sync>;
 /// about once per `step` bytes so that slow callbacks (a binding crossing into
 /// another runtime) do not throttle the work.
 pub(crate) struct ProgressTracker<'a> {
+    control: &'a Control,
     callback: Option<&'a ProgressCallback>,
     phase: ProgressPhase,
     total: u64,
@@ -50,13 +55,10 @@ pub(crate) struct ProgressTracker<'a> {
 }
 
 impl<'a> ProgressTracker<'a> {
-    pub(crate) fn new(
-        callback: Option<&'a ProgressCallback>,
-        phase: ProgressPhase,
-        total: u64,
-    ) -> Self {
+    pub(crate) fn new(control: &'a Control, phase: ProgressPhase, total: u64) -> Self {
         let tracker = Self {
-            callback,
+            control,
+            callback: control.progress(),
             phase,
             total,
             done: AtomicU64::new(0),
@@ -66,16 +68,19 @@ impl<'a> ProgressTracker<'a> {
         tracker
     }
 
-    /// Record `bytes` more finished work.
-    pub(crate) fn advance(&self, bytes: u64) {
+    /// Record `bytes` more finished work; an error once the call is
+    /// cancelled (it maps to `Cancelled`).
+    pub(crate) fn advance(&self, bytes: u64) -> std::io::Result<()> {
+        self.control.check_io()?;
         if self.callback.is_none() {
-            return;
+            return Ok(());
         }
         let before = self.done.fetch_add(bytes, Ordering::Relaxed);
         let after = before + bytes;
         if before / self.step != after / self.step {
             self.emit(after.min(self.total));
         }
+        Ok(())
     }
 
     /// Report completion.
@@ -103,7 +108,7 @@ pub(crate) struct CountingReader<'t, 'a, R> {
 impl<R: std::io::Read> std::io::Read for CountingReader<'_, '_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.tracker.advance(n as u64);
+        self.tracker.advance(n as u64)?;
         Ok(n)
     }
 }

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use crate::control::Control;
 use crate::db;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
@@ -52,13 +53,17 @@ pub struct Image;
 impl Image {
     /// Load an OCI layout tar or `docker save` tar and build its root disk.
     /// `reference` names it; without one the archive's own name is used.
+    /// A cancelled load stops between layers and leaves nothing behind.
     pub async fn load(
         archive: impl Into<PathBuf>,
         reference: Option<String>,
     ) -> MicrosandboxResult<ImageInfo> {
         let archive = archive.into();
         let home = MsbHome::resolve()?;
-        crate::blocking(move || load_blocking(&home, &archive, reference.as_deref())).await
+        crate::control::long_call(None, move |control| {
+            load_blocking(&home, &archive, reference.as_deref(), control)
+        })
+        .await
     }
 
     /// The image with this reference or manifest digest (`ImageNotFound` otherwise).
@@ -89,6 +94,7 @@ pub(crate) fn load_blocking(
     home: &MsbHome,
     archive: &Path,
     reference: Option<&str>,
+    control: &Control,
 ) -> MicrosandboxResult<ImageInfo> {
     let images = home.images_dir();
     let tmp_root = images.join("tmp");
@@ -114,14 +120,18 @@ pub(crate) fn load_blocking(
         let rootfs = tmp.path().join("rootfs");
         fs::create_dir_all(&rootfs).map_err(|e| MicrosandboxError::io(&rootfs, e))?;
         for layer in &staged.layer_digests {
+            control.check()?;
             layers::apply_layer(&blobs.join(&layer[7..]), &rootfs)?;
         }
+        control.check()?;
         let built = tmp.path().join("lower.erofs");
         make_erofs(&rootfs, &built)?;
+        control.check()?;
         let dir = images.join("lower");
         fs::create_dir_all(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
         fs::rename(&built, &lower).map_err(|e| MicrosandboxError::io(&lower, e))?;
     }
+    control.check()?;
     let loaded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let conn = db::open(home)?;
     conn.execute(

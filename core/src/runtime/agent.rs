@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use microsandbox_guest::protocol::{self, GuestMessage, HostMessage};
 
+use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 
 /// What a finished command produced.
@@ -43,12 +44,14 @@ pub(crate) struct AgentClient {
 
 impl AgentClient {
     /// Connect and handshake, retrying until `timeout` (the socket appears
-    /// when QEMU starts; `ready` once the guest's init serves).
-    pub fn connect(sock: &Path, timeout: Duration) -> MicrosandboxResult<Self> {
+    /// when QEMU starts; `ready` once the guest's init serves) or until the
+    /// call is cancelled.
+    pub fn connect(sock: &Path, timeout: Duration, control: &Control) -> MicrosandboxResult<Self> {
         let deadline = Instant::now() + timeout;
         let mut last_error = String::from("timed out");
         while Instant::now() < deadline {
-            match Self::try_connect(sock, deadline) {
+            control.check()?;
+            match Self::try_connect(sock, deadline, control) {
                 Ok(client) => return Ok(client),
                 Err(e) => last_error = e,
             }
@@ -60,7 +63,7 @@ impl AgentClient {
         )))
     }
 
-    fn try_connect(sock: &Path, deadline: Instant) -> Result<Self, String> {
+    fn try_connect(sock: &Path, deadline: Instant, control: &Control) -> Result<Self, String> {
         let stream = UnixStream::connect(sock).map_err(|e| e.to_string())?;
         let writer = stream.try_clone().map_err(|e| e.to_string())?;
         let mut client = Self {
@@ -71,12 +74,16 @@ impl AgentClient {
         // Resend hello until ready: a hello sent while the guest is still
         // booting is never read.
         loop {
+            if control.is_cancelled() {
+                return Err("cancelled".into());
+            }
             client
                 .send(&HostMessage::Hello)
                 .map_err(|e| e.to_string())?;
+            // Short waits keep a cancelled boot from waiting long.
             let wait = deadline
                 .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(500));
+                .min(Duration::from_millis(100));
             if wait.is_zero() {
                 return Err("timed out waiting for ready".into());
             }

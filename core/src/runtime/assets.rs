@@ -1,7 +1,18 @@
 //! The guest's boot assets: kernel, modules (with their load order) and the
-//! `msb-guest-init` binary, all in one kernel directory (`MSB_KERNEL_DIR`,
-//! default `MSB_HOME/kernel`), and the initramfs built from them, cached by
-//! content hash under `MSB_HOME/cache`.
+//! `msb-guest-init` binary, all in one directory, and the initramfs built
+//! from them, cached by content hash under `MSB_HOME/cache`.
+//!
+//! Where the directory is found, in this order (`msb doctor` prints it):
+//! 1. the configuration's `guest_assets_dir` ([`Config`](crate::Config));
+//! 2. `MSB_KERNEL_DIR`;
+//! 3. `$MSB_HOME/kernel`;
+//! 4. `microsandbox-guest/` next to the native library or executable that
+//!    holds this code (how the npm package, the wheel and the Go module ship
+//!    the assets, so they work with no environment variable).
+//!
+//! An explicit directory (1 or 2) is used as given, complete or not: a
+//! typo must not silently boot other assets. Otherwise the first complete
+//! one of 3 and 4 is used.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,12 +42,81 @@ pub(crate) struct GuestAssets {
     pub modules: Vec<String>,
 }
 
-/// The kernel directory in force for `home`.
+/// Name of the assets directory shipped next to the native library.
+pub const SHIPPED_ASSETS_DIR: &str = "microsandbox-guest";
+
+/// One place the guest assets are searched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetsCandidate {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Why it is searched: `config`, `MSB_KERNEL_DIR`, `home` or `shipped`.
+    pub source: &'static str,
+    /// Explicitly chosen: used as given, never skipped.
+    pub explicit: bool,
+}
+
+/// Every place the guest assets of `home` are searched, in order.
+pub fn guest_assets_search(home: &MsbHome) -> Vec<AssetsCandidate> {
+    let mut out = Vec::new();
+    let mut push = |dir: PathBuf, source, explicit| {
+        out.push(AssetsCandidate {
+            dir,
+            source,
+            explicit,
+        })
+    };
+    if let Some(dir) = home.guest_assets_dir() {
+        push(dir.to_path_buf(), "config", true);
+    }
+    if let Some(dir) = std::env::var_os(MSB_KERNEL_DIR_ENV).filter(|v| !v.is_empty()) {
+        push(PathBuf::from(dir), MSB_KERNEL_DIR_ENV, true);
+    }
+    push(home.kernel_dir(), "home", false);
+    if let Some(dir) = native_library_dir() {
+        push(dir.join(SHIPPED_ASSETS_DIR), "shipped", false);
+    }
+    out
+}
+
+/// The guest assets directory in force for `home` (see the module
+/// documentation); when none is complete, the first place searched.
 pub fn kernel_dir(home: &MsbHome) -> PathBuf {
-    std::env::var_os(MSB_KERNEL_DIR_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    let search = guest_assets_search(home);
+    let chosen = search
+        .iter()
+        .find(|c| c.explicit || missing_assets(&c.dir).is_empty())
+        .or(search.first());
+    chosen
+        .map(|c| c.dir.clone())
         .unwrap_or_else(|| home.kernel_dir())
+}
+
+/// The directory of the shared object (or executable) this code is linked
+/// into: a `.node` addon, a Python extension, a Go program or `msb`.
+fn native_library_dir() -> Option<PathBuf> {
+    use std::ffi::CStr;
+    use std::os::unix::ffi::OsStrExt;
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    let addr = native_library_dir as *const libc::c_void;
+    // SAFETY: dladdr only reads the loader's tables for an address of our
+    // own code and fills `info`, which is zeroed and large enough.
+    let found = unsafe { libc::dladdr(addr, info.as_mut_ptr()) };
+    // SAFETY: dladdr returned non-zero, so it initialised `info`.
+    let info = (found != 0).then(|| unsafe { info.assume_init() })?;
+    if info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated path owned by the loader, alive
+    // as long as the object is loaded (which holds this code).
+    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    let path = match name.to_bytes() {
+        // The main program may be reported without a name.
+        b"" => std::env::current_exe().ok()?,
+        bytes => PathBuf::from(std::ffi::OsStr::from_bytes(bytes)),
+    };
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    path.parent().map(Path::to_path_buf)
 }
 
 /// What is present and missing in a kernel directory, for `msb doctor`.

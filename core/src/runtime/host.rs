@@ -13,6 +13,57 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 /// Environment variable choosing the accelerator.
 pub const MSB_ACCEL_ENV: &str = "MSB_ACCEL";
 
+/// The accelerator a caller asks for: a fixed one, or `Auto` (KVM only
+/// after a probe boot succeeded on this host kernel).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AccelMode {
+    /// KVM where it runs guests, otherwise TCG.
+    #[default]
+    Auto,
+    /// Always KVM.
+    Kvm,
+    /// Always TCG (software emulation).
+    Tcg,
+}
+
+impl AccelMode {
+    /// The mode named by `MSB_ACCEL` (`Auto` when unset or empty).
+    pub fn from_env() -> MicrosandboxResult<Self> {
+        match std::env::var(MSB_ACCEL_ENV) {
+            Ok(value) => value.parse().map_err(|_| {
+                MicrosandboxError::InvalidConfig(format!(
+                    "{MSB_ACCEL_ENV}={value} is not one of auto, kvm, tcg"
+                ))
+            }),
+            Err(_) => Ok(Self::Auto),
+        }
+    }
+
+    /// Stable name: `auto`, `kvm` or `tcg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+impl std::str::FromStr for AccelMode {
+    type Err = MicrosandboxError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" | "" => Ok(Self::Auto),
+            "kvm" => Ok(Self::Kvm),
+            "tcg" => Ok(Self::Tcg),
+            other => Err(MicrosandboxError::InvalidConfig(format!(
+                "accelerator {other:?} is not one of auto, kvm, tcg"
+            ))),
+        }
+    }
+}
+
 /// Hardware acceleration for the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
@@ -93,14 +144,17 @@ pub fn kvm_unusable_reason() -> Option<String> {
     None
 }
 
-/// The accelerator requested by `MSB_ACCEL` (`auto` when unset), resolved:
-/// `probe` boots a guest under KVM and says whether it reached init.
-pub fn choose_accel(cache_dir: &Path, probe: impl FnOnce() -> bool) -> MicrosandboxResult<Accel> {
-    let wanted = std::env::var(MSB_ACCEL_ENV).unwrap_or_else(|_| "auto".into());
-    match wanted.as_str() {
-        "tcg" => Ok(Accel::Tcg),
-        "kvm" => Ok(Accel::Kvm),
-        "auto" | "" => {
+/// The accelerator for `mode`: `probe` boots a guest under KVM and says
+/// whether it reached init; its answer is cached per host kernel.
+pub fn choose_accel(
+    mode: AccelMode,
+    cache_dir: &Path,
+    probe: impl FnOnce() -> bool,
+) -> MicrosandboxResult<Accel> {
+    match mode {
+        AccelMode::Tcg => Ok(Accel::Tcg),
+        AccelMode::Kvm => Ok(Accel::Kvm),
+        AccelMode::Auto => {
             if kvm_unusable_reason().is_some() {
                 return Ok(Accel::Tcg);
             }
@@ -123,9 +177,6 @@ pub fn choose_accel(cache_dir: &Path, probe: impl FnOnce() -> bool) -> Microsand
             let _ = fs::write(&cached, accel.as_str());
             Ok(accel)
         }
-        other => Err(MicrosandboxError::InvalidConfig(format!(
-            "{MSB_ACCEL_ENV}={other} is not one of auto, kvm, tcg"
-        ))),
     }
 }
 

@@ -16,8 +16,10 @@ use agent::AgentClient;
 pub use agent::ExecOutput;
 use assets::GuestAssets;
 use host::Accel;
+pub use host::AccelMode;
 use qemu::{VmParams, VmPaths};
 
+use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 
@@ -51,12 +53,18 @@ pub(crate) struct RunningVm {
 
 /// Boot `req`, wait for the guest's agent, retry once on a failed boot, and
 /// fail with the console's tail if the second attempt fails too.
-pub(crate) fn boot(home: &MsbHome, req: &BootRequest) -> MicrosandboxResult<RunningVm> {
+/// A cancelled call stops waiting within ~100 ms, kills the VM and returns
+/// `Cancelled`.
+pub(crate) fn boot(
+    home: &MsbHome,
+    req: &BootRequest,
+    control: &Control,
+) -> MicrosandboxResult<RunningVm> {
     let assets = GuestAssets::locate(home)?;
     let initramfs = assets.initramfs(home)?;
     let paths = VmPaths::new(&req.sandbox_dir, &req.vm_name);
     let mut probed_kvm = false;
-    let accel = host::choose_accel(&home.cache_dir(), || {
+    let accel = host::choose_accel(home.accel(), &home.cache_dir(), || {
         probed_kvm = true;
         try_boot(
             req,
@@ -65,6 +73,7 @@ pub(crate) fn boot(home: &MsbHome, req: &BootRequest) -> MicrosandboxResult<Runn
             &paths,
             Accel::Kvm,
             KVM_PROBE_TIMEOUT,
+            control,
         )
         .is_ok()
     })?;
@@ -73,8 +82,17 @@ pub(crate) fn boot(home: &MsbHome, req: &BootRequest) -> MicrosandboxResult<Runn
     }
     let mut failures = Vec::new();
     for _attempt in 0..2 {
-        match try_boot(req, &assets, &initramfs, &paths, accel, BOOT_TIMEOUT) {
+        match try_boot(
+            req,
+            &assets,
+            &initramfs,
+            &paths,
+            accel,
+            BOOT_TIMEOUT,
+            control,
+        ) {
             Ok(vm) => return Ok(vm),
+            Err(MicrosandboxError::Cancelled) => return Err(MicrosandboxError::Cancelled),
             Err(e) => failures.push(format!(
                 "{e}\n--- console tail ---\n{}",
                 qemu::tail(&paths.console_log, 25)
@@ -97,6 +115,7 @@ fn try_boot(
     paths: &VmPaths,
     accel: Accel,
     timeout: Duration,
+    control: &Control,
 ) -> MicrosandboxResult<RunningVm> {
     let params = VmParams {
         vm_name: &req.vm_name,
@@ -111,7 +130,7 @@ fn try_boot(
     };
     let _ = std::fs::remove_file(&paths.console_log);
     let pid = qemu::spawn_detached(&qemu::argv(&params), paths)?;
-    match AgentClient::connect(&paths.agent_sock, timeout) {
+    match AgentClient::connect(&paths.agent_sock, timeout, control) {
         Ok(_) => Ok(RunningVm { pid }),
         Err(e) => {
             qemu::force_quit(pid, &req.vm_name, &paths.qmp_sock);
@@ -143,7 +162,11 @@ pub(crate) fn exec(
     timeout: Option<Duration>,
 ) -> MicrosandboxResult<ExecOutput> {
     let paths = VmPaths::new(sandbox_dir, vm_name);
-    let mut client = AgentClient::connect(&paths.agent_sock, Duration::from_secs(10))?;
+    let mut client = AgentClient::connect(
+        &paths.agent_sock,
+        Duration::from_secs(10),
+        &Control::detached(),
+    )?;
     client.exec(argv, env, cwd, timeout)
 }
 
@@ -153,7 +176,11 @@ pub(crate) fn shutdown(sandbox_dir: &Path, vm_name: &str, pid: u32, timeout: Dur
     let paths = VmPaths::new(sandbox_dir, vm_name);
     let mut graceful = false;
     if qemu::is_alive(pid, vm_name)
-        && let Ok(mut client) = AgentClient::connect(&paths.agent_sock, Duration::from_secs(3))
+        && let Ok(mut client) = AgentClient::connect(
+            &paths.agent_sock,
+            Duration::from_secs(3),
+            &Control::detached(),
+        )
         && client.shutdown().is_ok()
     {
         graceful = qemu::wait_exit(pid, vm_name, timeout);

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 pub use crate::runtime::ExecOutput;
 pub use registry::{SandboxConfig, SandboxState};
 
+use crate::control::{Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image;
@@ -169,14 +170,20 @@ impl SandboxBuilder {
         self
     }
 
-    /// Create the sandbox and boot it.
+    /// Create the sandbox and boot it. Cancelling the call (see
+    /// [`control`](crate::control)) kills the half-booted VM and removes
+    /// the sandbox.
     pub async fn create(self) -> MicrosandboxResult<Sandbox> {
         let home = MsbHome::resolve()?;
-        let handle = crate::blocking(move || self.create_blocking(&home)).await?;
+        let handle = long_call(None, move |control| self.create_blocking(&home, control)).await?;
         Ok(Sandbox { handle })
     }
 
-    fn create_blocking(self, home: &MsbHome) -> MicrosandboxResult<SandboxHandle> {
+    fn create_blocking(
+        self,
+        home: &MsbHome,
+        control: &Control,
+    ) -> MicrosandboxResult<SandboxHandle> {
         validate_name(&self.name)?;
         if self.memory_mib < 64 || self.cpus == 0 || self.upper_size_bytes < (64 << 20) {
             return Err(MicrosandboxError::InvalidConfig(
@@ -228,7 +235,7 @@ impl SandboxBuilder {
                 _ => MicrosandboxError::io(&dir, e),
             });
         }
-        let created = self.build_and_boot(home, &dir, image, upper_source);
+        let created = self.build_and_boot(home, &dir, image, upper_source, control);
         if created.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -241,6 +248,7 @@ impl SandboxBuilder {
         dir: &Path,
         image: image::ImageInfo,
         upper_source: UpperSource,
+        control: &Control,
     ) -> MicrosandboxResult<SandboxHandle> {
         let _lock = DirLock::acquire(dir)?;
         let upper = dir.join(UPPER_FILE);
@@ -268,7 +276,8 @@ impl SandboxBuilder {
             working_dir: image.working_dir,
             vm_name: vm_name(dir),
         };
-        let vm = runtime::boot(home, &boot_request(dir, &config))?;
+        control.check()?;
+        let vm = runtime::boot(home, &boot_request(dir, &config), control)?;
         let record = SandboxRecord {
             name: self.name.clone(),
             config: config.clone(),
@@ -376,9 +385,10 @@ impl SandboxHandle {
     }
 
     /// Boot a stopped or crashed sandbox again on its upper disk.
+    /// Cancelling the call kills the half-booted VM; the sandbox stays as it was.
     pub async fn start(&self) -> MicrosandboxResult<Sandbox> {
         let this = self.clone();
-        crate::blocking(move || {
+        long_call(None, move |control| {
             let _lock = DirLock::acquire(&this.dir)?;
             let rec = registry::get(&this.home, &this.name)?;
             if rec.state == SandboxState::Running {
@@ -386,7 +396,7 @@ impl SandboxHandle {
                     handle: Self::from_record(&this.home, rec),
                 });
             }
-            let vm = runtime::boot(&this.home, &boot_request(&this.dir, &rec.config))?;
+            let vm = runtime::boot(&this.home, &boot_request(&this.dir, &rec.config), control)?;
             registry::set_state(&this.home, &this.name, SandboxState::Running, Some(vm.pid))?;
             Ok(Sandbox {
                 handle: Self::load(&this.home, &this.name)?,

@@ -13,6 +13,7 @@ use super::manifest::{
     ImageRef, MANIFEST_FILE, MANIFEST_SCHEMA, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer,
 };
 use super::{Snapshot, index};
+use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::sandbox::registry::{self, SandboxState};
@@ -39,13 +40,14 @@ pub struct SnapshotConfig {
     pub labels: Vec<(String, String)>,
     /// Overwrite an existing artifact at the destination.
     pub force: bool,
-    /// Compute and record upper-layer integrity.
+    /// Compute and record upper-layer integrity (with the default
+    /// algorithm, `msb-merkle-sha256-v1`; the builder's
+    /// [`integrity_algorithm`](SnapshotBuilder::integrity_algorithm) picks
+    /// another).
     pub record_integrity: bool,
-    /// Algorithm for recorded integrity (default `msb-merkle-sha256-v1`).
-    pub integrity_algorithm: IntegrityAlgorithm,
 }
 
-/// Same as [`SnapshotConfig`], the name the seed reference also uses.
+/// The reference's other name for [`SnapshotConfig`].
 pub type SnapshotSpec = SnapshotConfig;
 
 /// Builder for a [`SnapshotConfig`]; see [`Snapshot::builder`].
@@ -53,6 +55,8 @@ pub type SnapshotSpec = SnapshotConfig;
 pub struct SnapshotBuilder {
     source_sandbox: String,
     destination: Option<SnapshotDestination>,
+    /// How many times a destination was set: exactly one is allowed.
+    destinations_set: u32,
     labels: Vec<(String, String)>,
     force: bool,
     record_integrity: bool,
@@ -64,6 +68,7 @@ impl SnapshotBuilder {
         Self {
             source_sandbox,
             destination: None,
+            destinations_set: 0,
             labels: Vec::new(),
             force: false,
             record_integrity: false,
@@ -71,9 +76,12 @@ impl SnapshotBuilder {
         }
     }
 
-    /// Set the destination explicitly.
+    /// Set the destination explicitly. Exactly one destination may be set
+    /// (this, [`name`](Self::name) or [`path`](Self::path)); a second one
+    /// makes [`build`](Self::build) fail with `InvalidConfig`.
     pub fn destination(mut self, dest: SnapshotDestination) -> Self {
         self.destination = Some(dest);
+        self.destinations_set += 1;
         self
     }
 
@@ -113,9 +121,28 @@ impl SnapshotBuilder {
         self
     }
 
-    /// The config, or `InvalidConfig` when no destination was set or a
-    /// name is not a bare name.
+    /// The config, or `InvalidConfig` when no destination or more than one
+    /// was set, a name is not a bare name, a label key is empty, or a
+    /// non-default integrity algorithm was chosen (the config cannot carry
+    /// it: use [`create`](Self::create)).
     pub fn build(self) -> MicrosandboxResult<SnapshotConfig> {
+        if self.integrity_algorithm != IntegrityAlgorithm::DEFAULT {
+            return Err(MicrosandboxError::InvalidConfig(format!(
+                "a SnapshotConfig records integrity with {}; for {} call .create() on the builder",
+                IntegrityAlgorithm::DEFAULT,
+                self.integrity_algorithm
+            )));
+        }
+        self.checked()
+    }
+
+    /// [`build`](Self::build)'s checks, whatever the algorithm.
+    fn checked(self) -> MicrosandboxResult<SnapshotConfig> {
+        if self.destinations_set > 1 {
+            return Err(MicrosandboxError::InvalidConfig(
+                "set exactly one destination: .name(), .path() or .destination(), once".into(),
+            ));
+        }
         let destination = self.destination.ok_or_else(|| {
             MicrosandboxError::InvalidConfig(
                 "a snapshot needs a destination: set .name() or .path()".into(),
@@ -147,20 +174,34 @@ impl SnapshotBuilder {
             labels: self.labels,
             force: self.force,
             record_integrity: self.record_integrity,
-            integrity_algorithm: self.integrity_algorithm,
         })
     }
 
-    /// Build and create in one step.
+    /// Build and create in one step (with the chosen integrity algorithm).
     pub async fn create(self) -> MicrosandboxResult<Snapshot> {
-        Snapshot::create(self.build()?).await
+        let algorithm = self.integrity_algorithm;
+        create(self.checked()?, algorithm).await
     }
+}
+
+/// Capture per `config`, recording integrity with `algorithm`.
+pub(crate) async fn create(
+    config: SnapshotConfig,
+    algorithm: IntegrityAlgorithm,
+) -> MicrosandboxResult<Snapshot> {
+    let home = MsbHome::resolve()?;
+    crate::control::long_call(None, move |control| {
+        create_blocking(&home, &config, algorithm, control)
+    })
+    .await
 }
 
 /// Capture per `config`. Blocking.
 pub(crate) fn create_blocking(
     home: &MsbHome,
     config: &SnapshotConfig,
+    algorithm: IntegrityAlgorithm,
+    control: &Control,
 ) -> MicrosandboxResult<Snapshot> {
     let dest = match &config.destination {
         SnapshotDestination::Name(name) => home.snapshots_dir().join(name),
@@ -196,13 +237,14 @@ pub(crate) fn create_blocking(
     let upper = staging.path().join(UPPER_FILE);
     let source_upper = sandbox_dir.join(UPPER_FILE);
     copy_sparse(&source_upper, &upper).map_err(|e| MicrosandboxError::io(&source_upper, e))?;
+    control.check()?;
     let size_bytes = fs::metadata(&upper)
         .map_err(|e| MicrosandboxError::io(&upper, e))?
         .len();
     let integrity = if config.record_integrity {
-        let digest = integrity::upper_digest_blocking(&upper, config.integrity_algorithm, None)?;
+        let digest = integrity::upper_digest_controlled(&upper, algorithm, control)?;
         Some(UpperIntegrity {
-            algorithm: config.integrity_algorithm.name().to_string(),
+            algorithm: algorithm.name().to_string(),
             digest,
         })
     } else {

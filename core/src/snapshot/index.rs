@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::manifest::is_content_digest;
 use super::{Snapshot, SnapshotFormat};
+use crate::control::Control;
 use crate::db;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
@@ -387,9 +388,10 @@ pub(crate) fn for_each(
 
 /// Upsert every artifact of `dir`, drop rows whose artifacts are gone, and
 /// recount children in one pass. Returns how many artifacts were indexed.
-pub(crate) fn reindex(home: &MsbHome, dir: &Path) -> MicrosandboxResult<usize> {
+pub(crate) fn reindex(home: &MsbHome, dir: &Path, control: &Control) -> MicrosandboxResult<usize> {
     super::create::remove_abandoned_staging(dir);
     let found = super::list_dir_blocking(dir)?;
+    control.check()?;
     let mut conn = db::open(home)?;
     let tx = conn.transaction().map_err(sql_error(home))?;
     let mut keys = RowKeys::new(home);
@@ -410,6 +412,8 @@ pub(crate) fn reindex(home: &MsbHome, dir: &Path) -> MicrosandboxResult<usize> {
         }
     }
     recount_children(home, &tx, None)?;
+    // Dropping the transaction rolls it back: a cancelled reindex changes nothing.
+    control.check()?;
     tx.commit().map_err(sql_error(home))?;
     Ok(found.len())
 }

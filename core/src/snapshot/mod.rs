@@ -18,12 +18,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use archive::ExportOpts;
+pub use archive::{ExportOpts, ImportOpts};
 pub use create::{SnapshotBuilder, SnapshotConfig, SnapshotDestination, SnapshotSpec};
 pub use index::SnapshotHandle;
 pub use integrity::IntegrityAlgorithm;
 pub use manifest::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
 
+use crate::control::{Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::progress::ProgressCallback;
@@ -35,6 +36,21 @@ pub struct Snapshot {
     path: PathBuf,
     manifest: Manifest,
     digest: String,
+}
+
+/// Options of [`Snapshot::verify_with`].
+#[derive(Clone, Default)]
+pub struct VerifyOpts {
+    /// Receives hashing progress.
+    pub progress: Option<ProgressCallback>,
+}
+
+impl std::fmt::Debug for VerifyOpts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyOpts")
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 /// Result of [`Snapshot::verify`].
@@ -67,8 +83,7 @@ impl Snapshot {
     /// Capture a stopped (or crashed) sandbox's upper disk per `config`,
     /// then index it (best effort).
     pub async fn create(config: SnapshotConfig) -> MicrosandboxResult<Self> {
-        let home = MsbHome::resolve()?;
-        crate::blocking(move || create::create_blocking(&home, &config)).await
+        create::create(config, IntegrityAlgorithm::DEFAULT).await
     }
 
     /// The indexed snapshot with this name, digest or path.
@@ -96,8 +111,8 @@ impl Snapshot {
     /// The valid artifacts directly inside `dir`, by path; never touches the
     /// index. Entries without a manifest, hidden ones and malformed ones are
     /// skipped.
-    pub async fn list_dir(dir: impl Into<PathBuf>) -> MicrosandboxResult<Vec<Self>> {
-        let dir = dir.into();
+    pub async fn list_dir(dir: impl AsRef<Path>) -> MicrosandboxResult<Vec<Self>> {
+        let dir = dir.as_ref().to_path_buf();
         crate::blocking(move || list_dir_blocking(&dir)).await
     }
 
@@ -108,36 +123,35 @@ impl Snapshot {
         crate::blocking(move || index::remove(&home, &key, force)).await
     }
 
-    /// Rebuild the index from the artifacts in `dir` (default: the snapshots
-    /// directory). Returns how many artifacts were indexed.
-    pub async fn reindex(dir: Option<PathBuf>) -> MicrosandboxResult<usize> {
+    /// Rebuild the index from the artifacts in `dir`. Returns how many
+    /// artifacts were indexed. See [`reindex_default`](Self::reindex_default)
+    /// for the default snapshots directory.
+    pub async fn reindex(dir: impl AsRef<Path>) -> MicrosandboxResult<usize> {
+        let (home, dir) = (MsbHome::resolve()?, dir.as_ref().to_path_buf());
+        long_call(None, move |control| index::reindex(&home, &dir, control)).await
+    }
+
+    /// [`reindex`](Self::reindex) the default snapshots directory.
+    pub async fn reindex_default() -> MicrosandboxResult<usize> {
         let home = MsbHome::resolve()?;
-        let dir = dir.unwrap_or_else(|| home.snapshots_dir());
-        crate::blocking(move || index::reindex(&home, &dir)).await
+        let dir = home.snapshots_dir();
+        long_call(None, move |control| index::reindex(&home, &dir, control)).await
     }
 
     /// Bundle a snapshot (name, digest or artifact path) into an archive at
     /// `out`: `.tar.zst` unless `opts.plain_tar`. The snapshot (and, with
     /// `with_parents`, each ancestor) is verified first. `out` is replaced
     /// only once the archive is complete; its parent directories are created.
+    /// Progress (bytes stored) goes to `opts.progress`.
     pub async fn export(
         name_or_path: impl Into<String>,
-        out: impl Into<PathBuf>,
+        out: impl AsRef<Path>,
         opts: ExportOpts,
     ) -> MicrosandboxResult<()> {
-        Self::export_with_progress(name_or_path, out, opts, None).await
-    }
-
-    /// [`export`](Self::export), reporting bytes stored to `progress`.
-    pub async fn export_with_progress(
-        name_or_path: impl Into<String>,
-        out: impl Into<PathBuf>,
-        opts: ExportOpts,
-        progress: Option<ProgressCallback>,
-    ) -> MicrosandboxResult<()> {
-        let (home, key, out) = (MsbHome::resolve()?, name_or_path.into(), out.into());
-        crate::blocking(move || {
-            archive::export_blocking(&home, &key, &out, opts, progress.as_ref())
+        let (home, key) = (MsbHome::resolve()?, name_or_path.into());
+        let out = out.as_ref().to_path_buf();
+        long_call(opts.progress.clone(), move |control| {
+            archive::export_blocking(&home, &key, &out, &opts, control)
         })
         .await
     }
@@ -148,21 +162,24 @@ impl Snapshot {
     /// archives fail with `ArchiveInvalid` and leave nothing behind. Returns
     /// the head snapshot.
     pub async fn import(
-        archive: impl Into<PathBuf>,
-        dest: Option<PathBuf>,
+        archive: impl AsRef<Path>,
+        dest: Option<&Path>,
     ) -> MicrosandboxResult<SnapshotHandle> {
-        Self::import_with_progress(archive, dest, None).await
+        let opts = ImportOpts {
+            dest: dest.map(Path::to_path_buf),
+            ..ImportOpts::default()
+        };
+        Self::import_with(archive, opts).await
     }
 
-    /// [`import`](Self::import), reporting archive bytes read to `progress`.
-    pub async fn import_with_progress(
-        archive: impl Into<PathBuf>,
-        dest: Option<PathBuf>,
-        progress: Option<ProgressCallback>,
+    /// [`import`](Self::import) with options (destination, progress).
+    pub async fn import_with(
+        archive: impl AsRef<Path>,
+        opts: ImportOpts,
     ) -> MicrosandboxResult<SnapshotHandle> {
-        let (home, archive) = (MsbHome::resolve()?, archive.into());
-        crate::blocking(move || {
-            archive::import_blocking(&home, &archive, dest.as_deref(), progress.as_ref())
+        let (home, archive) = (MsbHome::resolve()?, archive.as_ref().to_path_buf());
+        long_call(opts.progress.clone(), move |control| {
+            archive::import_blocking(&home, &archive, opts.dest.as_deref(), control)
         })
         .await
     }
@@ -272,29 +289,36 @@ impl Snapshot {
     /// `NotRecorded` when no integrity was recorded; `SnapshotIntegrity` on a
     /// mismatch; `IntegrityAlgorithmUnsupported` for an unknown algorithm.
     pub async fn verify(&self) -> MicrosandboxResult<SnapshotVerifyReport> {
-        self.verify_with_progress(None).await
+        self.verify_with(VerifyOpts::default()).await
     }
 
-    /// [`verify`](Self::verify), reporting hashing progress to `progress`.
-    pub async fn verify_with_progress(
-        &self,
-        progress: Option<ProgressCallback>,
-    ) -> MicrosandboxResult<SnapshotVerifyReport> {
+    /// [`verify`](Self::verify) with options (progress).
+    pub async fn verify_with(&self, opts: VerifyOpts) -> MicrosandboxResult<SnapshotVerifyReport> {
         let snapshot = self.clone();
-        crate::blocking(move || snapshot.verify_blocking(progress.as_ref())).await
+        long_call(opts.progress, move |control| {
+            snapshot.verify_controlled(control)
+        })
+        .await
     }
 
-    /// Blocking form of [`verify_with_progress`](Self::verify_with_progress).
+    /// Blocking form of [`verify`](Self::verify), reporting to `progress`.
     pub fn verify_blocking(
         &self,
         progress: Option<&ProgressCallback>,
+    ) -> MicrosandboxResult<SnapshotVerifyReport> {
+        self.verify_controlled(&Control::new(progress.cloned()))
+    }
+
+    pub(crate) fn verify_controlled(
+        &self,
+        control: &Control,
     ) -> MicrosandboxResult<SnapshotVerifyReport> {
         let upper = match &self.manifest.upper.integrity {
             None => {
                 self.check_upper_file()?;
                 UpperVerifyStatus::NotRecorded
             }
-            Some(recorded) => self.verify_upper(recorded, progress)?,
+            Some(recorded) => self.verify_upper(recorded, control)?,
         };
         Ok(SnapshotVerifyReport {
             digest: self.digest.clone(),
@@ -306,7 +330,7 @@ impl Snapshot {
     fn verify_upper(
         &self,
         recorded: &UpperIntegrity,
-        progress: Option<&ProgressCallback>,
+        control: &Control,
     ) -> MicrosandboxResult<UpperVerifyStatus> {
         let manifest_path = self.path.join(MANIFEST_FILE);
         let algorithm = IntegrityAlgorithm::require(&recorded.algorithm, &manifest_path)?;
@@ -324,7 +348,7 @@ impl Snapshot {
         // the check and the read cannot pass.
         let file = self.check_upper_file()?;
         let computed =
-            integrity::digest_open_file(&file, self.manifest.upper.size_bytes, algorithm, progress)
+            integrity::digest_open_file(&file, self.manifest.upper.size_bytes, algorithm, control)
                 .map_err(|e| MicrosandboxError::io(&upper_path, e))?;
         if computed != recorded.digest {
             return Err(MicrosandboxError::integrity(

@@ -14,10 +14,11 @@ use super::{
     ARCHIVE_FORMAT, ArchiveIndex, ArchivedImage, ArchivedSnapshot, ExportOpts, INDEX_ENTRY,
     ZSTD_LEVEL, blob_entry, lower_entry, snapshot_dir_entry,
 };
+use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::image;
-use crate::progress::{CountingReader, ProgressCallback, ProgressPhase, ProgressTracker};
+use crate::progress::{CountingReader, ProgressPhase, ProgressTracker};
 use crate::snapshot::manifest::{MANIFEST_FILE, is_content_digest};
 use crate::snapshot::{Snapshot, index};
 use crate::sparse::nonzero_ranges;
@@ -27,8 +28,8 @@ pub(crate) fn export_blocking(
     home: &MsbHome,
     name_or_path: &str,
     out: &Path,
-    opts: ExportOpts,
-    progress: Option<&ProgressCallback>,
+    opts: &ExportOpts,
+    control: &Control,
 ) -> MicrosandboxResult<()> {
     let head = resolve(home, name_or_path)?;
     let chain = if opts.with_parents {
@@ -38,7 +39,7 @@ pub(crate) fn export_blocking(
     };
     // Head first: it is the one the caller asked for.
     for snap in chain.iter().rev() {
-        snap.verify_blocking(None)?;
+        snap.verify_controlled(&control.without_progress())?;
     }
     let head = chain.last().expect("the chain holds the head");
     let image = opts
@@ -66,7 +67,7 @@ pub(crate) fn export_blocking(
         + image.as_ref().map_or(0, |bundle| {
             bundle.meta.lower_size + bundle.blob_sizes.iter().sum::<u64>()
         });
-    let tracker = ProgressTracker::new(progress, ProgressPhase::Export, total);
+    let tracker = ProgressTracker::new(control, ProgressPhase::Export, total);
 
     let parent = out
         .parent()
@@ -129,7 +130,7 @@ pub(crate) fn export_blocking(
                         let n = (segment.len - done).min(buf.len() as u64) as usize;
                         file.read_exact_at(&mut buf[..n], segment.offset + done)?;
                         out.write_all(&buf[..n])?;
-                        tracker.advance(n as u64);
+                        tracker.advance(n as u64)?;
                         done += n as u64;
                     }
                     Ok(())

@@ -24,10 +24,11 @@ use super::{
     ARCHIVE_FORMAT, ArchiveIndex, ArchivedSnapshot, INDEX_ENTRY, INDEX_MAX_BYTES, blob_entry,
     hex_of, lower_entry,
 };
+use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::image::{self, ZSTD_MAGIC};
-use crate::progress::{CountingReader, ProgressCallback, ProgressPhase, ProgressTracker};
+use crate::progress::{CountingReader, ProgressPhase, ProgressTracker};
 use crate::snapshot::create::{STAGING_MARK, rename_with, sync_dir};
 use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest, is_sha256_digest};
 use crate::snapshot::{Snapshot, SnapshotHandle, index};
@@ -38,7 +39,7 @@ pub(crate) fn import_blocking(
     home: &MsbHome,
     archive: &Path,
     dest: Option<&Path>,
-    progress: Option<&ProgressCallback>,
+    control: &Control,
 ) -> MicrosandboxResult<SnapshotHandle> {
     let dest_root = dest.map_or_else(|| home.snapshots_dir(), Path::to_path_buf);
     let file = File::open(archive).map_err(|e| MicrosandboxError::io(archive, e))?;
@@ -46,7 +47,7 @@ pub(crate) fn import_blocking(
         .metadata()
         .map_err(|e| MicrosandboxError::io(archive, e))?
         .len();
-    let tracker = ProgressTracker::new(progress, ProgressPhase::Import, total);
+    let tracker = ProgressTracker::new(control, ProgressPhase::Import, total);
     let counted = CountingReader {
         inner: file,
         tracker: &tracker,
@@ -77,6 +78,7 @@ pub(crate) fn import_blocking(
         .map_err(|e| MicrosandboxError::io(&dest_root, e))?;
     let mut unpacker = Unpacker {
         home,
+        control,
         archive,
         staging: staging.path(),
         image_staging: None,
@@ -112,12 +114,21 @@ fn invalid(archive: &Path, reason: impl Into<String>) -> MicrosandboxError {
 
 /// Every error reading the stream (bad headers, truncation, a corrupt zstd
 /// frame) describes the archive.
+/// A failure reading the archive stream: the archive's fault, unless it
+/// is the call's cancellation surfacing through the reader.
 fn stream_error(archive: &Path) -> impl Fn(io::Error) -> MicrosandboxError + '_ {
-    move |e| invalid(archive, e.to_string())
+    move |e| {
+        if crate::control::is_cancelled_io(&e) {
+            MicrosandboxError::Cancelled
+        } else {
+            invalid(archive, e.to_string())
+        }
+    }
 }
 
 struct Unpacker<'a> {
     home: &'a MsbHome,
+    control: &'a Control,
     archive: &'a Path,
     staging: &'a Path,
     image_staging: Option<TempDir>,
@@ -382,7 +393,7 @@ impl Unpacker<'_> {
             .map_err(|e| MicrosandboxError::io(&path, e))?;
         drop(out);
         let snap = Snapshot::open_dir(&dir)?;
-        snap.verify_blocking(None)?;
+        snap.verify_controlled(&self.control.without_progress())?;
         sync_dir(&dir)?;
         self.uppers.insert(hex);
         Ok(())

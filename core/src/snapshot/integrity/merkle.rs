@@ -42,7 +42,7 @@ pub(crate) fn digest(file: &File, len: u64, progress: &ProgressTracker<'_>) -> i
             || vec![0u8; (LEAVES_PER_BATCH * LEAF_SIZE) as usize],
             |buf, &(first_leaf, leaves)| {
                 let hashes = hash_batch(file, len, first_leaf, leaves, buf)?;
-                progress.advance(leaves * LEAF_SIZE);
+                progress.advance(leaves * LEAF_SIZE)?;
                 Ok(hashes)
             },
         )

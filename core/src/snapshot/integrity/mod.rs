@@ -11,6 +11,7 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::progress::{ProgressCallback, ProgressPhase, ProgressTracker};
 
@@ -76,23 +77,35 @@ pub fn upper_digest_blocking(
     algorithm: IntegrityAlgorithm,
     progress: Option<&ProgressCallback>,
 ) -> MicrosandboxResult<String> {
+    upper_digest_controlled(path, algorithm, &Control::new(progress.cloned()))
+}
+
+/// [`upper_digest_blocking`] under a call's control.
+pub(crate) fn upper_digest_controlled(
+    path: &Path,
+    algorithm: IntegrityAlgorithm,
+    control: &Control,
+) -> MicrosandboxResult<String> {
     let file = File::open(path).map_err(|e| MicrosandboxError::io(path, e))?;
     let len = file
         .metadata()
         .map_err(|e| MicrosandboxError::io(path, e))?
         .len();
-    digest_open_file(&file, len, algorithm, progress).map_err(|e| MicrosandboxError::io(path, e))
+    digest_open_file(&file, len, algorithm, control).map_err(|e| MicrosandboxError::io(path, e))
 }
 
 /// Async form of [`upper_digest_blocking`]; the hashing runs off the
-/// async runtime's worker threads.
+/// async runtime's worker threads and stops when the call is cancelled.
 pub async fn upper_digest(
     path: impl Into<PathBuf>,
     algorithm: IntegrityAlgorithm,
     progress: Option<ProgressCallback>,
 ) -> MicrosandboxResult<String> {
     let path = path.into();
-    crate::blocking(move || upper_digest_blocking(&path, algorithm, progress.as_ref())).await
+    crate::control::long_call(progress, move |control| {
+        upper_digest_controlled(&path, algorithm, control)
+    })
+    .await
 }
 
 /// Hash an already-open file of apparent length `len`.
@@ -100,23 +113,23 @@ pub(crate) fn digest_open_file(
     file: &File,
     len: u64,
     algorithm: IntegrityAlgorithm,
-    progress: Option<&ProgressCallback>,
+    control: &Control,
 ) -> std::io::Result<String> {
     let raw = match algorithm {
         IntegrityAlgorithm::SparseSha256V1 => {
-            let tracker = ProgressTracker::new(progress, ProgressPhase::Hash, len);
+            let tracker = ProgressTracker::new(control, ProgressPhase::Hash, len);
             let raw = sparse_sha256::digest(file, len, &tracker)?;
             tracker.finish();
             raw
         }
         IntegrityAlgorithm::MerkleSha256V1 => {
             // Work follows the data, so progress counts allocated bytes.
-            let total = if progress.is_some() {
+            let total = if control.progress().is_some() {
                 extents::total_len(&data_extents(file, len)?)
             } else {
                 0
             };
-            let tracker = ProgressTracker::new(progress, ProgressPhase::Hash, total);
+            let tracker = ProgressTracker::new(control, ProgressPhase::Hash, total);
             let raw = merkle::digest(file, len, &tracker)?;
             tracker.finish();
             raw

@@ -64,22 +64,27 @@ pub(crate) fn digest(
         let mut pos = 0u64;
         for chunk in full_rx {
             let (offset, buf) = chunk?;
-            feed_zeros(&mut hasher, offset - pos, progress);
+            feed_zeros(&mut hasher, offset - pos, progress)?;
             hasher.update(&buf);
-            progress.advance(buf.len() as u64);
+            progress.advance(buf.len() as u64)?;
             pos = offset + buf.len() as u64;
             let _ = empty_tx.send(buf);
         }
-        feed_zeros(&mut hasher, len - pos, progress);
+        feed_zeros(&mut hasher, len - pos, progress)?;
         Ok(hasher.finalize().into())
     })
 }
 
-fn feed_zeros(hasher: &mut Sha256, mut count: u64, progress: &ProgressTracker<'_>) {
+fn feed_zeros(
+    hasher: &mut Sha256,
+    mut count: u64,
+    progress: &ProgressTracker<'_>,
+) -> io::Result<()> {
     while count > 0 {
         let n = count.min(CHUNK as u64) as usize;
         hasher.update(&ZEROS[..n]);
-        progress.advance(n as u64);
+        progress.advance(n as u64)?;
         count -= n as u64;
     }
+    Ok(())
 }

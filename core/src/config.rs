@@ -1,0 +1,174 @@
+//! The SDK's configuration: the home directory, the guest assets directory
+//! and the accelerator. A caller sets a process default
+//! ([`Config::set_default`]) and overrides it for one scope of async work
+//! ([`Config::scope`]), so a binding can give each client its own home and
+//! tests can run side by side in one process. Each field falls back, on its
+//! own, from the scope to the process default to the environment
+//! (`MSB_HOME`, `MSB_KERNEL_DIR`, `MSB_ACCEL`) to the built-in default. Every
+//! call resolves the configuration once, when it starts, into an
+//! [`MsbHome`]; nothing below the entry points reads the environment.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use crate::error::MicrosandboxResult;
+use crate::home::MsbHome;
+use crate::runtime::AccelMode;
+
+/// Where the SDK keeps its state and how it runs guests. `None` fields fall
+/// back to the next level (see the module documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The home directory (snapshots, sandboxes, images, database).
+    pub home: Option<PathBuf>,
+    /// The directory holding the guest kernel, modules and init.
+    pub guest_assets_dir: Option<PathBuf>,
+    /// The accelerator (`auto` picks KVM only where a probe boot works).
+    pub accel: Option<AccelMode>,
+}
+
+static PROCESS_DEFAULT: RwLock<Config> = RwLock::new(Config {
+    home: None,
+    guest_assets_dir: None,
+    accel: None,
+});
+
+tokio::task_local! {
+    static SCOPED: Config;
+}
+
+impl Config {
+    /// A configuration with every field unset (everything falls back).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set the home directory.
+    pub fn home(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.home = Some(dir.into());
+        self
+    }
+
+    /// Set the guest assets directory.
+    pub fn guest_assets_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.guest_assets_dir = Some(dir.into());
+        self
+    }
+
+    /// Set the accelerator.
+    pub fn accel(mut self, accel: AccelMode) -> Self {
+        self.accel = Some(accel);
+        self
+    }
+
+    /// Make `config` the process default: every call outside a
+    /// [`scope`](Self::scope) uses it (its unset fields still fall back to
+    /// the environment).
+    pub fn set_default(config: Config) {
+        *PROCESS_DEFAULT.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
+    /// The process default set by [`set_default`](Self::set_default).
+    pub fn process_default() -> Config {
+        PROCESS_DEFAULT
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Run `work` with this configuration overriding the process default
+    /// for every SDK call made inside it (on this task). Scopes nest: an
+    /// inner scope's set fields win, its unset fields come from the outer
+    /// scope.
+    pub async fn scope<F: Future>(self, work: F) -> F::Output {
+        let merged = self.over(Self::scoped().unwrap_or_default());
+        SCOPED.scope(merged, work).await
+    }
+
+    /// The configuration in force here, field by field: this scope's, else
+    /// the process default's (environment fallbacks not applied).
+    pub fn current() -> Config {
+        let default = Self::process_default();
+        match Self::scoped() {
+            Some(scoped) => scoped.over(default),
+            None => default,
+        }
+    }
+
+    /// Resolve the configuration in force into a home: unset fields take the
+    /// environment, then the built-in defaults.
+    pub fn resolve() -> MicrosandboxResult<MsbHome> {
+        Self::current().resolve_self()
+    }
+
+    /// Resolve this configuration (not the one in force) into a home.
+    pub fn resolve_self(&self) -> MicrosandboxResult<MsbHome> {
+        let root = match &self.home {
+            Some(dir) => dir.clone(),
+            None => MsbHome::root_from_env()?,
+        };
+        let accel = match self.accel {
+            Some(accel) => accel,
+            None => AccelMode::from_env()?,
+        };
+        Ok(MsbHome::at(root)
+            .with_guest_assets_dir(self.guest_assets_dir.clone())
+            .with_accel(accel))
+    }
+
+    fn scoped() -> Option<Config> {
+        SCOPED.try_with(Config::clone).ok()
+    }
+
+    /// `self`'s set fields, `base`'s where `self` has none.
+    fn over(self, base: Config) -> Config {
+        Config {
+            home: self.home.or(base.home),
+            guest_assets_dir: self.guest_assets_dir.or(base.guest_assets_dir),
+            accel: self.accel.or(base.accel),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scopes_override_field_by_field_and_nest() {
+        let outer = Config::new().home("/outer").accel(AccelMode::Tcg);
+        outer
+            .scope(async {
+                assert_eq!(Config::current().home, Some(PathBuf::from("/outer")));
+                Config::new()
+                    .home("/inner")
+                    .scope(async {
+                        let c = Config::current();
+                        assert_eq!(c.home, Some(PathBuf::from("/inner")));
+                        assert_eq!(c.accel, Some(AccelMode::Tcg));
+                        let home = Config::resolve().unwrap();
+                        assert_eq!(home.root(), std::path::Path::new("/inner"));
+                        assert_eq!(home.accel(), AccelMode::Tcg);
+                    })
+                    .await;
+                assert_eq!(Config::current().home, Some(PathBuf::from("/outer")));
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_scopes_do_not_see_each_other() {
+        let task = |dir: &'static str| {
+            tokio::spawn(Config::new().home(dir).scope(async move {
+                for _ in 0..50 {
+                    assert_eq!(Config::resolve().unwrap().root(), std::path::Path::new(dir));
+                    tokio::task::yield_now().await;
+                }
+            }))
+        };
+        let (a, b) = (task("/a"), task("/b"));
+        a.await.unwrap();
+        b.await.unwrap();
+    }
+}
