@@ -1,7 +1,8 @@
 //! `msb doctor`: what the runtime needs, what is present, what is missing
-//! (with the command that fixes it), and which acceleration will be used.
+//! (with the command that fixes it), where the guest assets were searched,
+//! and which acceleration will be used.
 
-use microsandbox::runtime::{assets, host};
+use microsandbox::runtime::{AccelMode, assets, host};
 use microsandbox::{MicrosandboxResult, MsbHome};
 
 use crate::render::print_json;
@@ -33,10 +34,18 @@ pub fn run(json: bool) -> MicrosandboxResult<bool> {
             missing.join(", ")
         ),
     ));
-    let accel = match std::env::var(host::MSB_ACCEL_ENV).as_deref() {
-        Ok("kvm") => "kvm (forced by MSB_ACCEL)".to_string(),
-        Ok("tcg") => "tcg (forced by MSB_ACCEL)".to_string(),
-        _ => match host::kvm_unusable_reason() {
+    // Where the assets were looked for, in order, and what each place holds.
+    let searched: Vec<_> = assets::guest_assets_search(&home)
+        .into_iter()
+        .map(|c| {
+            let missing = assets::missing_assets(&c.dir);
+            (c, missing)
+        })
+        .collect();
+    let accel = match home.accel() {
+        AccelMode::Kvm => "kvm (forced by the configuration or MSB_ACCEL)".to_string(),
+        AccelMode::Tcg => "tcg (forced by the configuration or MSB_ACCEL)".to_string(),
+        AccelMode::Auto => match host::kvm_unusable_reason() {
             Some(why) => format!("tcg (software): {why}"),
             None => "kvm if a probe boot succeeds, else tcg".to_string(),
         },
@@ -47,8 +56,12 @@ pub fn run(json: bool) -> MicrosandboxResult<bool> {
             .iter()
             .map(|(what, found, fix)| serde_json::json!({"check": what, "ok": found, "fix": if *found { None } else { Some(fix) }}))
             .collect();
+        let search: Vec<_> = searched
+            .iter()
+            .map(|(c, missing)| serde_json::json!({"dir": c.dir, "source": c.source, "explicit": c.explicit, "complete": missing.is_empty(), "used": c.dir == kdir}))
+            .collect();
         print_json(
-            &serde_json::json!({"home": home.root(), "checks": rows, "acceleration": accel, "tsc_khz": host::tsc_khz(), "ok": ok}),
+            &serde_json::json!({"home": home.root(), "checks": rows, "guest_assets_search": search, "acceleration": accel, "tsc_khz": host::tsc_khz(), "ok": ok}),
         );
     } else {
         println!("home          {}", home.root().display());
@@ -58,6 +71,20 @@ pub fn run(json: bool) -> MicrosandboxResult<bool> {
             } else {
                 println!("MISSING       {what}\n  fix:        {fix}");
             }
+        }
+        println!("guest assets  searched in this order:");
+        for (c, missing) in &searched {
+            let state = match (c.dir == kdir, missing.is_empty()) {
+                (true, _) => "used",
+                (false, true) => "complete",
+                (false, false) => "incomplete",
+            };
+            let explicit = if c.explicit { ", explicit" } else { "" };
+            println!(
+                "  {state:<11} {} ({}{explicit})",
+                c.dir.display(),
+                c.source
+            );
         }
         println!("acceleration  {accel}");
         println!(
