@@ -1,7 +1,8 @@
-//! The PID 1 internals of `msb-guest-init`, split by concern: [`sys`] wraps
-//! the raw syscalls, [`log`] writes diagnostics to the console, [`boot`] takes
-//! the VM from the kernel's hand-off to the merged root and back down to a
-//! clean power-off, [`reaper`] owns `wait`, and [`agent`] serves the protocol.
+//! The PID 1 internals of `msb-guest-init`, split by concern: [`sys`] holds
+//! the syscalls `nix` does not wrap safely (and all `unsafe`), [`log`] writes
+//! diagnostics to the console, [`boot`] takes the VM from the kernel's
+//! hand-off to the merged root and back down to a clean power-off, [`reaper`]
+//! owns `wait`, and [`agent`] serves the protocol.
 
 pub mod agent;
 pub mod boot;

@@ -15,10 +15,10 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use init::{agent, boot, reaper::Reaper, sys};
+use init::{agent, boot, reaper::Reaper};
 
 fn main() {
-    if sys::getpid() != 1 {
+    if nix::unistd::getpid().as_raw() != 1 {
         eprintln!("msb-guest-init runs as PID 1 inside a microsandbox VM");
         std::process::exit(2);
     }

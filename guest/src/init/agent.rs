@@ -41,7 +41,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,7 +53,10 @@ use microsandbox_guest::protocol::{
     ProtocolError,
 };
 
-use super::reaper::Reaper;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFlags, PollTimeout};
+
+use super::reaper::{self, Reaper};
 use super::sys;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -265,7 +268,7 @@ impl Link {
     /// `may_drop`) the session `target` is over. A connected host that does
     /// not read is waited for: back-pressure on the processes.
     fn wait_writable(&self, target: Session, may_drop: bool) -> Wait {
-        let fd = self.port.as_raw_fd();
+        let fd = self.port.as_fd();
         let mut hup_since: Option<Instant> = None;
         let started = Instant::now();
         let mut slow_logged = false;
@@ -273,18 +276,22 @@ impl Link {
             if may_drop && self.live_session() != Some(target) {
                 return Wait::Superseded;
             }
-            let timeout = if hup_since.is_some() { 0 } else { 100 };
-            let revents = match sys::poll_one(fd, libc::POLLOUT, timeout) {
+            let timeout = if hup_since.is_some() {
+                PollTimeout::ZERO
+            } else {
+                PollTimeout::from(100u16)
+            };
+            let revents = match sys::poll_one(fd, PollFlags::POLLOUT, timeout) {
                 Ok(r) => r,
                 Err(e) => {
                     crate::log!("poll on the agent port: {e}");
                     return Wait::HostGone;
                 }
             };
-            if revents & libc::POLLOUT != 0 {
+            if revents.contains(PollFlags::POLLOUT) {
                 return Wait::Writable;
             }
-            if revents & libc::POLLHUP != 0 {
+            if revents.contains(PollFlags::POLLHUP) {
                 let since = *hup_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= HUP_GRACE {
                     return Wait::HostGone;
@@ -294,7 +301,7 @@ impl Link {
                 continue;
             }
             hup_since = None;
-            if revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+            if revents.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL) {
                 return Wait::HostGone;
             }
             if !slow_logged && started.elapsed() >= Duration::from_secs(1) {
@@ -382,10 +389,9 @@ pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
         .open(port)?;
-    let fd = file.as_raw_fd();
-    let sigio = match sys::block_signal(libc::SIGIO).and_then(|()| sys::sigio_to_this_thread(fd)) {
+    let sigio = match sys::sigio_to_this_thread(file.as_fd()) {
         Ok(()) => true,
         Err(e) => {
             crate::log!("no SIGIO on the agent port ({e}); polling for hosts");
@@ -458,7 +464,7 @@ pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
                     );
                 }
                 if sigio {
-                    if let Err(e) = sys::wait_signal(libc::SIGIO, IDLE_WAIT_SIGIO) {
+                    if let Err(e) = sys::wait_sigio(IDLE_WAIT_SIGIO) {
                         crate::log!("sigtimedwait: {e}");
                         std::thread::sleep(IDLE_WAIT_POLL);
                     }
@@ -473,7 +479,9 @@ pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // A host is connected and quiet: wait for data or its disconnect.
-                if let Err(e) = sys::poll_one(fd, libc::POLLIN, -1) {
+                if let Err(e) =
+                    sys::poll_one(link.port.as_fd(), PollFlags::POLLIN, PollTimeout::NONE)
+                {
                     crate::log!("poll on the agent port: {e}");
                     std::thread::sleep(IDLE_WAIT_POLL);
                 }
@@ -526,7 +534,7 @@ fn run_exec(
             return;
         }
     };
-    let pid = child.id() as libc::pid_t;
+    let pid = reaper::pid_of(&child);
     // Readable once the process exits; None if it is already gone.
     let pidfd = sys::pidfd_open(pid).ok();
     let mut outputs = Vec::new();
@@ -574,7 +582,7 @@ fn pump(reporter: &mut Reporter, outputs: &mut [Output], pidfd: Option<&OwnedFd>
         let mut which = Vec::new();
         for (i, out) in outputs.iter().enumerate() {
             if out.open {
-                fds.push(out.file.as_raw_fd());
+                fds.push(out.file.as_fd());
                 which.push(Some(i));
             }
         }
@@ -582,7 +590,7 @@ fn pump(reporter: &mut Reporter, outputs: &mut [Output], pidfd: Option<&OwnedFd>
             return;
         }
         if let (Some(p), None) = (pidfd, exited) {
-            fds.push(p.as_raw_fd());
+            fds.push(p.as_fd());
             which.push(None);
         }
         let timeout = match exited {
@@ -594,11 +602,11 @@ fn pump(reporter: &mut Reporter, outputs: &mut [Output], pidfd: Option<&OwnedFd>
                     crate::log!("exec {id}: output still open after exit; not waiting for it");
                     return;
                 }
-                libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX)
+                PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
             }
-            None => -1,
+            None => PollTimeout::NONE,
         };
-        let revents = match sys::poll_in(&fds, timeout) {
+        let revents = match sys::poll(&fds, PollFlags::POLLIN, timeout) {
             Ok(r) => r,
             Err(e) => {
                 crate::log!("exec {id}: poll: {e}");
@@ -606,7 +614,7 @@ fn pump(reporter: &mut Reporter, outputs: &mut [Output], pidfd: Option<&OwnedFd>
             }
         };
         for (slot, rev) in which.iter().zip(revents) {
-            if rev == 0 {
+            if rev.is_empty() {
                 continue;
             }
             let Some(i) = *slot else {

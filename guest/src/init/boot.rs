@@ -8,9 +8,15 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::kmod::{ModuleInitFlags, finit_module};
+use nix::mount::{MntFlags, MsFlags, umount2};
+use nix::sys::reboot::{RebootMode, reboot};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, chroot, dup2_stderr, dup2_stdin, dup2_stdout, fchdir, sync};
 
 use super::sys;
 
@@ -23,27 +29,42 @@ const LOWER_MNT: &str = "/mnt/lower";
 const UPPER_MNT: &str = "/mnt/upper";
 const ROOT_MNT: &str = "/mnt/root";
 
-fn ctx(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
-    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+fn ctx<E: Into<io::Error>>(what: impl std::fmt::Display) -> impl FnOnce(E) -> io::Error {
+    move |e| {
+        let e = e.into();
+        io::Error::new(e.kind(), format!("{what}: {e}"))
+    }
+}
+
+/// `mount(2)` with the argument types this file uses (`nix::mount::mount`
+/// is generic over each path argument, so a bare `None` cannot be typed).
+fn mount(
+    source: &str,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> nix::Result<()> {
+    nix::mount::mount(Some(source), target, fstype, flags, data)
 }
 
 /// Mounts /proc, /sys, /dev (devtmpfs) with /dev/pts and /dev/shm, adds the
 /// /dev/fd and /dev/std* links, and points stdio at /dev/console.
 pub fn early_setup() -> io::Result<()> {
-    let nosuid = libc::MS_NOSUID;
+    let nosuid = MsFlags::MS_NOSUID;
     let mounts = [
         (
             "proc",
             "/proc",
             "proc",
-            nosuid | libc::MS_NOEXEC | libc::MS_NODEV,
+            nosuid | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
             None,
         ),
         (
             "sysfs",
             "/sys",
             "sysfs",
-            nosuid | libc::MS_NOEXEC | libc::MS_NODEV,
+            nosuid | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
             None,
         ),
         ("devtmpfs", "/dev", "devtmpfs", nosuid, Some("mode=0755")),
@@ -51,22 +72,22 @@ pub fn early_setup() -> io::Result<()> {
             "devpts",
             "/dev/pts",
             "devpts",
-            nosuid | libc::MS_NOEXEC,
+            nosuid | MsFlags::MS_NOEXEC,
             Some("gid=5,mode=0620,ptmxmode=0666"),
         ),
         (
             "tmpfs",
             "/dev/shm",
             "tmpfs",
-            nosuid | libc::MS_NODEV,
+            nosuid | MsFlags::MS_NODEV,
             Some("mode=1777"),
         ),
     ];
     for (source, target, fstype, flags, data) in mounts {
         fs::create_dir_all(target).map_err(ctx(format!("mkdir {target}")))?;
-        match sys::mount(source, Path::new(target), Some(fstype), flags, data) {
+        match mount(source, Path::new(target), Some(fstype), flags, data) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(Errno::EBUSY) => {}
             Err(e) => return Err(ctx(format!("mount {target}"))(e)),
         }
     }
@@ -88,9 +109,9 @@ pub fn early_setup() -> io::Result<()> {
         .write(true)
         .open("/dev/console")
         .map_err(ctx("open /dev/console"))?;
-    for fd in 0..3 {
-        sys::dup2(console.as_raw_fd(), fd)?;
-    }
+    dup2_stdin(&console)?;
+    dup2_stdout(&console)?;
+    dup2_stderr(&console)?;
     Ok(())
 }
 
@@ -113,9 +134,9 @@ pub fn load_modules(order: &Path, dir: &Path) -> io::Result<()> {
         }
         let path = dir.join(name);
         let file = File::open(&path).map_err(ctx(path.display()))?;
-        match sys::finit_module(&file) {
+        match finit_module(&file, c"", ModuleInitFlags::empty()) {
             Ok(()) => loaded.push(name),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(Errno::EEXIST) => {}
             Err(e) => return Err(ctx(format!("finit_module {name}"))(e)),
         }
     }
@@ -194,16 +215,22 @@ pub fn mount_root(disks: &Disks) -> io::Result<()> {
     }
     let lower_dev = format!("/dev/{}", disks.lower);
     let upper_dev = format!("/dev/{}", disks.upper);
-    sys::mount(
+    mount(
         &lower_dev,
         Path::new(LOWER_MNT),
         Some("erofs"),
-        libc::MS_RDONLY,
+        MsFlags::MS_RDONLY,
         None,
     )
     .map_err(ctx(format!("mount {lower_dev} (erofs) on {LOWER_MNT}")))?;
-    sys::mount(&upper_dev, Path::new(UPPER_MNT), Some("ext4"), 0, None)
-        .map_err(ctx(format!("mount {upper_dev} (ext4) on {UPPER_MNT}")))?;
+    mount(
+        &upper_dev,
+        Path::new(UPPER_MNT),
+        Some("ext4"),
+        MsFlags::empty(),
+        None,
+    )
+    .map_err(ctx(format!("mount {upper_dev} (ext4) on {UPPER_MNT}")))?;
     for dir in ["upper", "work"] {
         let path = Path::new(UPPER_MNT).join(dir);
         fs::create_dir_all(&path).map_err(ctx(path.display()))?;
@@ -212,11 +239,11 @@ pub fn mount_root(disks: &Disks) -> io::Result<()> {
     let opts = format!(
         "lowerdir={LOWER_MNT},upperdir={UPPER_MNT}/upper,workdir={UPPER_MNT}/work,index=off"
     );
-    sys::mount(
+    mount(
         "overlay",
         Path::new(ROOT_MNT),
         Some("overlay"),
-        0,
+        MsFlags::empty(),
         Some(&opts),
     )
     .map_err(ctx(format!("mount overlay ({opts})")))?;
@@ -226,11 +253,11 @@ pub fn mount_root(disks: &Disks) -> io::Result<()> {
             fs::create_dir_all(&inside).map_err(ctx(inside.display()))?;
         }
         let outside = PathBuf::from("/").join(dir);
-        sys::mount(
+        mount(
             &outside.to_string_lossy(),
             &inside,
             None,
-            libc::MS_MOVE,
+            MsFlags::MS_MOVE,
             None,
         )
         .map_err(ctx(format!(
@@ -248,8 +275,8 @@ pub fn mount_root(disks: &Disks) -> io::Result<()> {
 pub fn switch_root() -> io::Result<File> {
     let old_root = File::open("/").map_err(ctx("open /"))?;
     std::env::set_current_dir(ROOT_MNT).map_err(ctx(format!("chdir {ROOT_MNT}")))?;
-    sys::mount(".", Path::new("/"), None, libc::MS_MOVE, None).map_err(ctx("move root"))?;
-    sys::chroot(Path::new(".")).map_err(ctx("chroot"))?;
+    mount(".", Path::new("/"), None, MsFlags::MS_MOVE, None).map_err(ctx("move root"))?;
+    chroot(".").map_err(ctx("chroot"))?;
     std::env::set_current_dir("/").map_err(ctx("chdir /"))?;
     Ok(old_root)
 }
@@ -273,12 +300,13 @@ fn stop_all_processes(grace: Duration) {
     if !sys::has_children() {
         return;
     }
-    let _ = sys::kill(-1, libc::SIGTERM);
+    let everyone = Pid::from_raw(-1);
+    let _ = kill(everyone, Signal::SIGTERM);
     if gone(grace) {
         return;
     }
     crate::log!("processes left after SIGTERM; sending SIGKILL");
-    let _ = sys::kill(-1, libc::SIGKILL);
+    let _ = kill(everyone, Signal::SIGKILL);
     if !gone(Duration::from_secs(2)) {
         crate::log!("processes survive SIGKILL");
     }
@@ -289,18 +317,28 @@ fn stop_all_processes(grace: Duration) {
 pub fn shutdown(old_root: &File, disks: &Disks) -> ! {
     let start = Instant::now();
     stop_all_processes(Duration::from_secs(1));
-    sys::sync();
+    sync();
     // Detach the merged root (and the /proc, /sys, /dev below it), then go
     // back to the initramfs, where the disks' mount points are visible.
-    if let Err(e) = sys::umount(Path::new("/"), libc::MNT_DETACH) {
+    // Errors are logged as io::Error, like every other message on the console.
+    if let Err(e) = umount2("/", MntFlags::MNT_DETACH).map_err(io::Error::from) {
         crate::log!("detach merged root: {e}");
     }
-    if let Err(e) = sys::fchdir(old_root).and_then(|()| sys::chroot(Path::new("."))) {
+    if let Err(e) = fchdir(old_root)
+        .and_then(|()| chroot("."))
+        .map_err(io::Error::from)
+    {
         crate::log!("back to initramfs root: {e}");
     }
     let _ = std::env::set_current_dir("/");
     // A fresh sysfs shows when the ext4 superblock is really gone.
-    let _ = sys::mount("sysfs", Path::new("/sys"), Some("sysfs"), 0, None);
+    let _ = mount(
+        "sysfs",
+        Path::new("/sys"),
+        Some("sysfs"),
+        MsFlags::empty(),
+        None,
+    );
     unmount_retrying(Path::new(UPPER_MNT), Duration::from_secs(3));
     let ext4_sysfs = Path::new("/sys/fs/ext4").join(&disks.upper);
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -311,7 +349,7 @@ pub fn shutdown(old_root: &File, disks: &Disks) -> ! {
         crate::log!("upper ext4 still active after unmount; it may need recovery");
     }
     unmount_retrying(Path::new(LOWER_MNT), Duration::from_millis(500));
-    sys::sync();
+    sync();
     crate::log!("clean shutdown in {:?}; powering off", start.elapsed());
     power_off()
 }
@@ -319,13 +357,13 @@ pub fn shutdown(old_root: &File, disks: &Disks) -> ! {
 fn unmount_retrying(target: &Path, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
-        match sys::umount(target, 0) {
+        match umount2(target, MntFlags::empty()) {
             Ok(()) => return,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+            Err(Errno::EBUSY) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => {
-                crate::log!("umount {}: {e}", target.display());
+                crate::log!("umount {}: {}", target.display(), io::Error::from(e));
                 return;
             }
         }
@@ -334,10 +372,10 @@ fn unmount_retrying(target: &Path, limit: Duration) {
 
 /// Syncs and powers off; PID 1 must never exit, so this never returns.
 pub fn power_off() -> ! {
-    sys::sync();
-    let e = sys::reboot(libc::RB_POWER_OFF);
-    crate::log!("power off failed: {e}; halting");
-    let _ = sys::reboot(libc::RB_HALT_SYSTEM);
+    sync();
+    let Err(e) = reboot(RebootMode::RB_POWER_OFF);
+    crate::log!("power off failed: {}; halting", io::Error::from(e));
+    let _ = reboot(RebootMode::RB_HALT_SYSTEM);
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

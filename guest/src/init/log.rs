@@ -4,15 +4,12 @@
 
 use std::io::Write;
 
-/// Seconds since boot (`CLOCK_BOOTTIME`).
+use nix::time::{ClockId, clock_gettime};
+
+/// Seconds since boot (`CLOCK_BOOTTIME`; 0 if the clock cannot be read).
 pub fn uptime() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .map_or(0.0, |ts| ts.tv_sec() as f64 + ts.tv_nsec() as f64 / 1e9)
 }
 
 /// Writes one line; errors (no console yet) are ignored.

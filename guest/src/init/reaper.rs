@@ -10,12 +10,14 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use nix::unistd::Pid;
+
 use super::sys;
 
 #[derive(Default)]
 struct State {
     /// Registered pids; `Some(code)` once reaped.
-    slots: HashMap<libc::pid_t, Option<i32>>,
+    slots: HashMap<Pid, Option<i32>>,
     /// Bumped on every spawn, so an idle reaper knows to wait again.
     spawned: u64,
 }
@@ -79,8 +81,7 @@ impl Reaper {
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<Child> {
         let mut state = self.lock();
         let child = cmd.spawn()?;
-        let pid = child.id() as libc::pid_t;
-        state.slots.insert(pid, None);
+        state.slots.insert(pid_of(&child), None);
         state.spawned += 1;
         drop(state);
         self.changed.notify_all();
@@ -88,7 +89,7 @@ impl Reaper {
     }
 
     /// Blocks until the registered `pid` has been reaped; returns its exit code.
-    pub fn wait(&self, pid: libc::pid_t) -> i32 {
+    pub fn wait(&self, pid: Pid) -> i32 {
         let mut state = self.lock();
         loop {
             match state.slots.get(&pid) {
@@ -104,4 +105,10 @@ impl Reaper {
             }
         }
     }
+}
+
+/// The pid of a process std spawned (`Child::id` is the `pid_t` as `u32`,
+/// so the cast gives it back unchanged).
+pub fn pid_of(child: &Child) -> Pid {
+    Pid::from_raw(child.id() as libc::pid_t)
 }
