@@ -80,11 +80,7 @@ pub fn run(json: bool) -> MicrosandboxResult<bool> {
                 (false, false) => "incomplete",
             };
             let explicit = if c.explicit { ", explicit" } else { "" };
-            println!(
-                "  {state:<11} {} ({}{explicit})",
-                c.dir.display(),
-                c.source
-            );
+            println!("  {state:<11} {} ({}{explicit})", c.dir.display(), c.source);
         }
         println!("acceleration  {accel}");
         println!(

@@ -7,8 +7,8 @@ use clap::Subcommand;
 use std::path::PathBuf;
 
 use microsandbox::{
-    ExportOpts, ImportOpts, IntegrityAlgorithm, MicrosandboxError, MicrosandboxResult, Snapshot,
-    UpperVerifyStatus, VerifyOpts,
+    CallOpts, ExportOpts, IntegrityAlgorithm, MicrosandboxError, MicrosandboxResult, Snapshot,
+    UpperVerifyStatus,
 };
 
 use crate::render::{human_bytes, print_json, with_progress};
@@ -168,14 +168,17 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
             plain_tar,
         } => {
             let started = Instant::now();
+            let opts = ExportOpts {
+                with_parents,
+                with_image,
+                plain_tar,
+            };
             with_progress("exporting", json, |progress| {
-                let opts = ExportOpts {
-                    with_parents,
-                    with_image,
-                    plain_tar,
+                let call = CallOpts {
                     progress,
+                    ..CallOpts::default()
                 };
-                Snapshot::export(snapshot, &out, opts)
+                Snapshot::export_with(snapshot, &out, opts, call)
             })
             .await?;
             let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
@@ -194,7 +197,11 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
         SnapshotCommand::Import { archive, dest } => {
             let started = Instant::now();
             let handle = with_progress("importing", json, |progress| {
-                Snapshot::import_with(archive, ImportOpts { dest, progress })
+                let call = CallOpts {
+                    progress,
+                    ..CallOpts::default()
+                };
+                Snapshot::import_with(archive, dest.as_deref(), call)
             })
             .await?;
             if json {
@@ -268,7 +275,10 @@ async fn verify(target: &str, json: bool) -> MicrosandboxResult<()> {
     let started = Instant::now();
     let snap = Snapshot::open(target).await?;
     let report = with_progress("verifying", json, |progress| {
-        snap.verify_with(VerifyOpts { progress })
+        snap.verify_with(CallOpts {
+            progress,
+            ..CallOpts::default()
+        })
     })
     .await?;
     if json {

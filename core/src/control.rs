@@ -56,21 +56,47 @@ impl CancellationToken {
     }
 }
 
-/// What the blocking part of one long call answers to: the caller's token,
-/// the call's own drop signal, and the progress callback.
+/// Per-call options of the calls that report progress
+/// ([`Snapshot::verify_with`](crate::Snapshot::verify_with),
+/// [`Snapshot::export_with`](crate::Snapshot::export_with),
+/// [`Snapshot::import_with`](crate::Snapshot::import_with),
+/// [`Image::load_with`](crate::image::Image::load_with)).
+#[derive(Clone, Default)]
+pub struct CallOpts {
+    /// Receives the call's progress events, ending at the total.
+    pub progress: Option<ProgressCallback>,
+    /// Cancels the call when fired (as does a token whose
+    /// [`scope`](CancellationToken::scope) the call runs in).
+    pub cancel: Option<CancellationToken>,
+}
+
+impl std::fmt::Debug for CallOpts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallOpts")
+            .field("progress", &self.progress.is_some())
+            .field("cancel", &self.cancel)
+            .finish()
+    }
+}
+
+/// What the blocking part of one long call answers to: the caller's
+/// tokens, the call's own drop signal, and the progress callback.
 pub(crate) struct Control {
     token: Option<CancellationToken>,
+    scoped: Option<CancellationToken>,
     dropped: Arc<AtomicBool>,
     progress: Option<ProgressCallback>,
 }
 
 impl Control {
-    /// Control of a call started here: obeys the scoped token, if any.
-    pub(crate) fn new(progress: Option<ProgressCallback>) -> Self {
+    /// Control of a call started here: obeys `opts.cancel` and the scoped
+    /// token, if any.
+    pub(crate) fn new(opts: CallOpts) -> Self {
         Self {
-            token: CancellationToken::scoped(),
+            token: opts.cancel,
+            scoped: CancellationToken::scoped(),
             dropped: Arc::default(),
-            progress,
+            progress: opts.progress,
         }
     }
 
@@ -79,6 +105,7 @@ impl Control {
     pub(crate) fn detached() -> Self {
         Self {
             token: None,
+            scoped: None,
             dropped: Arc::default(),
             progress: None,
         }
@@ -89,6 +116,7 @@ impl Control {
     pub(crate) fn without_progress(&self) -> Self {
         Self {
             token: self.token.clone(),
+            scoped: self.scoped.clone(),
             dropped: self.dropped.clone(),
             progress: None,
         }
@@ -149,17 +177,14 @@ pub(crate) fn is_cancelled_io(err: &io::Error) -> bool {
 }
 
 /// Run a long call's blocking `work` off the async runtime under a fresh
-/// [`Control`]: the scoped token cancels it, and so does dropping the
-/// returned future.
-pub(crate) async fn long_call<T, F>(
-    progress: Option<ProgressCallback>,
-    work: F,
-) -> MicrosandboxResult<T>
+/// [`Control`]: `opts.cancel` and the scoped token cancel it, and so does
+/// dropping the returned future.
+pub(crate) async fn long_call<T, F>(opts: CallOpts, work: F) -> MicrosandboxResult<T>
 where
     F: FnOnce(&Control) -> MicrosandboxResult<T> + Send + 'static,
     T: Send + 'static,
 {
-    let control = Control::new(progress);
+    let control = Control::new(opts);
     control.check()?;
     let on_drop = CancelOnDrop(Some(control.dropped.clone()));
     let result = tokio::task::spawn_blocking(move || work(&control)).await;
@@ -209,19 +234,27 @@ mod tests {
         });
         let start = Instant::now();
         let err = token
-            .scope(long_call(None, spin_until_cancelled))
+            .scope(long_call(CallOpts::default(), spin_until_cancelled))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), "Cancelled");
         assert!(start.elapsed() < Duration::from_secs(2));
-        let again = token.scope(long_call(None, |_| Ok(1))).await;
+        let again = token.scope(long_call(CallOpts::default(), |_| Ok(1))).await;
         assert_eq!(again.unwrap_err().kind(), "Cancelled");
+        let explicit = CallOpts {
+            cancel: Some(token.clone()),
+            ..CallOpts::default()
+        };
+        assert_eq!(
+            long_call(explicit, |_| Ok(1)).await.unwrap_err().kind(),
+            "Cancelled"
+        );
     }
 
     #[tokio::test]
     async fn dropping_the_future_stops_the_work() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let call = long_call(None, move |control| {
+        let call = long_call(CallOpts::default(), move |control| {
             let result = spin_until_cancelled(control);
             let _ = tx.send(result.is_err());
             result

@@ -18,16 +18,15 @@ pub mod sparse;
 mod tools;
 
 pub use config::Config;
-pub use control::CancellationToken;
+pub use control::{CallOpts, CancellationToken};
 pub use error::{MicrosandboxError, MicrosandboxResult};
 pub use home::MsbHome;
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
 pub use runtime::AccelMode;
 pub use sandbox::{ExecOutput, Sandbox, SandboxBuilder, SandboxHandle, SandboxState};
 pub use snapshot::{
-    ExportOpts, ImportOpts, IntegrityAlgorithm, Snapshot, SnapshotBuilder, SnapshotConfig,
-    SnapshotDestination, SnapshotFormat, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,
-    VerifyOpts,
+    ExportOpts, IntegrityAlgorithm, Snapshot, SnapshotBuilder, SnapshotConfig, SnapshotDestination,
+    SnapshotFormat, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,
 };
 
 /// Run blocking work (hashing, copying, file walks) off the async runtime's

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::control::Control;
+use crate::control::{CallOpts, Control};
 use crate::db;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
@@ -58,9 +58,18 @@ impl Image {
         archive: impl Into<PathBuf>,
         reference: Option<String>,
     ) -> MicrosandboxResult<ImageInfo> {
+        Self::load_with(archive, reference, CallOpts::default()).await
+    }
+
+    /// [`load`](Self::load), obeying `call.cancel`.
+    pub async fn load_with(
+        archive: impl Into<PathBuf>,
+        reference: Option<String>,
+        call: CallOpts,
+    ) -> MicrosandboxResult<ImageInfo> {
         let archive = archive.into();
         let home = MsbHome::resolve()?;
-        crate::control::long_call(None, move |control| {
+        crate::control::long_call(call, move |control| {
             load_blocking(&home, &archive, reference.as_deref(), control)
         })
         .await

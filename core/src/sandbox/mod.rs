@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 pub use crate::runtime::ExecOutput;
 pub use registry::{SandboxConfig, SandboxState};
 
-use crate::control::{Control, long_call};
+use crate::control::{CallOpts, Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image;
@@ -175,7 +175,10 @@ impl SandboxBuilder {
     /// the sandbox.
     pub async fn create(self) -> MicrosandboxResult<Sandbox> {
         let home = MsbHome::resolve()?;
-        let handle = long_call(None, move |control| self.create_blocking(&home, control)).await?;
+        let handle = long_call(CallOpts::default(), move |control| {
+            self.create_blocking(&home, control)
+        })
+        .await?;
         Ok(Sandbox { handle })
     }
 
@@ -388,7 +391,7 @@ impl SandboxHandle {
     /// Cancelling the call kills the half-booted VM; the sandbox stays as it was.
     pub async fn start(&self) -> MicrosandboxResult<Sandbox> {
         let this = self.clone();
-        long_call(None, move |control| {
+        long_call(CallOpts::default(), move |control| {
             let _lock = DirLock::acquire(&this.dir)?;
             let rec = registry::get(&this.home, &this.name)?;
             if rec.state == SandboxState::Running {

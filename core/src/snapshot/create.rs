@@ -13,7 +13,7 @@ use super::manifest::{
     ImageRef, MANIFEST_FILE, MANIFEST_SCHEMA, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer,
 };
 use super::{Snapshot, index};
-use crate::control::Control;
+use crate::control::{CallOpts, Control};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::sandbox::registry::{self, SandboxState};
@@ -190,7 +190,7 @@ pub(crate) async fn create(
     algorithm: IntegrityAlgorithm,
 ) -> MicrosandboxResult<Snapshot> {
     let home = MsbHome::resolve()?;
-    crate::control::long_call(None, move |control| {
+    crate::control::long_call(CallOpts::default(), move |control| {
         create_blocking(&home, &config, algorithm, control)
     })
     .await
@@ -367,4 +367,28 @@ pub(crate) fn sync_dir(dir: &Path) -> MicrosandboxResult<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| MicrosandboxError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_destination_is_allowed() {
+        let kind = |b: SnapshotBuilder| b.build().map(|_| ()).unwrap_err().kind();
+        assert_eq!(kind(Snapshot::builder("sb")), "InvalidConfig");
+        assert_eq!(kind(Snapshot::builder("sb").name("a").path("/b")), "InvalidConfig");
+        assert_eq!(kind(Snapshot::builder("sb").path("/b").name("a")), "InvalidConfig");
+        assert_eq!(kind(Snapshot::builder("sb").name("a").name("b")), "InvalidConfig");
+        let config = Snapshot::builder("sb").name("a").build().unwrap();
+        assert_eq!(config.destination, SnapshotDestination::Name("a".into()));
+    }
+
+    #[test]
+    fn a_config_cannot_silently_drop_the_chosen_algorithm() {
+        let builder = Snapshot::builder("sb")
+            .name("a")
+            .integrity_algorithm(IntegrityAlgorithm::SparseSha256V1);
+        assert_eq!(builder.build().unwrap_err().kind(), "InvalidConfig");
+    }
 }

@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use archive::{ExportOpts, ImportOpts};
+pub use archive::ExportOpts;
 pub use create::{SnapshotBuilder, SnapshotConfig, SnapshotDestination, SnapshotSpec};
 pub use index::SnapshotHandle;
 pub use integrity::IntegrityAlgorithm;
 pub use manifest::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
 
-use crate::control::{Control, long_call};
+use crate::control::{CallOpts, Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::progress::ProgressCallback;
@@ -36,21 +36,6 @@ pub struct Snapshot {
     path: PathBuf,
     manifest: Manifest,
     digest: String,
-}
-
-/// Options of [`Snapshot::verify_with`].
-#[derive(Clone, Default)]
-pub struct VerifyOpts {
-    /// Receives hashing progress.
-    pub progress: Option<ProgressCallback>,
-}
-
-impl std::fmt::Debug for VerifyOpts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyOpts")
-            .field("progress", &self.progress.is_some())
-            .finish()
-    }
 }
 
 /// Result of [`Snapshot::verify`].
@@ -128,30 +113,46 @@ impl Snapshot {
     /// for the default snapshots directory.
     pub async fn reindex(dir: impl AsRef<Path>) -> MicrosandboxResult<usize> {
         let (home, dir) = (MsbHome::resolve()?, dir.as_ref().to_path_buf());
-        long_call(None, move |control| index::reindex(&home, &dir, control)).await
+        long_call(CallOpts::default(), move |control| {
+            index::reindex(&home, &dir, control)
+        })
+        .await
     }
 
     /// [`reindex`](Self::reindex) the default snapshots directory.
     pub async fn reindex_default() -> MicrosandboxResult<usize> {
         let home = MsbHome::resolve()?;
         let dir = home.snapshots_dir();
-        long_call(None, move |control| index::reindex(&home, &dir, control)).await
+        long_call(CallOpts::default(), move |control| {
+            index::reindex(&home, &dir, control)
+        })
+        .await
     }
 
     /// Bundle a snapshot (name, digest or artifact path) into an archive at
     /// `out`: `.tar.zst` unless `opts.plain_tar`. The snapshot (and, with
     /// `with_parents`, each ancestor) is verified first. `out` is replaced
     /// only once the archive is complete; its parent directories are created.
-    /// Progress (bytes stored) goes to `opts.progress`.
     pub async fn export(
         name_or_path: impl Into<String>,
         out: impl AsRef<Path>,
         opts: ExportOpts,
     ) -> MicrosandboxResult<()> {
+        Self::export_with(name_or_path, out, opts, CallOpts::default()).await
+    }
+
+    /// [`export`](Self::export), reporting bytes stored to `call.progress`
+    /// and obeying `call.cancel`.
+    pub async fn export_with(
+        name_or_path: impl Into<String>,
+        out: impl AsRef<Path>,
+        opts: ExportOpts,
+        call: CallOpts,
+    ) -> MicrosandboxResult<()> {
         let (home, key) = (MsbHome::resolve()?, name_or_path.into());
         let out = out.as_ref().to_path_buf();
-        long_call(opts.progress.clone(), move |control| {
-            archive::export_blocking(&home, &key, &out, &opts, control)
+        long_call(call, move |control| {
+            archive::export_blocking(&home, &key, &out, opts, control)
         })
         .await
     }
@@ -165,21 +166,20 @@ impl Snapshot {
         archive: impl AsRef<Path>,
         dest: Option<&Path>,
     ) -> MicrosandboxResult<SnapshotHandle> {
-        let opts = ImportOpts {
-            dest: dest.map(Path::to_path_buf),
-            ..ImportOpts::default()
-        };
-        Self::import_with(archive, opts).await
+        Self::import_with(archive, dest, CallOpts::default()).await
     }
 
-    /// [`import`](Self::import) with options (destination, progress).
+    /// [`import`](Self::import), reporting archive bytes read to
+    /// `call.progress` and obeying `call.cancel`.
     pub async fn import_with(
         archive: impl AsRef<Path>,
-        opts: ImportOpts,
+        dest: Option<&Path>,
+        call: CallOpts,
     ) -> MicrosandboxResult<SnapshotHandle> {
         let (home, archive) = (MsbHome::resolve()?, archive.as_ref().to_path_buf());
-        long_call(opts.progress.clone(), move |control| {
-            archive::import_blocking(&home, &archive, opts.dest.as_deref(), control)
+        let dest = dest.map(Path::to_path_buf);
+        long_call(call, move |control| {
+            archive::import_blocking(&home, &archive, dest.as_deref(), control)
         })
         .await
     }
@@ -289,16 +289,14 @@ impl Snapshot {
     /// `NotRecorded` when no integrity was recorded; `SnapshotIntegrity` on a
     /// mismatch; `IntegrityAlgorithmUnsupported` for an unknown algorithm.
     pub async fn verify(&self) -> MicrosandboxResult<SnapshotVerifyReport> {
-        self.verify_with(VerifyOpts::default()).await
+        self.verify_with(CallOpts::default()).await
     }
 
-    /// [`verify`](Self::verify) with options (progress).
-    pub async fn verify_with(&self, opts: VerifyOpts) -> MicrosandboxResult<SnapshotVerifyReport> {
+    /// [`verify`](Self::verify), reporting hashing progress to
+    /// `call.progress` and obeying `call.cancel`.
+    pub async fn verify_with(&self, call: CallOpts) -> MicrosandboxResult<SnapshotVerifyReport> {
         let snapshot = self.clone();
-        long_call(opts.progress, move |control| {
-            snapshot.verify_controlled(control)
-        })
-        .await
+        long_call(call, move |control| snapshot.verify_controlled(control)).await
     }
 
     /// Blocking form of [`verify`](Self::verify), reporting to `progress`.
@@ -306,7 +304,10 @@ impl Snapshot {
         &self,
         progress: Option<&ProgressCallback>,
     ) -> MicrosandboxResult<SnapshotVerifyReport> {
-        self.verify_controlled(&Control::new(progress.cloned()))
+        self.verify_controlled(&Control::new(CallOpts {
+            progress: progress.cloned(),
+            cancel: None,
+        }))
     }
 
     pub(crate) fn verify_controlled(

@@ -40,13 +40,10 @@ pub fn seed_path(p: &'static str) -> &'static str {
     Box::leak(path.to_str().unwrap().to_owned().into_boxed_str())
 }
 
-/// Point microsandbox at `home`. The one place that does: today the core
-/// reads `MSB_HOME` on every call; this switches to the per-call config API
-/// once it exists.
+/// Point microsandbox at `home` for this process (the page's examples take
+/// no configuration, so the process default is where it goes).
 fn use_home(home: &Path) {
-    // SAFETY: called once, at the start of this binary's only test, before
-    // the runtime (or anything else that reads the environment) starts.
-    unsafe { std::env::set_var("MSB_HOME", home) };
+    microsandbox::Config::set_default(microsandbox::Config::new().home(home));
 }
 
 /// Index the artifacts in `dir` (the page's `Snapshot::reindex`).

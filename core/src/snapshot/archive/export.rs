@@ -28,7 +28,7 @@ pub(crate) fn export_blocking(
     home: &MsbHome,
     name_or_path: &str,
     out: &Path,
-    opts: &ExportOpts,
+    opts: ExportOpts,
     control: &Control,
 ) -> MicrosandboxResult<()> {
     let head = resolve(home, name_or_path)?;

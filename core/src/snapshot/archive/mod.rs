@@ -22,13 +22,11 @@ mod tarfmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::progress::ProgressCallback;
-
 pub(crate) use export::export_blocking;
 pub(crate) use import::import_blocking;
 
 /// Options of [`Snapshot::export`](crate::Snapshot::export).
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExportOpts {
     /// Also bundle every ancestor, walking the parent chain.
     pub with_parents: bool,
@@ -37,37 +35,6 @@ pub struct ExportOpts {
     pub with_image: bool,
     /// Write a plain `.tar` instead of `.tar.zst`.
     pub plain_tar: bool,
-    /// Receives progress: bytes of snapshot data and image files stored.
-    pub progress: Option<ProgressCallback>,
-}
-
-/// Options of [`Snapshot::import_with`](crate::Snapshot::import_with).
-#[derive(Clone, Default)]
-pub struct ImportOpts {
-    /// Where the artifacts land (default: the snapshots directory).
-    pub dest: Option<std::path::PathBuf>,
-    /// Receives progress: bytes of the archive file read.
-    pub progress: Option<ProgressCallback>,
-}
-
-impl std::fmt::Debug for ExportOpts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExportOpts")
-            .field("with_parents", &self.with_parents)
-            .field("with_image", &self.with_image)
-            .field("plain_tar", &self.plain_tar)
-            .field("progress", &self.progress.is_some())
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for ImportOpts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImportOpts")
-            .field("dest", &self.dest)
-            .field("progress", &self.progress.is_some())
-            .finish()
-    }
 }
 
 /// Value of `format` in `msb-archive.json`.

@@ -11,7 +11,7 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::control::Control;
+use crate::control::{CallOpts, Control};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::progress::{ProgressCallback, ProgressPhase, ProgressTracker};
 
@@ -77,7 +77,14 @@ pub fn upper_digest_blocking(
     algorithm: IntegrityAlgorithm,
     progress: Option<&ProgressCallback>,
 ) -> MicrosandboxResult<String> {
-    upper_digest_controlled(path, algorithm, &Control::new(progress.cloned()))
+    upper_digest_controlled(
+        path,
+        algorithm,
+        &Control::new(CallOpts {
+            progress: progress.cloned(),
+            cancel: None,
+        }),
+    )
 }
 
 /// [`upper_digest_blocking`] under a call's control.
@@ -102,9 +109,13 @@ pub async fn upper_digest(
     progress: Option<ProgressCallback>,
 ) -> MicrosandboxResult<String> {
     let path = path.into();
-    crate::control::long_call(progress, move |control| {
-        upper_digest_controlled(&path, algorithm, control)
-    })
+    crate::control::long_call(
+        CallOpts {
+            progress,
+            cancel: None,
+        },
+        move |control| upper_digest_controlled(&path, algorithm, control),
+    )
     .await
 }
 
