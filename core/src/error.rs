@@ -13,66 +13,118 @@ pub type MicrosandboxResult<T> = Result<T, MicrosandboxError>;
 pub enum MicrosandboxError {
     /// A snapshot destination already exists and `force` was not set.
     #[error("snapshot already exists at {path}; pass force to overwrite it")]
-    SnapshotAlreadyExists { path: PathBuf },
+    SnapshotAlreadyExists {
+        /// The destination that exists.
+        path: PathBuf,
+    },
 
     /// No artifact (or index entry) matches the given name, digest or path.
     #[error("snapshot not found: {what}")]
-    SnapshotNotFound { what: String },
+    SnapshotNotFound {
+        /// What was looked for, and where.
+        what: String,
+    },
 
     /// A snapshot was requested of a sandbox that is still running.
     #[error("sandbox '{name}' is running; stop it before taking a snapshot")]
-    SnapshotSandboxRunning { name: String },
+    SnapshotSandboxRunning {
+        /// The sandbox.
+        name: String,
+    },
 
     /// The artifact's content disagrees with its manifest: a recorded digest
     /// that does not match, an upper file of the wrong size, or a missing upper.
     #[error("snapshot integrity check failed for {path}: {reason}")]
-    SnapshotIntegrity { path: PathBuf, reason: String },
+    SnapshotIntegrity {
+        /// The artifact directory.
+        path: PathBuf,
+        /// What disagrees.
+        reason: String,
+    },
 
     /// The manifest cannot be parsed or breaks a rule of the format.
     #[error("invalid snapshot manifest {path}: {reason}")]
-    ManifestInvalid { path: PathBuf, reason: String },
+    ManifestInvalid {
+        /// The manifest file.
+        path: PathBuf,
+        /// The rule it breaks.
+        reason: String,
+    },
 
     /// The manifest names an integrity algorithm this build does not implement.
     #[error(
         "unsupported upper integrity algorithm '{algorithm}' in {path} (supported: {supported})"
     )]
     IntegrityAlgorithmUnsupported {
+        /// The manifest naming it.
         path: PathBuf,
+        /// The algorithm named.
         algorithm: String,
+        /// The algorithms this build implements.
         supported: String,
     },
 
     /// A snapshot archive is malformed, truncated or hostile.
     #[error("invalid snapshot archive {path}: {reason}")]
-    ArchiveInvalid { path: PathBuf, reason: String },
+    ArchiveInvalid {
+        /// The archive file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// A snapshot still has indexed children and `force` was not set.
     #[error("snapshot {digest} has {children} indexed children; pass force to remove it anyway")]
-    SnapshotHasChildren { digest: String, children: u64 },
+    SnapshotHasChildren {
+        /// The snapshot's digest.
+        digest: String,
+        /// How many indexed snapshots name it as parent.
+        children: u64,
+    },
 
     /// The caller's configuration is incomplete or contradictory.
     #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(
+        /// What is wrong and how to fix it.
+        String,
+    ),
 
     /// No sandbox has the given name.
     #[error("sandbox not found: {name}")]
-    SandboxNotFound { name: String },
+    SandboxNotFound {
+        /// The name looked for.
+        name: String,
+    },
 
     /// A sandbox with the given name already exists.
     #[error("sandbox '{name}' already exists; remove it first or pick another name")]
-    SandboxAlreadyExists { name: String },
+    SandboxAlreadyExists {
+        /// The name taken.
+        name: String,
+    },
 
     /// The operation needs a running sandbox and this one is stopped or crashed.
     #[error("sandbox '{name}' is {state}, not running; start it first")]
-    SandboxNotRunning { name: String, state: String },
+    SandboxNotRunning {
+        /// The sandbox.
+        name: String,
+        /// Its state (`stopped` or `crashed`).
+        state: String,
+    },
 
     /// No image matches the given reference or digest.
     #[error("image not found: {reference}")]
-    ImageNotFound { reference: String },
+    ImageNotFound {
+        /// The reference or digest looked for.
+        reference: String,
+    },
 
     /// The VM or its tooling failed.
     #[error("runtime error: {0}")]
-    Runtime(String),
+    Runtime(
+        /// What failed, with the VM's console tail where there is one.
+        String,
+    ),
 
     /// The call was cancelled (its future dropped or its
     /// [`CancellationToken`](crate::CancellationToken) fired) and what it had
@@ -83,7 +135,9 @@ pub enum MicrosandboxError {
     /// A filesystem or OS call failed.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },

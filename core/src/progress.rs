@@ -34,8 +34,11 @@ impl ProgressPhase {
 /// One progress report: `done_bytes` of `total_bytes` are finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProgressEvent {
+    /// What the operation is doing.
     pub phase: ProgressPhase,
+    /// Bytes finished so far.
     pub done_bytes: u64,
+    /// Bytes in all (the last event has `done_bytes == total_bytes`).
     pub total_bytes: u64,
 }
 

@@ -19,7 +19,9 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 pub struct ExecOutput {
     /// Exit status, or 128 + signal number when a signal ended it.
     pub exit_code: i32,
+    /// Everything the command wrote to standard output.
     pub stdout: Vec<u8>,
+    /// Everything the command wrote to standard error.
     pub stderr: Vec<u8>,
 }
 

@@ -67,7 +67,9 @@ impl std::str::FromStr for AccelMode {
 /// Hardware acceleration for the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
+    /// Hardware virtualization.
     Kvm,
+    /// QEMU's software emulation.
     Tcg,
 }
 

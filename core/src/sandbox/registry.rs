@@ -54,13 +54,19 @@ impl std::fmt::Display for SandboxState {
 /// How a sandbox boots; fixed at creation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxConfig {
+    /// The image reference it was created from.
     pub image_ref: String,
+    /// The image's manifest digest, pinned at creation.
     pub image_manifest_digest: String,
+    /// The image's read-only root disk.
     pub lower_path: PathBuf,
+    /// Guest memory in MiB.
     pub memory_mib: u32,
+    /// Virtual CPUs.
     pub cpus: u32,
     /// Process environment: the image's, overridden by the builder's.
     pub env: BTreeMap<String, String>,
+    /// Working directory of commands (the image's).
     pub working_dir: String,
     /// Unique VM name (`msb-<hash>`): how its QEMU process is recognized.
     pub vm_name: String,

@@ -56,7 +56,12 @@ pub enum UpperVerifyStatus {
     /// The manifest records no integrity descriptor.
     NotRecorded,
     /// The recorded digest matched the content.
-    Verified { algorithm: String, digest: String },
+    Verified {
+        /// The integrity algorithm's name.
+        algorithm: String,
+        /// The digest computed (equal to the recorded one).
+        digest: String,
+    },
 }
 
 impl Snapshot {
