@@ -11,6 +11,7 @@ pub mod error;
 pub mod home;
 pub mod image;
 pub mod progress;
+mod publish;
 pub mod runtime;
 pub mod sandbox;
 pub mod snapshot;

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::publish;
 
 /// What an archive holds, once its blobs are in the store.
 #[derive(Debug, Clone)]
@@ -347,9 +348,11 @@ fn store_blob(path: &Path, digest: &str, blobs_dir: &Path) -> Result<(), String>
     if dest.exists() {
         return Ok(());
     }
-    fs::rename(path, &dest)
-        .or_else(|_| fs::copy(path, &dest).map(|_| ()))
-        .map_err(|e| format!("storing blob {digest}: {e}"))
+    match publish::rename_noreplace(path, &dest) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => fs::copy(path, &dest).map(|_| ()),
+        _ => Ok(()),
+    }
+    .map_err(|e| format!("storing blob {digest}: {e}"))
 }
 
 #[cfg(test)]

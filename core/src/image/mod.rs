@@ -27,6 +27,7 @@ use crate::control::Control;
 use crate::db;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
+use crate::publish;
 
 /// A loaded image, ready to boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,7 +130,8 @@ pub(crate) fn load_blocking(
         control.check()?;
         let dir = images.join("lower");
         fs::create_dir_all(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
-        fs::rename(&built, &lower).map_err(|e| MicrosandboxError::io(&lower, e))?;
+        // Named by the manifest digest: a concurrent load built the same disk.
+        publish::place_if_absent(&built, &lower)?;
     }
     control.check()?;
     let loaded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);

@@ -19,6 +19,7 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::image;
 use crate::progress::{CountingReader, ProgressPhase, ProgressTracker};
+use crate::publish::StagedFile;
 use crate::snapshot::manifest::{MANIFEST_FILE, is_content_digest};
 use crate::snapshot::{Snapshot, index};
 use crate::sparse::nonzero_ranges;
@@ -69,23 +70,10 @@ pub(crate) fn export_blocking(
         });
     let tracker = ProgressTracker::new(control, ProgressPhase::Export, total);
 
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| MicrosandboxError::io(parent, e))?;
-    let base = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "archive".into());
-    let temp = tempfile::Builder::new()
-        .prefix(&format!(".{base}.exporting-"))
-        // An archive is meant to be shared: the usual file mode, not 0600.
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(parent)
-        .map_err(|e| MicrosandboxError::io(parent, e))?;
+    // An archive is meant to be shared: the usual file mode, not 0600.
+    let staged = StagedFile::new(out, "exporting", 0o644)?;
     let io_err = |e: io::Error| MicrosandboxError::io(out, e);
-    let sink = BufWriter::with_capacity(1 << 20, temp.as_file().try_clone().map_err(io_err)?);
+    let sink = BufWriter::with_capacity(1 << 20, staged.file().try_clone().map_err(io_err)?);
     let write_all = |sink: &mut dyn Write| -> io::Result<()> {
         let mtime = chrono::Utc::now().timestamp().max(0) as u64;
         let mut tar = TarWriter::new(sink, mtime);
@@ -152,11 +140,7 @@ pub(crate) fn export_blocking(
         let sink = encoder.finish().map_err(io_err)?;
         sink.into_inner().map_err(|e| io_err(e.into_error()))?;
     }
-    temp.as_file().sync_all().map_err(io_err)?;
-    temp.persist(out).map_err(|e| io_err(e.error))?;
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| MicrosandboxError::io(parent, e))?;
+    staged.publish(true)?;
     tracker.finish();
     Ok(())
 }

@@ -29,7 +29,7 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::image::{self, ZSTD_MAGIC};
 use crate::progress::{CountingReader, ProgressPhase, ProgressTracker};
-use crate::snapshot::create::{STAGING_MARK, rename_with, sync_dir};
+use crate::publish::{self, sync_dir};
 use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest, is_sha256_digest};
 use crate::snapshot::{Snapshot, SnapshotHandle, index};
 use crate::sparse::write_nonzero_runs;
@@ -72,10 +72,7 @@ pub(crate) fn import_blocking(
 
     let mut created = CreatedDirs::default();
     created.create(&dest_root)?;
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".import{STAGING_MARK}{}-", std::process::id()))
-        .tempdir_in(&dest_root)
-        .map_err(|e| MicrosandboxError::io(&dest_root, e))?;
+    let staging = publish::staging_dir(&dest_root, "import")?;
     let mut unpacker = Unpacker {
         home,
         control,
@@ -333,7 +330,7 @@ impl Unpacker<'_> {
         }
         let staged = self.staging.join(&hex);
         fs::create_dir(&staged).map_err(|e| MicrosandboxError::io(&staged, e))?;
-        write_file(&staged.join(MANIFEST_FILE), &bytes)?;
+        publish::write_synced(&staged.join(MANIFEST_FILE), &bytes)?;
         if self.legacy {
             index.snapshots.push(ArchivedSnapshot {
                 digest: digest.clone(),
@@ -602,7 +599,7 @@ fn publish(
             continue;
         }
         let from = staging.join(hex_of(&snap.digest));
-        if let Err(e) = rename_with(&from, target, libc::RENAME_NOREPLACE) {
+        if let Err(e) = publish::rename_noreplace(&from, target) {
             for done in &placed {
                 let _ = fs::remove_dir_all(done);
             }
@@ -635,7 +632,7 @@ fn publish_image(
     fs::create_dir_all(&blobs_dir).map_err(|e| MicrosandboxError::io(&blobs_dir, e))?;
     for digest in &image.blobs {
         let to = image::blob_path(home, digest);
-        place_content_addressed(&staged.join(hex_of(digest)), &to)?;
+        publish::place_if_absent(&staged.join(hex_of(digest)), &to)?;
     }
     // A lower this machine built itself is never replaced. An imported one
     // is stored by its own digest, apart from built ones, so a later load of
@@ -651,7 +648,7 @@ fn publish_image(
         if let Some(dir) = to.parent() {
             fs::create_dir_all(dir).map_err(|e| MicrosandboxError::io(dir, e))?;
         }
-        place_content_addressed(&staged.join("lower.erofs"), &to)?;
+        publish::place_if_absent(&staged.join("lower.erofs"), &to)?;
         to
     };
     image::register_imported(
@@ -661,23 +658,6 @@ fn publish_image(
         &image.config_digest,
         &lower,
     )
-}
-
-/// Rename `from` to `to` unless `to` exists: the names are digests, so an
-/// existing file already holds the same bytes.
-fn place_content_addressed(from: &Path, to: &Path) -> MicrosandboxResult<()> {
-    match rename_with(from, to, libc::RENAME_NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(MicrosandboxError::io(to, e)),
-    }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> MicrosandboxResult<()> {
-    let mut file = File::create_new(path).map_err(|e| MicrosandboxError::io(path, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| MicrosandboxError::io(path, e))
 }
 
 /// Directories an import created, removed again (if still empty) unless the
