@@ -258,12 +258,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("sub/out.tar");
         let staged = StagedFile::new(&dest, "exporting", 0o644).unwrap();
-        (&*staged.file()).write_all(b"data").unwrap();
+        staged.file().write_all(b"data").unwrap();
         drop(staged);
         assert!(!dest.exists());
         assert_eq!(fs::read_dir(dest.parent().unwrap()).unwrap().count(), 0);
         let staged = StagedFile::new(&dest, "exporting", 0o644).unwrap();
-        (&*staged.file()).write_all(b"data").unwrap();
+        staged.file().write_all(b"data").unwrap();
         staged.publish(true).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"data");
     }

@@ -71,13 +71,13 @@ impl Image {
     pub async fn get(reference_or_digest: impl Into<String>) -> MicrosandboxResult<ImageInfo> {
         let wanted = reference_or_digest.into();
         let home = MsbHome::resolve()?;
-        crate::blocking(move || get_blocking(&home, &wanted)).await
+        crate::control::blocking(move || get_blocking(&home, &wanted)).await
     }
 
     /// Every loaded image, by reference.
     pub async fn list() -> MicrosandboxResult<Vec<ImageInfo>> {
         let home = MsbHome::resolve()?;
-        crate::blocking(move || list_blocking(&home)).await
+        crate::control::blocking(move || list_blocking(&home)).await
     }
 
     /// Write a tiny busybox OCI archive (see [`busybox`]) to `out`.
@@ -87,7 +87,8 @@ impl Image {
         out: impl Into<PathBuf>,
     ) -> MicrosandboxResult<()> {
         let (busybox, reference, out) = (busybox.into(), reference.into(), out.into());
-        crate::blocking(move || busybox::build_busybox_archive(&busybox, &reference, &out)).await
+        crate::control::blocking(move || busybox::build_busybox_archive(&busybox, &reference, &out))
+            .await
     }
 }
 

@@ -210,7 +210,8 @@ impl GuestAssets {
         cpio_entry(&mut archive, &mut ino, "TRAILER!!!", 0, &[]);
         // A cache: rebuilt if lost, so published without syncing.
         let staged = StagedFile::new(&out, "building", 0o600)?;
-        (&*staged.file())
+        staged
+            .file()
             .write_all(&archive)
             .map_err(|e| MicrosandboxError::io(&out, e))?;
         staged.publish(false)?;

@@ -17,8 +17,8 @@ use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::publish;
-use crate::sandbox::registry::{self, SandboxState};
-use crate::sandbox::{DirLock, UPPER_FILE};
+use crate::sandbox_store::registry::SandboxState;
+use crate::sandbox_store::{LockedSandbox, UPPER_FILE};
 use crate::sparse::copy_sparse;
 
 /// Where to place a new snapshot artifact.
@@ -208,13 +208,13 @@ pub(crate) fn create_blocking(
         SnapshotDestination::Name(name) => home.snapshots_dir().join(name),
         SnapshotDestination::Path(path) => path.clone(),
     };
-    let sandbox_dir = home.sandboxes_dir().join(&config.source_sandbox);
     // Hold the sandbox's lock so it cannot boot while its disk is copied.
-    let record = registry::get(home, &config.source_sandbox)?;
-    let _lock = DirLock::acquire(&sandbox_dir)?;
-    let record = registry::get(home, &record.name)?;
+    let sandbox = LockedSandbox::acquire(home, &config.source_sandbox)?;
+    let record = &sandbox.record;
     if record.state == SandboxState::Running {
-        return Err(MicrosandboxError::SnapshotSandboxRunning { name: record.name });
+        return Err(MicrosandboxError::SnapshotSandboxRunning {
+            name: record.name.clone(),
+        });
     }
     if dest.exists() && !config.force {
         return Err(MicrosandboxError::SnapshotAlreadyExists { path: dest });
@@ -229,7 +229,7 @@ pub(crate) fn create_blocking(
     let staging = publish::staging_dir(&parent, &base)?;
 
     let upper = staging.path().join(UPPER_FILE);
-    let source_upper = sandbox_dir.join(UPPER_FILE);
+    let source_upper = sandbox.upper_path();
     copy_sparse(&source_upper, &upper).map_err(|e| MicrosandboxError::io(&source_upper, e))?;
     control.check()?;
     let size_bytes = fs::metadata(&upper)

@@ -89,13 +89,13 @@ impl Snapshot {
     /// The indexed snapshot with this name, digest or path.
     pub async fn get(name_or_digest: impl Into<String>) -> MicrosandboxResult<SnapshotHandle> {
         let (home, key) = (MsbHome::resolve()?, name_or_digest.into());
-        crate::blocking(move || index::get(&home, &key)).await
+        crate::control::blocking(move || index::get(&home, &key)).await
     }
 
     /// Every indexed snapshot, newest first.
     pub async fn list() -> MicrosandboxResult<Vec<SnapshotHandle>> {
         let home = MsbHome::resolve()?;
-        crate::blocking(move || index::list(&home)).await
+        crate::control::blocking(move || index::list(&home)).await
     }
 
     /// Every indexed snapshot, newest first, handed to `visit` one at a
@@ -105,7 +105,7 @@ impl Snapshot {
         mut visit: impl FnMut(SnapshotHandle) -> bool + Send + 'static,
     ) -> MicrosandboxResult<()> {
         let home = MsbHome::resolve()?;
-        crate::blocking(move || index::for_each(&home, &mut visit)).await
+        crate::control::blocking(move || index::for_each(&home, &mut visit)).await
     }
 
     /// The valid artifacts directly inside `dir`, by path; never touches the
@@ -113,14 +113,14 @@ impl Snapshot {
     /// skipped.
     pub async fn list_dir(dir: impl AsRef<Path>) -> MicrosandboxResult<Vec<Self>> {
         let dir = dir.as_ref().to_path_buf();
-        crate::blocking(move || list_dir_blocking(&dir)).await
+        crate::control::blocking(move || list_dir_blocking(&dir)).await
     }
 
     /// Remove an artifact (by name, digest or path) and its index row.
     /// `SnapshotHasChildren` while indexed children exist, unless `force`.
     pub async fn remove(path_or_name: impl Into<String>, force: bool) -> MicrosandboxResult<()> {
         let (home, key) = (MsbHome::resolve()?, path_or_name.into());
-        crate::blocking(move || index::remove(&home, &key, force)).await
+        crate::control::blocking(move || index::remove(&home, &key, force)).await
     }
 
     /// Rebuild the index from the artifacts in `dir`. Returns how many
@@ -191,7 +191,7 @@ impl Snapshot {
     pub async fn open(path_or_name: impl AsRef<str>) -> MicrosandboxResult<Self> {
         let home = MsbHome::resolve()?;
         let dir = home.snapshot_location(path_or_name.as_ref())?;
-        crate::blocking(move || Self::open_dir(&dir)).await
+        crate::control::blocking(move || Self::open_dir(&dir)).await
     }
 
     /// Open the artifact in directory `dir`. Blocking.
@@ -238,7 +238,7 @@ impl Snapshot {
     pub async fn upper_allocated_bytes(&self) -> MicrosandboxResult<u64> {
         use std::os::unix::fs::MetadataExt;
         let path = self.upper_path();
-        crate::blocking(move || {
+        crate::control::blocking(move || {
             let meta = std::fs::metadata(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
             Ok(meta.blocks() * 512)
         })

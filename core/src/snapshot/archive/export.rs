@@ -15,10 +15,11 @@ use super::{
     ZSTD_LEVEL, blob_entry, lower_entry, snapshot_dir_entry,
 };
 use crate::control::Control;
+use crate::control::{CountingReader, ProgressTracker};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::image;
-use crate::progress::{CountingReader, ProgressPhase, ProgressTracker};
+use crate::progress::ProgressPhase;
 use crate::publish::StagedFile;
 use crate::snapshot::manifest::{MANIFEST_FILE, is_content_digest};
 use crate::snapshot::{Snapshot, index};

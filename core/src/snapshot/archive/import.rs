@@ -25,10 +25,11 @@ use super::{
     hex_of, lower_entry,
 };
 use crate::control::Control;
+use crate::control::{CountingReader, ProgressTracker};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::image::{self, ZSTD_MAGIC};
-use crate::progress::{CountingReader, ProgressPhase, ProgressTracker};
+use crate::progress::ProgressPhase;
 use crate::publish::{self, sync_dir};
 use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest, is_sha256_digest};
 use crate::snapshot::{Snapshot, SnapshotHandle, index};
@@ -115,7 +116,7 @@ fn invalid(archive: &Path, reason: impl Into<String>) -> MicrosandboxError {
 /// is the call's cancellation surfacing through the reader.
 fn stream_error(archive: &Path) -> impl Fn(io::Error) -> MicrosandboxError + '_ {
     move |e| {
-        if crate::control::is_cancelled_io(&e) {
+        if crate::error::is_cancelled_io(&e) {
             MicrosandboxError::Cancelled
         } else {
             invalid(archive, e.to_string())

@@ -3,7 +3,6 @@
 //! fixes all its parameters, so a manifest's `{algorithm, digest}` pair is
 //! self-describing. Definitions live in `docs/integrity.md`.
 
-mod extents;
 mod merkle;
 mod sparse_sha256;
 
@@ -12,10 +11,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::control::Control;
+use crate::control::ProgressTracker;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::progress::{ProgressCallback, ProgressPhase, ProgressTracker};
+use crate::progress::{ProgressCallback, ProgressPhase};
 
-pub use extents::data_extents;
+pub use crate::sparse::data_extents;
 
 /// An upper-layer integrity algorithm this build implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,7 +125,7 @@ pub(crate) fn digest_open_file(
         IntegrityAlgorithm::MerkleSha256V1 => {
             // Work follows the data, so progress counts allocated bytes.
             let total = if control.progress().is_some() {
-                extents::total_len(&data_extents(file, len)?)
+                crate::sparse::total_len(&data_extents(file, len)?)
             } else {
                 0
             };
