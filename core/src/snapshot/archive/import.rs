@@ -17,7 +17,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tempfile::TempDir;
 
 use super::tarfmt::{EntryBody, EntryHeader, Segment, TarReader};
 use super::{
@@ -28,7 +27,7 @@ use crate::control::Control;
 use crate::control::{CountingReader, ProgressTracker};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
-use crate::image::{self, ZSTD_MAGIC};
+use crate::image::{self, ImportedImage, StagedImageFiles, ZSTD_MAGIC};
 use crate::progress::ProgressPhase;
 use crate::publish::{self, sync_dir};
 use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest, is_sha256_digest};
@@ -91,13 +90,7 @@ pub(crate) fn import_blocking(
     };
     let index = unpacker.unpack(stream)?;
     let image_staging = unpacker.image_staging.take();
-    let handle = publish(
-        home,
-        &index,
-        staging.path(),
-        image_staging.as_ref().map(TempDir::path),
-        &dest_root,
-    )?;
+    let handle = publish(home, &index, staging.path(), image_staging, &dest_root)?;
     tracker.finish();
     created.keep();
     Ok(handle)
@@ -129,7 +122,7 @@ struct Unpacker<'a> {
     control: &'a Control,
     archive: &'a Path,
     staging: &'a Path,
-    image_staging: Option<TempDir>,
+    image_staging: Option<StagedImageFiles>,
     created: &'a mut CreatedDirs,
     /// A 0.6.6 archive: no index, artifacts in `sha256-<16 hex>/`.
     legacy: bool,
@@ -190,12 +183,14 @@ impl Unpacker<'_> {
                 Route::Manifest(dir) => self.manifest(&mut tar, &entry, dir, &mut index)?,
                 Route::Upper(hex) => self.upper(&mut tar, &entry, hex)?,
                 Route::Blob(digest) => {
-                    self.image_file(&mut tar, &entry, hex_of(&digest), &digest)?;
+                    let path = self.image_staging()?.blob_path(&digest);
+                    self.image_file(&mut tar, &entry, &path, &digest)?;
                     self.blobs.insert(digest);
                 }
                 Route::Lower => {
                     let lower_digest = &index.image.as_ref().expect("routed").lower_digest;
-                    self.image_file(&mut tar, &entry, "lower.erofs", lower_digest)?;
+                    let path = self.image_staging()?.lower_path();
+                    self.image_file(&mut tar, &entry, &path, lower_digest)?;
                     self.lower = true;
                 }
             }
@@ -403,11 +398,10 @@ impl Unpacker<'_> {
         &mut self,
         tar: &mut TarReader<impl Read>,
         entry: &EntryHeader,
-        staged_name: &str,
+        path: &Path,
         expected: &str,
     ) -> MicrosandboxResult<()> {
-        let path = self.image_staging()?.join(staged_name);
-        let computed = self.stream_hashed(tar, entry, &path)?;
+        let computed = self.stream_hashed(tar, entry, path)?;
         if computed != expected {
             return Err(invalid(
                 self.archive,
@@ -450,22 +444,12 @@ impl Unpacker<'_> {
     }
 
     /// The image staging directory, made on first use.
-    fn image_staging(&mut self) -> MicrosandboxResult<PathBuf> {
+    fn image_staging(&mut self) -> MicrosandboxResult<&StagedImageFiles> {
         if self.image_staging.is_none() {
-            let root = self.home.images_dir().join("tmp");
-            self.created.create(&root)?;
-            let dir = tempfile::Builder::new()
-                .prefix("import-")
-                .tempdir_in(&root)
-                .map_err(|e| MicrosandboxError::io(&root, e))?;
-            self.image_staging = Some(dir);
+            self.created.create(&image::staging_root(self.home))?;
+            self.image_staging = Some(StagedImageFiles::new(self.home)?);
         }
-        Ok(self
-            .image_staging
-            .as_ref()
-            .expect("just made")
-            .path()
-            .to_path_buf())
+        Ok(self.image_staging.as_ref().expect("just made"))
     }
 
     fn check_complete(&self, index: &ArchiveIndex) -> MicrosandboxResult<()> {
@@ -575,7 +559,7 @@ fn publish(
     home: &MsbHome,
     index: &ArchiveIndex,
     staging: &Path,
-    image_staging: Option<&Path>,
+    image_staging: Option<StagedImageFiles>,
     dest_root: &Path,
 ) -> MicrosandboxResult<SnapshotHandle> {
     let mut targets = Vec::new();
@@ -592,7 +576,14 @@ fn publish(
         targets.push((snap, target, present));
     }
     if let (Some(image), Some(staged)) = (&index.image, image_staging) {
-        publish_image(home, image, staged)?;
+        let imported = ImportedImage {
+            reference: &image.reference,
+            manifest_digest: &image.manifest_digest,
+            config_digest: &image.config_digest,
+            blobs: &image.blobs,
+            lower_digest: &image.lower_digest,
+        };
+        staged.publish(home, &imported)?;
     }
     let mut placed: Vec<&Path> = Vec::new();
     for (snap, target, present) in &targets {
@@ -622,43 +613,6 @@ fn publish(
     index::record_all(home, &snaps)?;
     let head = &targets.last().expect("checked: at least one snapshot").1;
     index::get(home, &head.to_string_lossy())
-}
-
-fn publish_image(
-    home: &MsbHome,
-    image: &super::ArchivedImage,
-    staged: &Path,
-) -> MicrosandboxResult<()> {
-    let blobs_dir = home.images_dir().join("blobs/sha256");
-    fs::create_dir_all(&blobs_dir).map_err(|e| MicrosandboxError::io(&blobs_dir, e))?;
-    for digest in &image.blobs {
-        let to = image::blob_path(home, digest);
-        publish::place_if_absent(&staged.join(hex_of(digest)), &to)?;
-    }
-    // A lower this machine built itself is never replaced. An imported one
-    // is stored by its own digest, apart from built ones, so a later load of
-    // the image still builds (and trusts) its own.
-    let built = image::lower_path(home, &image.manifest_digest);
-    let lower = if built.is_file() {
-        built
-    } else {
-        let to = home
-            .images_dir()
-            .join("lower")
-            .join(format!("imported-{}.erofs", hex_of(&image.lower_digest)));
-        if let Some(dir) = to.parent() {
-            fs::create_dir_all(dir).map_err(|e| MicrosandboxError::io(dir, e))?;
-        }
-        publish::place_if_absent(&staged.join("lower.erofs"), &to)?;
-        to
-    };
-    image::register_imported(
-        home,
-        &image.reference,
-        &image.manifest_digest,
-        &image.config_digest,
-        &lower,
-    )
 }
 
 /// Directories an import created, removed again (if still empty) unless the
