@@ -237,7 +237,11 @@ pub(crate) fn blob_digests(
     manifest_digest: &str,
 ) -> MicrosandboxResult<Vec<String>> {
     let path = blob_path(home, manifest_digest);
-    archive::image_blob_digests(&path, manifest_digest).map_err(|reason| {
+    archive::image_blob_digests(&path, &path, manifest_digest).map_err(|e| {
+        let reason = match e {
+            MicrosandboxError::ArchiveInvalid { reason, .. } => reason,
+            other => other.to_string(),
+        };
         MicrosandboxError::ImageNotFound {
             reference: format!("{manifest_digest} (its manifest blob is unreadable: {reason})"),
         }

@@ -175,7 +175,7 @@ impl Unpacker<'_> {
                     None => break,
                 },
             };
-            check_entry_name(&entry.name).map_err(|reason| invalid(archive, reason))?;
+            check_entry_name(archive, &entry.name)?;
             if !seen.insert(entry.name.clone()) {
                 return Err(invalid(archive, format!("duplicate entry {}", entry.name)));
             }
@@ -223,8 +223,7 @@ impl Unpacker<'_> {
         tar.read_data(&mut bytes).map_err(stream_error(archive))?;
         let index: ArchiveIndex = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(archive, format!("{INDEX_ENTRY}: {e}")))?;
-        check_index(&index)
-            .map_err(|reason| invalid(archive, format!("{INDEX_ENTRY}: {reason}")))?;
+        check_index(archive, &index)?;
         Ok(index)
     }
 
@@ -498,38 +497,39 @@ fn legacy_dir(name: &str) -> Option<(&str, &str)> {
 }
 
 /// `msb-archive.json` must describe a well-formed archive on its own.
-fn check_index(index: &ArchiveIndex) -> Result<(), String> {
+fn check_index(archive: &Path, index: &ArchiveIndex) -> MicrosandboxResult<()> {
+    let bad = |reason: String| Err(invalid(archive, format!("{INDEX_ENTRY}: {reason}")));
     if index.format != ARCHIVE_FORMAT {
-        return Err(format!(
+        return bad(format!(
             "format {:?} is not {ARCHIVE_FORMAT:?} (written by a newer microsandbox?)",
             index.format
         ));
     }
     if index.snapshots.is_empty() {
-        return Err("lists no snapshot".into());
+        return bad("lists no snapshot".into());
     }
     let mut digests = HashSet::new();
     let mut names = HashSet::new();
     for snap in &index.snapshots {
         if !is_sha256_digest(&snap.digest) || !digests.insert(&snap.digest) {
-            return Err(format!("bad or repeated snapshot digest {:?}", snap.digest));
+            return bad(format!("bad or repeated snapshot digest {:?}", snap.digest));
         }
         if !is_bare_name(&snap.name) || !names.insert(&snap.name) {
-            return Err(format!("bad or repeated snapshot name {:?}", snap.name));
+            return bad(format!("bad or repeated snapshot name {:?}", snap.name));
         }
     }
     if let Some(image) = &index.image {
         let mut blobs = HashSet::new();
         for blob in &image.blobs {
             if !is_sha256_digest(blob) || !blobs.insert(blob) {
-                return Err(format!("bad or repeated blob digest {blob:?}"));
+                return bad(format!("bad or repeated blob digest {blob:?}"));
             }
         }
         if !blobs.contains(&image.manifest_digest) || !blobs.contains(&image.config_digest) {
-            return Err("the image's manifest or config blob is not listed".into());
+            return bad("the image's manifest or config blob is not listed".into());
         }
         if !is_sha256_digest(&image.lower_digest) || image.reference.is_empty() {
-            return Err("the image's reference or root disk digest is invalid".into());
+            return bad("the image's reference or root disk digest is invalid".into());
         }
     }
     Ok(())
@@ -537,15 +537,16 @@ fn check_index(index: &ArchiveIndex) -> Result<(), String> {
 
 /// Names are compared against the layout exactly; these checks only give
 /// hostile names a precise message.
-fn check_entry_name(name: &str) -> Result<(), String> {
+fn check_entry_name(archive: &Path, name: &str) -> MicrosandboxResult<()> {
+    let bad = |reason: String| Err(invalid(archive, reason));
     if name.starts_with('/') {
-        return Err(format!("entry {name} has an absolute path"));
+        return bad(format!("entry {name} has an absolute path"));
     }
     if name
         .split('/')
         .any(|c| c == ".." || c == "." || c.is_empty())
     {
-        return Err(format!(
+        return bad(format!(
             "entry {name} has a '..', '.' or empty path component"
         ));
     }

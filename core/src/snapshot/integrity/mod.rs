@@ -9,6 +9,7 @@ mod sparse_sha256;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use crate::control::Control;
 use crate::control::ProgressTracker;
@@ -61,6 +62,23 @@ impl IntegrityAlgorithm {
     /// The implemented names, comma separated, for messages.
     pub fn supported_names() -> String {
         Self::ALL.map(Self::name).join(", ")
+    }
+}
+
+/// Parses a name given by a caller (a CLI flag, a binding's string):
+/// `InvalidConfig` naming the supported algorithms when it is not one. A
+/// name read from a manifest goes through [`IntegrityAlgorithm::require`],
+/// whose error names the manifest.
+impl FromStr for IntegrityAlgorithm {
+    type Err = MicrosandboxError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::from_name(name).ok_or_else(|| {
+            MicrosandboxError::InvalidConfig(format!(
+                "unknown integrity algorithm '{name}' (supported: {})",
+                Self::supported_names()
+            ))
+        })
     }
 }
 
@@ -158,6 +176,15 @@ mod tests {
         for a in IntegrityAlgorithm::ALL {
             assert_eq!(IntegrityAlgorithm::from_name(a.name()), Some(a));
         }
+        assert_eq!(
+            "msb-merkle-sha256-v1"
+                .parse::<IntegrityAlgorithm>()
+                .unwrap(),
+            IntegrityAlgorithm::MerkleSha256V1
+        );
+        let err = "crc32".parse::<IntegrityAlgorithm>().unwrap_err();
+        assert_eq!(err.kind(), "InvalidConfig");
+        assert!(err.to_string().contains("msb-sparse-sha256-v1"), "{err}");
         let err = IntegrityAlgorithm::require("crc32", Path::new("m")).unwrap_err();
         assert_eq!(err.kind(), "IntegrityAlgorithmUnsupported");
         assert!(err.to_string().contains("msb-merkle-sha256-v1"));
