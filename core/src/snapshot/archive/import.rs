@@ -18,19 +18,19 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::rules::{LEGACY_FORMAT, check_entry_name, check_index, legacy_dir};
 use super::tarfmt::{EntryBody, EntryHeader, Segment, TarReader};
 use super::{
-    ARCHIVE_FORMAT, ArchiveIndex, ArchivedSnapshot, INDEX_ENTRY, INDEX_MAX_BYTES, blob_entry,
-    hex_of, lower_entry,
+    ArchiveIndex, ArchivedSnapshot, INDEX_ENTRY, INDEX_MAX_BYTES, blob_entry, hex_of, lower_entry,
 };
 use crate::control::Control;
 use crate::control::{CountingReader, ProgressTracker};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::home::{MsbHome, is_bare_name};
+use crate::home::MsbHome;
 use crate::image::{self, ImportedImage, StagedImageFiles, ZSTD_MAGIC};
 use crate::progress::ProgressPhase;
 use crate::publish::{self, sync_dir};
-use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest, is_sha256_digest};
+use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest};
 use crate::snapshot::{Snapshot, SnapshotHandle, index};
 use crate::sparse::write_nonzero_runs;
 
@@ -96,7 +96,7 @@ pub(crate) fn import_blocking(
     Ok(handle)
 }
 
-fn invalid(archive: &Path, reason: impl Into<String>) -> MicrosandboxError {
+pub(super) fn invalid(archive: &Path, reason: impl Into<String>) -> MicrosandboxError {
     MicrosandboxError::ArchiveInvalid {
         path: archive.to_path_buf(),
         reason: reason.into(),
@@ -480,77 +480,6 @@ impl Unpacker<'_> {
         }
         Ok(())
     }
-}
-
-/// What import calls the layout of the 0.6.6 release's archives.
-const LEGACY_FORMAT: &str = "microsandbox-0.6.6";
-
-/// `(16 hex digits, file)` for a 0.6.6 artifact entry `sha256-<hex>/<file>`.
-fn legacy_dir(name: &str) -> Option<(&str, &str)> {
-    let (dir, file) = name.split_once('/')?;
-    let prefix = dir.strip_prefix("sha256-")?;
-    let is_prefix = prefix.len() == 16
-        && prefix
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    is_prefix.then_some((prefix, file))
-}
-
-/// `msb-archive.json` must describe a well-formed archive on its own.
-fn check_index(archive: &Path, index: &ArchiveIndex) -> MicrosandboxResult<()> {
-    let bad = |reason: String| Err(invalid(archive, format!("{INDEX_ENTRY}: {reason}")));
-    if index.format != ARCHIVE_FORMAT {
-        return bad(format!(
-            "format {:?} is not {ARCHIVE_FORMAT:?} (written by a newer microsandbox?)",
-            index.format
-        ));
-    }
-    if index.snapshots.is_empty() {
-        return bad("lists no snapshot".into());
-    }
-    let mut digests = HashSet::new();
-    let mut names = HashSet::new();
-    for snap in &index.snapshots {
-        if !is_sha256_digest(&snap.digest) || !digests.insert(&snap.digest) {
-            return bad(format!("bad or repeated snapshot digest {:?}", snap.digest));
-        }
-        if !is_bare_name(&snap.name) || !names.insert(&snap.name) {
-            return bad(format!("bad or repeated snapshot name {:?}", snap.name));
-        }
-    }
-    if let Some(image) = &index.image {
-        let mut blobs = HashSet::new();
-        for blob in &image.blobs {
-            if !is_sha256_digest(blob) || !blobs.insert(blob) {
-                return bad(format!("bad or repeated blob digest {blob:?}"));
-            }
-        }
-        if !blobs.contains(&image.manifest_digest) || !blobs.contains(&image.config_digest) {
-            return bad("the image's manifest or config blob is not listed".into());
-        }
-        if !is_sha256_digest(&image.lower_digest) || image.reference.is_empty() {
-            return bad("the image's reference or root disk digest is invalid".into());
-        }
-    }
-    Ok(())
-}
-
-/// Names are compared against the layout exactly; these checks only give
-/// hostile names a precise message.
-fn check_entry_name(archive: &Path, name: &str) -> MicrosandboxResult<()> {
-    let bad = |reason: String| Err(invalid(archive, reason));
-    if name.starts_with('/') {
-        return bad(format!("entry {name} has an absolute path"));
-    }
-    if name
-        .split('/')
-        .any(|c| c == ".." || c == "." || c.is_empty())
-    {
-        return bad(format!(
-            "entry {name} has a '..', '.' or empty path component"
-        ));
-    }
-    Ok(())
 }
 
 /// Move everything staged into place: image files first (harmless if a
