@@ -120,12 +120,7 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
                 b = b.record_integrity();
             }
             if let Some(name) = algorithm {
-                let algo = IntegrityAlgorithm::from_name(&name).ok_or_else(|| {
-                    MicrosandboxError::InvalidConfig(format!(
-                        "unknown integrity algorithm '{name}' (supported: {})",
-                        IntegrityAlgorithm::supported_names()
-                    ))
-                })?;
+                let algo: IntegrityAlgorithm = name.parse()?;
                 b = b.integrity_algorithm(algo);
             }
             let snap = b.create().await?;

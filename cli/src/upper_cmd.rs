@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use microsandbox::snapshot::integrity::upper_digest;
-use microsandbox::{IntegrityAlgorithm, MicrosandboxError, MicrosandboxResult};
+use microsandbox::{IntegrityAlgorithm, MicrosandboxResult};
 
 use crate::render::{print_json, with_progress};
 
@@ -24,12 +24,7 @@ pub enum UpperCommand {
 pub async fn run(cmd: UpperCommand, json: bool) -> MicrosandboxResult<()> {
     match cmd {
         UpperCommand::Digest { file, algorithm } => {
-            let algo = IntegrityAlgorithm::from_name(&algorithm).ok_or_else(|| {
-                MicrosandboxError::InvalidConfig(format!(
-                    "unknown integrity algorithm '{algorithm}' (supported: {})",
-                    IntegrityAlgorithm::supported_names()
-                ))
-            })?;
+            let algo: IntegrityAlgorithm = algorithm.parse()?;
             let digest = with_progress("hashing", json, |progress| {
                 upper_digest(file.clone(), algo, progress)
             })

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 
 use crate::error::MicrosandboxResult;
+use crate::home::AccelMode;
 use crate::home::MsbHome;
-use crate::runtime::AccelMode;
 
 /// Where the SDK keeps its state and how it runs guests. `None` fields fall
 /// back to the next level (see the module documentation).
@@ -128,6 +128,15 @@ impl Config {
             guest_assets_dir: self.guest_assets_dir.or(base.guest_assets_dir),
             accel: self.accel.or(base.accel),
         }
+    }
+}
+
+impl MsbHome {
+    /// The home of the configuration in force (scope, process default,
+    /// environment; see [`Config`]). Defined here, beside [`Config::resolve`],
+    /// so that `home` stays below `config`.
+    pub fn resolve() -> MicrosandboxResult<Self> {
+        Config::resolve()
     }
 }
 

@@ -12,10 +12,10 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::progress::ProgressCallback;
+use crate::error::{MicrosandboxError, MicrosandboxResult, cancelled_io};
+use crate::progress::{ProgressCallback, ProgressEvent, ProgressPhase};
 
 /// A cancellation signal shared by a caller and the calls it starts.
 /// Clones share the signal. Calls made inside [`scope`](Self::scope) obey it.
@@ -153,29 +153,6 @@ impl Control {
     }
 }
 
-/// Marks an `io::Error` as a cancellation rather than a failure.
-#[derive(Debug)]
-struct CancelledMarker;
-
-impl std::fmt::Display for CancelledMarker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("cancelled")
-    }
-}
-
-impl std::error::Error for CancelledMarker {}
-
-/// An `io::Error` that [`MicrosandboxError::io`] turns into `Cancelled`.
-pub(crate) fn cancelled_io() -> io::Error {
-    io::Error::new(io::ErrorKind::Interrupted, CancelledMarker)
-}
-
-/// Whether `err` is a cancellation (see [`cancelled_io`]).
-pub(crate) fn is_cancelled_io(err: &io::Error) -> bool {
-    err.get_ref()
-        .is_some_and(|inner| inner.is::<CancelledMarker>())
-}
-
 /// Run a long call's blocking `work` off the async runtime under a fresh
 /// [`Control`]: `opts.cancel` and the scoped token cancel it, and so does
 /// dropping the returned future.
@@ -190,6 +167,18 @@ where
     let result = tokio::task::spawn_blocking(move || work(&control)).await;
     on_drop.disarm();
     result.map_err(|e| MicrosandboxError::Runtime(format!("blocking task failed: {e}")))?
+}
+
+/// Run blocking work (hashing, copying, file walks) off the async runtime's
+/// worker threads.
+pub(crate) async fn blocking<T, F>(work: F) -> MicrosandboxResult<T>
+where
+    F: FnOnce() -> MicrosandboxResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| MicrosandboxError::Runtime(format!("blocking task failed: {e}")))?
 }
 
 /// Fires a call's drop signal unless disarmed: the future was dropped
@@ -207,6 +196,77 @@ impl Drop for CancelOnDrop {
         if let Some(dropped) = &self.0 {
             dropped.store(true, Ordering::Release);
         }
+    }
+}
+
+/// Accumulates work from many threads and forwards it to a callback, at most
+/// about once per `step` bytes so that slow callbacks (a binding crossing into
+/// another runtime) do not throttle the work.
+pub(crate) struct ProgressTracker<'a> {
+    control: &'a Control,
+    callback: Option<&'a ProgressCallback>,
+    phase: ProgressPhase,
+    total: u64,
+    done: AtomicU64,
+    step: u64,
+}
+
+impl<'a> ProgressTracker<'a> {
+    pub(crate) fn new(control: &'a Control, phase: ProgressPhase, total: u64) -> Self {
+        let tracker = Self {
+            control,
+            callback: control.progress(),
+            phase,
+            total,
+            done: AtomicU64::new(0),
+            step: (total / 200).max(4 << 20),
+        };
+        tracker.emit(0);
+        tracker
+    }
+
+    /// Record `bytes` more finished work; an error once the call is
+    /// cancelled (it maps to `Cancelled`).
+    pub(crate) fn advance(&self, bytes: u64) -> std::io::Result<()> {
+        self.control.check_io()?;
+        if self.callback.is_none() {
+            return Ok(());
+        }
+        let before = self.done.fetch_add(bytes, Ordering::Relaxed);
+        let after = before + bytes;
+        if before / self.step != after / self.step {
+            self.emit(after.min(self.total));
+        }
+        Ok(())
+    }
+
+    /// Report completion.
+    pub(crate) fn finish(&self) {
+        self.emit(self.total);
+    }
+
+    fn emit(&self, done_bytes: u64) {
+        if let Some(callback) = self.callback {
+            callback(ProgressEvent {
+                phase: self.phase,
+                done_bytes,
+                total_bytes: self.total,
+            });
+        }
+    }
+}
+
+/// A reader that reports the bytes passing through it to a tracker.
+pub(crate) struct CountingReader<'t, 'a, R> {
+    pub(crate) inner: R,
+    pub(crate) tracker: &'t ProgressTracker<'a>,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.tracker.advance(n as u64)?;
+        Ok(n)
     }
 }
 

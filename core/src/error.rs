@@ -189,7 +189,7 @@ impl MicrosandboxError {
     /// An I/O failure on `path`; a cancellation that travelled through I/O
     /// code (see [`control`](crate::control)) comes out as `Cancelled`.
     pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        if crate::control::is_cancelled_io(&source) {
+        if is_cancelled_io(&source) {
             return Self::Cancelled;
         }
         Self::Io {
@@ -211,6 +211,29 @@ impl MicrosandboxError {
             reason: reason.into(),
         }
     }
+}
+
+/// Marks an `io::Error` as a cancellation rather than a failure.
+#[derive(Debug)]
+struct CancelledMarker;
+
+impl std::fmt::Display for CancelledMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cancelled")
+    }
+}
+
+impl std::error::Error for CancelledMarker {}
+
+/// An `io::Error` that [`MicrosandboxError::io`] turns into `Cancelled`.
+pub(crate) fn cancelled_io() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, CancelledMarker)
+}
+
+/// Whether `err` is a cancellation (see [`cancelled_io`]).
+pub(crate) fn is_cancelled_io(err: &std::io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|inner| inner.is::<CancelledMarker>())
 }
 
 #[cfg(test)]

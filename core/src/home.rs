@@ -2,19 +2,73 @@
 //! `~/.microsandbox`) and the bare-name rule that maps a snapshot name to a
 //! directory under it. Everything that needs a path under the home asks here.
 //! An [`MsbHome`] is also the resolved [`Config`](crate::Config) of one call:
-//! it carries the guest assets directory and accelerator chosen for it, so
-//! work below the entry points never consults the environment.
+//! it carries the guest assets directory and accelerator ([`AccelMode`])
+//! chosen for it, so work below the entry points never consults the
+//! environment. It is resolved by `config` (which sits above this module).
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::runtime::AccelMode;
 
 /// Environment variable that overrides the home directory.
 pub const MSB_HOME_ENV: &str = "MSB_HOME";
 
 /// Name of the home directory under the user's `$HOME` when `MSB_HOME` is unset.
 pub const DEFAULT_HOME_DIR_NAME: &str = ".microsandbox";
+
+/// Environment variable choosing the accelerator.
+pub const MSB_ACCEL_ENV: &str = "MSB_ACCEL";
+
+/// The accelerator a caller asks for: a fixed one, or `Auto` (KVM only
+/// after a probe boot succeeded on this host kernel).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AccelMode {
+    /// KVM where it runs guests, otherwise TCG.
+    #[default]
+    Auto,
+    /// Always KVM.
+    Kvm,
+    /// Always TCG (software emulation).
+    Tcg,
+}
+
+impl AccelMode {
+    /// The mode named by `MSB_ACCEL` (`Auto` when unset or empty).
+    pub fn from_env() -> MicrosandboxResult<Self> {
+        match std::env::var(MSB_ACCEL_ENV) {
+            Ok(value) => value.parse().map_err(|_| {
+                MicrosandboxError::InvalidConfig(format!(
+                    "{MSB_ACCEL_ENV}={value} is not one of auto, kvm, tcg"
+                ))
+            }),
+            Err(_) => Ok(Self::Auto),
+        }
+    }
+
+    /// Stable name: `auto`, `kvm` or `tcg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+impl std::str::FromStr for AccelMode {
+    type Err = MicrosandboxError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" | "" => Ok(Self::Auto),
+            "kvm" => Ok(Self::Kvm),
+            "tcg" => Ok(Self::Tcg),
+            other => Err(MicrosandboxError::InvalidConfig(format!(
+                "accelerator {other:?} is not one of auto, kvm, tcg"
+            ))),
+        }
+    }
+}
 
 /// The microsandbox home directory and the well-known folders inside it,
 /// with the guest assets directory and accelerator of the call.
@@ -26,12 +80,6 @@ pub struct MsbHome {
 }
 
 impl MsbHome {
-    /// The home of the configuration in force (scope, process default,
-    /// environment; see [`Config`](crate::Config)).
-    pub fn resolve() -> MicrosandboxResult<Self> {
-        crate::Config::resolve()
-    }
-
     /// The home directory named by the environment: `MSB_HOME`, else
     /// `$HOME/.microsandbox`.
     pub(crate) fn root_from_env() -> MicrosandboxResult<PathBuf> {

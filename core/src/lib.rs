@@ -3,6 +3,25 @@
 //! all the logic; the CLI and the TypeScript, Go and Python bindings are thin
 //! shells over it. Every fallible call returns a [`MicrosandboxError`] with a
 //! stable [`kind`](MicrosandboxError::kind).
+//!
+//! # Layering
+//!
+//! Modules are stacked; a module may use only the modules on lower lines
+//! (never one on its own line or above), so there are no import cycles. A
+//! unit test (`layering.rs`) reads the sources and enforces this table.
+//!
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | 7 | `sandbox` | booting, running, stopping sandboxes |
+//! | 6 | `snapshot` | artifacts, index, integrity, archives, capture |
+//! | 5 | `image`, `sandbox_store` | the image store layout; sandbox registry, directory layout and lock |
+//! | 4 | `runtime` | QEMU, guest assets, the agent, VM names |
+//! | 3 | `config`, `db` | resolving the configuration; the SQLite connection |
+//! | 2 | `control`, `home`, `publish`, `sparse`, `tools` | cancellation and progress; paths under the home; atomic publication; sparse files; external tools |
+//! | 1 | `progress` | progress event types |
+//! | 0 | `error` | the error type |
+//!
+//! The crate root only declares modules and re-exports their public items.
 
 pub mod config;
 pub mod control;
@@ -10,15 +29,21 @@ mod db;
 pub mod error;
 pub mod home;
 pub mod image;
+#[cfg(test)]
+mod layering;
 pub mod progress;
+mod publish;
 pub mod runtime;
 pub mod sandbox;
+mod sandbox_store;
 pub mod snapshot;
 pub mod sparse;
 mod tools;
 
 pub use config::Config;
 pub use control::{CallOpts, CancellationToken};
+// Index code calls `crate::blocking`; the helper lives in `control`.
+pub(crate) use control::blocking;
 pub use error::{MicrosandboxError, MicrosandboxResult};
 pub use home::MsbHome;
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
@@ -28,15 +53,3 @@ pub use snapshot::{
     ExportOpts, IntegrityAlgorithm, Snapshot, SnapshotBuilder, SnapshotConfig, SnapshotDestination,
     SnapshotFormat, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,
 };
-
-/// Run blocking work (hashing, copying, file walks) off the async runtime's
-/// worker threads.
-pub(crate) async fn blocking<T, F>(work: F) -> MicrosandboxResult<T>
-where
-    F: FnOnce() -> MicrosandboxResult<T> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| MicrosandboxError::Runtime(format!("blocking task failed: {e}")))?
-}

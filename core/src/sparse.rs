@@ -1,20 +1,67 @@
-//! Copying sparse files so that holes stay holes: a reflink (FICLONE) where
+//! Sparse files: where their data is, which of it is zeros, and copying
+//! them so that holes stay holes. Uppers are multi-GiB files holding little
+//! data, so every reader walks data extents (SEEK_DATA/SEEK_HOLE,
+//! [`data_extents`]) instead of the apparent size. A hole reads as zeros;
+//! extents are a hint of where non-zero bytes may be, never a promise that
+//! they are non-zero (ext4 reports unwritten extents whose pages are cached
+//! as data), so zero detection ([`nonzero_ranges`], [`write_nonzero_runs`])
+//! looks at the bytes. A copy ([`copy_sparse`]) is a reflink (FICLONE) where
 //! the filesystem shares blocks, otherwise only the data extents are read,
-//! in parallel 1 MiB chunks, and chunks that are all zeros are not written
-//! (extents are only a hint: ext4 reports unwritten extents whose pages are
-//! cached as data), so the copy costs what the source holds, not its
-//! apparent size.
+//! in parallel 1 MiB chunks, and all-zero blocks are not written, so the copy
+//! costs what the source holds, not its apparent size.
+//!
+//! This module depends on nothing else in the crate: integrity hashing,
+//! archives and captures build on it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use std::os::unix::fs::FileExt;
-
+use nix::errno::Errno;
+use nix::unistd::{Whence, lseek};
 use rayon::prelude::*;
 
-use crate::snapshot::integrity::data_extents;
+/// Byte ranges `[start, end)` that may hold data, sorted and disjoint, within
+/// `len`. Falls back to the whole file where the filesystem cannot tell.
+pub fn data_extents(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut extents = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match seek(file, pos, Whence::SeekData) {
+            Ok(start) => start,
+            Err(Errno::ENXIO) => break,
+            Err(Errno::EINVAL) if extents.is_empty() => return Ok(vec![(0, len)]),
+            Err(err) => return Err(err.into()),
+        };
+        if start >= len {
+            break;
+        }
+        let end = match seek(file, start, Whence::SeekHole) {
+            Ok(end) => end.min(len),
+            Err(Errno::ENXIO) => len,
+            Err(err) => return Err(err.into()),
+        };
+        if end <= start {
+            // A file changing under us; never loop forever.
+            return Err(io::Error::other("file changed while its extents were read"));
+        }
+        extents.push((start, end));
+        pos = end;
+    }
+    Ok(extents)
+}
+
+/// Sum of the lengths of `extents`.
+pub(crate) fn total_len(extents: &[(u64, u64)]) -> u64 {
+    extents.iter().map(|(s, e)| e - s).sum()
+}
+
+fn seek(file: &File, offset: u64, whence: Whence) -> Result<u64, Errno> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    lseek(file.as_fd(), offset, whence).map(|at| at as u64)
+}
 
 /// How a copy was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,16 +110,19 @@ fn start_writeback(output: &File, offset: u64, len: u64) {
     };
 }
 
+nix::ioctl_write_int!(
+    /// `FICLONE` (`_IOW(0x94, 9, int)`): make the target share the source's blocks.
+    ficlone,
+    0x94,
+    9
+);
+
 fn reflink(input: &File, output: &File) -> io::Result<()> {
-    // FICLONE = _IOW(0x94, 9, int)
-    const FICLONE: libc::c_ulong = 0x4004_9409;
-    // SAFETY: FICLONE reads only the source descriptor argument; both fds are open.
-    let rc = unsafe { libc::ioctl(output.as_raw_fd(), FICLONE, input.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // SAFETY: FICLONE takes the source descriptor by value (no memory is
+    // passed); both descriptors are open for the whole call.
+    unsafe { ficlone(output.as_raw_fd(), input.as_raw_fd() as libc::c_ulong) }
+        .map(drop)
+        .map_err(io::Error::from)
 }
 
 /// Bytes per copy task.
@@ -207,5 +257,32 @@ mod tests {
         );
         let ranges = nonzero_ranges(&File::open(&src).unwrap(), 256 << 20).unwrap();
         assert_eq!(ranges, vec![(1 << 20, 102_400), ((256 << 20) - 4096, 4096)]);
+    }
+
+    #[test]
+    fn finds_data_and_skips_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let file = File::create(&path).unwrap();
+        let len = 64 << 20;
+        file.set_len(len).unwrap();
+        file.write_all_at(b"head", 0).unwrap();
+        file.write_all_at(b"middle", 32 << 20).unwrap();
+        let file = File::open(&path).unwrap();
+        let extents = data_extents(&file, len).unwrap();
+        assert!(extents.len() >= 2, "{extents:?}");
+        assert_eq!(extents[0].0, 0);
+        assert!(extents.iter().any(|&(s, e)| s <= 32 << 20 && e > 32 << 20));
+        assert!(total_len(&extents) < 8 << 20, "{extents:?}");
+    }
+
+    #[test]
+    fn empty_and_all_hole_files_have_no_extents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holes");
+        let file = File::create(&path).unwrap();
+        assert!(data_extents(&file, 0).unwrap().is_empty());
+        file.set_len(1 << 30).unwrap();
+        assert!(data_extents(&file, 1 << 30).unwrap().is_empty());
     }
 }

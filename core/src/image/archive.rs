@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::publish;
 
 /// What an archive holds, once its blobs are in the store.
 #[derive(Debug, Clone)]
@@ -39,9 +40,9 @@ pub(crate) fn stage(
     };
     fs::create_dir_all(blobs_dir).map_err(|e| MicrosandboxError::io(blobs_dir, e))?;
     if staging.join("index.json").is_file() && staging.join("blobs").is_dir() {
-        stage_oci_layout(staging, blobs_dir).map_err(invalid)
+        stage_oci_layout(archive, staging, blobs_dir)
     } else if staging.join("manifest.json").is_file() {
-        stage_docker_save(staging, blobs_dir).map_err(invalid)
+        stage_docker_save(archive, staging, blobs_dir)
     } else {
         Err(invalid(
             "neither an OCI image layout (index.json) nor a docker save archive (manifest.json)"
@@ -181,9 +182,21 @@ struct OciManifest {
     layers: Vec<Descriptor>,
 }
 
-fn stage_oci_layout(staging: &Path, blobs_dir: &Path) -> Result<StagedImage, String> {
-    let index: Index = read_json(&staging.join("index.json"))?;
-    let mut chosen = pick_manifest(&index.manifests)?.clone();
+/// `ArchiveInvalid` for the image archive `archive`.
+fn bad_archive(archive: &Path, reason: impl Into<String>) -> MicrosandboxError {
+    MicrosandboxError::ArchiveInvalid {
+        path: archive.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn stage_oci_layout(
+    archive: &Path,
+    staging: &Path,
+    blobs_dir: &Path,
+) -> MicrosandboxResult<StagedImage> {
+    let index: Index = read_json(archive, &staging.join("index.json"))?;
+    let mut chosen = pick_manifest(archive, &index.manifests)?.clone();
     let reference_hint = chosen
         .annotations
         .get("io.containerd.image.name")
@@ -195,16 +208,21 @@ fn stage_oci_layout(staging: &Path, blobs_dir: &Path) -> Result<StagedImage, Str
     while chosen.media_type.contains("index") || chosen.media_type.contains("manifest.list") {
         depth += 1;
         if depth > 4 {
-            return Err("image indexes nest too deep".into());
+            return Err(bad_archive(archive, "image indexes nest too deep"));
         }
-        let nested: Index = read_json(&blob_path(staging, &chosen.digest)?)?;
-        chosen = pick_manifest(&nested.manifests)?.clone();
+        let nested: Index = read_json(archive, &blob_path(archive, staging, &chosen.digest)?)?;
+        chosen = pick_manifest(archive, &nested.manifests)?.clone();
         manifest_digest = chosen.digest.clone();
     }
-    let manifest_path = blob_path(staging, &manifest_digest)?;
-    let blobs = image_blob_digests(&manifest_path, &manifest_digest)?;
+    let manifest_path = blob_path(archive, staging, &manifest_digest)?;
+    let blobs = image_blob_digests(archive, &manifest_path, &manifest_digest)?;
     for digest in &blobs {
-        store_blob(&blob_path(staging, digest)?, digest, blobs_dir)?;
+        store_blob(
+            archive,
+            &blob_path(archive, staging, digest)?,
+            digest,
+            blobs_dir,
+        )?;
     }
     Ok(StagedImage {
         manifest_digest,
@@ -217,17 +235,21 @@ fn stage_oci_layout(staging: &Path, blobs_dir: &Path) -> Result<StagedImage, Str
 /// Every blob an image needs, read from its manifest blob: the manifest,
 /// the config, then the layers in order.
 pub(crate) fn image_blob_digests(
+    archive: &Path,
     manifest_path: &Path,
     manifest_digest: &str,
-) -> Result<Vec<String>, String> {
-    let manifest: OciManifest = read_json(manifest_path)?;
+) -> MicrosandboxResult<Vec<String>> {
+    let manifest: OciManifest = read_json(archive, manifest_path)?;
     let mut digests = vec![manifest_digest.to_string(), manifest.config.digest];
     digests.extend(manifest.layers.into_iter().map(|l| l.digest));
     Ok(digests)
 }
 
 /// The linux/amd64 entry of an index, else its only or first entry.
-fn pick_manifest(manifests: &[Descriptor]) -> Result<&Descriptor, String> {
+fn pick_manifest<'m>(
+    archive: &Path,
+    manifests: &'m [Descriptor],
+) -> MicrosandboxResult<&'m Descriptor> {
     let is_amd64 = |d: &&Descriptor| {
         d.platform
             .as_ref()
@@ -238,7 +260,7 @@ fn pick_manifest(manifests: &[Descriptor]) -> Result<&Descriptor, String> {
         .find(is_amd64)
         .or_else(|| manifests.iter().find(|d| d.platform.is_none()))
         .or_else(|| manifests.first())
-        .ok_or_else(|| "index.json lists no manifests".to_string())
+        .ok_or_else(|| bad_archive(archive, "index.json lists no manifests"))
 }
 
 #[derive(Deserialize)]
@@ -251,32 +273,36 @@ struct DockerManifestEntry {
     layers: Vec<String>,
 }
 
-fn stage_docker_save(staging: &Path, blobs_dir: &Path) -> Result<StagedImage, String> {
-    let entries: Vec<DockerManifestEntry> = read_json(&staging.join("manifest.json"))?;
+fn stage_docker_save(
+    archive: &Path,
+    staging: &Path,
+    blobs_dir: &Path,
+) -> MicrosandboxResult<StagedImage> {
+    let entries: Vec<DockerManifestEntry> = read_json(archive, &staging.join("manifest.json"))?;
     let entry = entries
         .into_iter()
         .next()
-        .ok_or("manifest.json lists no image")?;
+        .ok_or_else(|| bad_archive(archive, "manifest.json lists no image"))?;
     let in_archive = |name: &str| {
         safe_relative(Path::new(name))
             .map(|rel| staging.join(rel))
-            .ok_or_else(|| format!("unsafe path {name} in manifest.json"))
+            .ok_or_else(|| bad_archive(archive, format!("unsafe path {name} in manifest.json")))
     };
     let config_path = in_archive(&entry.config)?;
-    let config_digest = file_digest(&config_path)?;
-    store_blob(&config_path, &config_digest, blobs_dir)?;
+    let config_digest = file_digest(archive, &config_path)?;
+    store_blob(archive, &config_path, &config_digest, blobs_dir)?;
     let mut layers = Vec::new();
     for layer in &entry.layers {
         let path = in_archive(layer)?;
-        let digest = file_digest(&path)?;
+        let digest = file_digest(archive, &path)?;
         let size = fs::metadata(&path)
-            .map_err(|e| format!("{layer}: {e}"))?
+            .map_err(|e| bad_archive(archive, format!("{layer}: {e}")))?
             .len();
-        store_blob(&path, &digest, blobs_dir)?;
+        store_blob(archive, &path, &digest, blobs_dir)?;
         layers.push((digest, size));
     }
-    let config_size = fs::metadata(blobs_dir.join(hex_of(&config_digest)?))
-        .map_err(|e| e.to_string())?
+    let config_size = fs::metadata(blobs_dir.join(hex_of(archive, &config_digest)?))
+        .map_err(|e| bad_archive(archive, e.to_string()))?
         .len();
     // The manifest this image would have had in an OCI layout; its digest
     // identifies the image as for any other.
@@ -286,11 +312,11 @@ fn stage_docker_save(staging: &Path, blobs_dir: &Path) -> Result<StagedImage, St
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
         "layers": layers.iter().map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s})).collect::<Vec<_>>(),
     });
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| bad_archive(archive, e.to_string()))?;
     let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
     let manifest_file = staging.join("msb-synthesized-manifest.json");
-    fs::write(&manifest_file, &bytes).map_err(|e| e.to_string())?;
-    store_blob(&manifest_file, &manifest_digest, blobs_dir)?;
+    fs::write(&manifest_file, &bytes).map_err(|e| bad_archive(archive, e.to_string()))?;
+    store_blob(archive, &manifest_file, &manifest_digest, blobs_dir)?;
     Ok(StagedImage {
         manifest_digest,
         config_digest,
@@ -299,12 +325,14 @@ fn stage_docker_save(staging: &Path, blobs_dir: &Path) -> Result<StagedImage, St
     })
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+fn read_json<T: serde::de::DeserializeOwned>(archive: &Path, path: &Path) -> MicrosandboxResult<T> {
+    let bytes =
+        fs::read(path).map_err(|e| bad_archive(archive, format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| bad_archive(archive, format!("{}: {e}", path.display())))
 }
 
-fn hex_of(digest: &str) -> Result<&str, String> {
+fn hex_of<'d>(archive: &Path, digest: &'d str) -> MicrosandboxResult<&'d str> {
     digest
         .strip_prefix("sha256:")
         .filter(|h| {
@@ -312,17 +340,22 @@ fn hex_of(digest: &str) -> Result<&str, String> {
                 && h.bytes()
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         })
-        .ok_or_else(|| format!("unsupported digest {digest:?} (sha256 only)"))
+        .ok_or_else(|| {
+            bad_archive(
+                archive,
+                format!("unsupported digest {digest:?} (sha256 only)"),
+            )
+        })
 }
 
-fn blob_path(staging: &Path, digest: &str) -> Result<PathBuf, String> {
-    Ok(staging.join("blobs/sha256").join(hex_of(digest)?))
+fn blob_path(archive: &Path, staging: &Path, digest: &str) -> MicrosandboxResult<PathBuf> {
+    Ok(staging.join("blobs/sha256").join(hex_of(archive, digest)?))
 }
 
-fn file_digest(path: &Path) -> Result<String, String> {
+fn file_digest(archive: &Path, path: &Path) -> MicrosandboxResult<String> {
     sha256_file(path)
         .map(|(digest, _)| digest)
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| bad_archive(archive, format!("{}: {e}", path.display())))
 }
 
 /// `sha256:<hex>` of the file at `path`, and its length.
@@ -334,22 +367,35 @@ pub(crate) fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Check `path` hashes to `digest`, then move it to the blob store.
-fn store_blob(path: &Path, digest: &str, blobs_dir: &Path) -> Result<(), String> {
-    let hex = hex_of(digest)?;
+fn store_blob(
+    archive: &Path,
+    path: &Path,
+    digest: &str,
+    blobs_dir: &Path,
+) -> MicrosandboxResult<()> {
+    let hex = hex_of(archive, digest)?;
     if !path.is_file() {
-        return Err(format!("blob {digest} is missing from the archive"));
+        return Err(bad_archive(
+            archive,
+            format!("blob {digest} is missing from the archive"),
+        ));
     }
-    let actual = file_digest(path)?;
+    let actual = file_digest(archive, path)?;
     if actual != digest {
-        return Err(format!("blob {digest} has content {actual}"));
+        return Err(bad_archive(
+            archive,
+            format!("blob {digest} has content {actual}"),
+        ));
     }
     let dest = blobs_dir.join(hex);
     if dest.exists() {
         return Ok(());
     }
-    fs::rename(path, &dest)
-        .or_else(|_| fs::copy(path, &dest).map(|_| ()))
-        .map_err(|e| format!("storing blob {digest}: {e}"))
+    match publish::rename_noreplace(path, &dest) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => fs::copy(path, &dest).map(|_| ()),
+        _ => Ok(()),
+    }
+    .map_err(|e| bad_archive(archive, format!("storing blob {digest}: {e}")))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub(crate) fn apply_layer(layer: &Path, root: &Path) -> MicrosandboxResult<()> {
     };
     // Pass 1: whiteouts, which act on the layers below this one.
     for_each_entry(layer, |entry| {
-        let path = entry_path(&entry).map_err(&invalid)?;
+        let path = entry_path(layer, &entry)?;
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             return Ok(());
         };
@@ -36,7 +36,7 @@ pub(crate) fn apply_layer(layer: &Path, root: &Path) -> MicrosandboxResult<()> {
     })?;
     // Pass 2: everything else.
     for_each_entry(layer, |mut entry| {
-        let path = entry_path(&entry).map_err(&invalid)?;
+        let path = entry_path(layer, &entry)?;
         let is_whiteout = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -92,11 +92,21 @@ fn for_each_entry(
     Ok(())
 }
 
+/// The entry's path inside the image root; `ArchiveInvalid` for `layer`
+/// when it has none or would leave the root.
 fn entry_path(
+    layer: &Path,
     entry: &tar::Entry<'_, Box<dyn std::io::Read>>,
-) -> Result<std::path::PathBuf, String> {
-    let raw = entry.path().map_err(|e| format!("bad entry name: {e}"))?;
-    safe_relative(&raw).ok_or_else(|| format!("entry {} leaves the image root", raw.display()))
+) -> MicrosandboxResult<std::path::PathBuf> {
+    let invalid = |reason: String| MicrosandboxError::ArchiveInvalid {
+        path: layer.to_path_buf(),
+        reason,
+    };
+    let raw = entry
+        .path()
+        .map_err(|e| invalid(format!("bad entry name: {e}")))?;
+    safe_relative(&raw)
+        .ok_or_else(|| invalid(format!("entry {} leaves the image root", raw.display())))
 }
 
 /// `err` and its sources, joined: tar's own messages hide the OS error.

@@ -7,12 +7,17 @@
 //! ```text
 //! images/blobs/sha256/<hex>     manifests, configs, layers (checked digests)
 //! images/lower/<hex>.erofs      root disk of the image with that manifest digest
+//! images/lower/imported-<hex>.erofs  root disk that came in a snapshot archive
 //! images/tmp/                   staging; nothing here is ever read back
 //! ```
+//!
+//! This layout is private: other modules ask for paths ([`blob_path`],
+//! [`lower_path`]), bundles ([`bundle`]) and staging ([`StagedImageFiles`]).
 
 mod archive;
 
-pub(crate) use archive::{ZSTD_MAGIC, sha256_file};
+pub(crate) use archive::ZSTD_MAGIC;
+use archive::sha256_file;
 pub mod busybox;
 mod layers;
 
@@ -22,11 +27,13 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+use tempfile::TempDir;
 
 use crate::control::{CallOpts, Control};
 use crate::db;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
+use crate::publish;
 
 /// A loaded image, ready to boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,13 +86,13 @@ impl Image {
     pub async fn get(reference_or_digest: impl Into<String>) -> MicrosandboxResult<ImageInfo> {
         let wanted = reference_or_digest.into();
         let home = MsbHome::resolve()?;
-        crate::blocking(move || get_blocking(&home, &wanted)).await
+        crate::control::blocking(move || get_blocking(&home, &wanted)).await
     }
 
     /// Every loaded image, by reference.
     pub async fn list() -> MicrosandboxResult<Vec<ImageInfo>> {
         let home = MsbHome::resolve()?;
-        crate::blocking(move || list_blocking(&home)).await
+        crate::control::blocking(move || list_blocking(&home)).await
     }
 
     /// Write a tiny busybox OCI archive (see [`busybox`]) to `out`.
@@ -95,7 +102,8 @@ impl Image {
         out: impl Into<PathBuf>,
     ) -> MicrosandboxResult<()> {
         let (busybox, reference, out) = (busybox.into(), reference.into(), out.into());
-        crate::blocking(move || busybox::build_busybox_archive(&busybox, &reference, &out)).await
+        crate::control::blocking(move || busybox::build_busybox_archive(&busybox, &reference, &out))
+            .await
     }
 }
 
@@ -106,13 +114,8 @@ pub(crate) fn load_blocking(
     control: &Control,
 ) -> MicrosandboxResult<ImageInfo> {
     let images = home.images_dir();
-    let tmp_root = images.join("tmp");
-    fs::create_dir_all(&tmp_root).map_err(|e| MicrosandboxError::io(&tmp_root, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("load-")
-        .tempdir_in(&tmp_root)
-        .map_err(|e| MicrosandboxError::io(&tmp_root, e))?;
-    let blobs = images.join("blobs/sha256");
+    let tmp = staging_dir(home, "load")?;
+    let blobs = blobs_dir(home);
     let staged = archive::stage(archive, &tmp.path().join("stage"), &blobs)?;
     let reference = reference
         .map(str::to_string)
@@ -138,7 +141,8 @@ pub(crate) fn load_blocking(
         control.check()?;
         let dir = images.join("lower");
         fs::create_dir_all(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
-        fs::rename(&built, &lower).map_err(|e| MicrosandboxError::io(&lower, e))?;
+        // Named by the manifest digest: a concurrent load built the same disk.
+        publish::place_if_absent(&built, &lower)?;
     }
     control.check()?;
     let loaded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -208,10 +212,31 @@ fn list_blocking(home: &MsbHome) -> MicrosandboxResult<Vec<ImageInfo>> {
         .collect())
 }
 
+/// The directory of the blob store (`images/blobs/sha256`).
+fn blobs_dir(home: &MsbHome) -> PathBuf {
+    home.images_dir().join("blobs/sha256")
+}
+
 /// Path of the blob with `digest` in the store.
 pub(crate) fn blob_path(home: &MsbHome, digest: &str) -> PathBuf {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    home.images_dir().join("blobs/sha256").join(hex)
+    blobs_dir(home).join(hex)
+}
+
+/// Where staging directories of the store live (`images/tmp`): nothing
+/// there is ever read back.
+pub(crate) fn staging_root(home: &MsbHome) -> PathBuf {
+    home.images_dir().join("tmp")
+}
+
+/// A new staging directory `images/tmp/<purpose>-<random>`, deleted on drop.
+fn staging_dir(home: &MsbHome, purpose: &str) -> MicrosandboxResult<TempDir> {
+    let root = staging_root(home);
+    fs::create_dir_all(&root).map_err(|e| MicrosandboxError::io(&root, e))?;
+    tempfile::Builder::new()
+        .prefix(&format!("{purpose}-"))
+        .tempdir_in(&root)
+        .map_err(|e| MicrosandboxError::io(&root, e))
 }
 
 /// Every blob of the loaded image with `manifest_digest`: its manifest,
@@ -221,7 +246,11 @@ pub(crate) fn blob_digests(
     manifest_digest: &str,
 ) -> MicrosandboxResult<Vec<String>> {
     let path = blob_path(home, manifest_digest);
-    archive::image_blob_digests(&path, manifest_digest).map_err(|reason| {
+    archive::image_blob_digests(&path, &path, manifest_digest).map_err(|e| {
+        let reason = match e {
+            MicrosandboxError::ArchiveInvalid { reason, .. } => reason,
+            other => other.to_string(),
+        };
         MicrosandboxError::ImageNotFound {
             reference: format!("{manifest_digest} (its manifest blob is unreadable: {reason})"),
         }
@@ -232,7 +261,7 @@ pub(crate) fn blob_digests(
 /// under `reference`, unless that reference already names a local image (a
 /// local image is never replaced by an imported one), in which case the
 /// row goes under the manifest digest itself.
-pub(crate) fn register_imported(
+fn register_imported(
     home: &MsbHome,
     reference: &str,
     manifest_digest: &str,
@@ -275,6 +304,118 @@ pub(crate) fn lower_path(home: &MsbHome, manifest_digest: &str) -> PathBuf {
         .strip_prefix("sha256:")
         .unwrap_or(manifest_digest);
     home.images_dir().join("lower").join(format!("{hex}.erofs"))
+}
+
+/// Where a root disk that arrived in a snapshot archive is kept: by its own
+/// digest, apart from the ones this machine built.
+fn imported_lower_path(home: &MsbHome, lower_digest: &str) -> PathBuf {
+    let hex = lower_digest.strip_prefix("sha256:").unwrap_or(lower_digest);
+    home.images_dir()
+        .join("lower")
+        .join(format!("imported-{hex}.erofs"))
+}
+
+/// The files of a loaded image, for bundling into a snapshot archive.
+pub(crate) struct ImageBundle {
+    /// The image.
+    pub info: ImageInfo,
+    /// Every blob (manifest, config, layers): digest, path in the store, size.
+    pub blobs: Vec<(String, PathBuf, u64)>,
+    /// sha256 of the built root disk (which has no digest of its own).
+    pub lower_digest: String,
+    /// Size of the built root disk.
+    pub lower_size: u64,
+}
+
+/// The files of the loaded image with `manifest_digest`.
+pub(crate) fn bundle(home: &MsbHome, manifest_digest: &str) -> MicrosandboxResult<ImageBundle> {
+    let info = get_blocking(home, manifest_digest)?;
+    let mut blobs = Vec::new();
+    for digest in blob_digests(home, manifest_digest)? {
+        let path = blob_path(home, &digest);
+        let size = fs::metadata(&path)
+            .map_err(|e| MicrosandboxError::io(&path, e))?
+            .len();
+        blobs.push((digest, path, size));
+    }
+    let (lower_digest, lower_size) =
+        sha256_file(&info.lower_path).map_err(|e| MicrosandboxError::io(&info.lower_path, e))?;
+    Ok(ImageBundle {
+        info,
+        blobs,
+        lower_digest,
+        lower_size,
+    })
+}
+
+/// Image files being received (from a snapshot archive) into a staging
+/// directory of the store: each blob at [`blob_path`](Self::blob_path), the
+/// root disk at [`lower_path`](Self::lower_path). Dropped unpublished, they
+/// are deleted.
+pub(crate) struct StagedImageFiles {
+    dir: TempDir,
+}
+
+/// What an imported image claims to be; its files were checked against
+/// these digests while they were staged.
+pub(crate) struct ImportedImage<'a> {
+    pub reference: &'a str,
+    pub manifest_digest: &'a str,
+    pub config_digest: &'a str,
+    pub blobs: &'a [String],
+    pub lower_digest: &'a str,
+}
+
+impl StagedImageFiles {
+    /// A new staging directory under [`staging_root`].
+    pub(crate) fn new(home: &MsbHome) -> MicrosandboxResult<Self> {
+        Ok(Self {
+            dir: staging_dir(home, "import")?,
+        })
+    }
+
+    /// Where the blob with `digest` is staged.
+    pub(crate) fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join(digest.strip_prefix("sha256:").unwrap_or(digest))
+    }
+
+    /// Where the root disk is staged.
+    pub(crate) fn lower_path(&self) -> PathBuf {
+        self.dir.path().join("lower.erofs")
+    }
+
+    /// Move the staged files into the store and register the image. Blobs
+    /// are content-addressed (an existing one is kept). A root disk this
+    /// machine built itself is never replaced; an imported one is stored by
+    /// its own digest, apart from built ones, so a later load of the image
+    /// still builds (and trusts) its own.
+    pub(crate) fn publish(self, home: &MsbHome, image: &ImportedImage) -> MicrosandboxResult<()> {
+        let blobs = blobs_dir(home);
+        fs::create_dir_all(&blobs).map_err(|e| MicrosandboxError::io(&blobs, e))?;
+        for digest in image.blobs {
+            publish::place_if_absent(&self.blob_path(digest), &blob_path(home, digest))?;
+        }
+        let built = lower_path(home, image.manifest_digest);
+        let lower = if built.is_file() {
+            built
+        } else {
+            let to = imported_lower_path(home, image.lower_digest);
+            if let Some(dir) = to.parent() {
+                fs::create_dir_all(dir).map_err(|e| MicrosandboxError::io(dir, e))?;
+            }
+            publish::place_if_absent(&self.lower_path(), &to)?;
+            to
+        };
+        register_imported(
+            home,
+            image.reference,
+            image.manifest_digest,
+            image.config_digest,
+            &lower,
+        )
+    }
 }
 
 struct RuntimeConfig {

@@ -4,7 +4,7 @@
 //! created by one process can be used by another.
 
 use std::collections::BTreeMap;
-use std::io::BufReader;
+use std::io::{self, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ impl AgentClient {
     /// call is cancelled.
     pub fn connect(sock: &Path, timeout: Duration, control: &Control) -> MicrosandboxResult<Self> {
         let deadline = Instant::now() + timeout;
-        let mut last_error = String::from("timed out");
+        let mut last_error = io::Error::new(io::ErrorKind::TimedOut, "timed out");
         while Instant::now() < deadline {
             control.check()?;
             match Self::try_connect(sock, deadline, control) {
@@ -65,9 +65,9 @@ impl AgentClient {
         )))
     }
 
-    fn try_connect(sock: &Path, deadline: Instant, control: &Control) -> Result<Self, String> {
-        let stream = UnixStream::connect(sock).map_err(|e| e.to_string())?;
-        let writer = stream.try_clone().map_err(|e| e.to_string())?;
+    fn try_connect(sock: &Path, deadline: Instant, control: &Control) -> io::Result<Self> {
+        let stream = UnixStream::connect(sock)?;
+        let writer = stream.try_clone()?;
         let mut client = Self {
             reader: BufReader::new(stream),
             writer,
@@ -77,36 +77,34 @@ impl AgentClient {
         // booting is never read.
         loop {
             if control.is_cancelled() {
-                return Err("cancelled".into());
+                return Err(io::Error::other("cancelled"));
             }
-            client
-                .send(&HostMessage::Hello)
-                .map_err(|e| e.to_string())?;
+            client.send(&HostMessage::Hello).map_err(io::Error::other)?;
             // Short waits keep a cancelled boot from waiting long.
             let wait = deadline
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(100));
             if wait.is_zero() {
-                return Err("timed out waiting for ready".into());
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "timed out waiting for ready",
+                ));
             }
-            client
-                .reader
-                .get_ref()
-                .set_read_timeout(Some(wait))
-                .map_err(|e| e.to_string())?;
+            client.reader.get_ref().set_read_timeout(Some(wait))?;
             match protocol::read_message::<_, GuestMessage>(&mut client.reader) {
                 Ok(Some(GuestMessage::Ready { .. })) => {
-                    client
-                        .reader
-                        .get_ref()
-                        .set_read_timeout(None)
-                        .map_err(|e| e.to_string())?;
+                    client.reader.get_ref().set_read_timeout(None)?;
                     return Ok(client);
                 }
                 Ok(Some(_)) => continue,
-                Ok(None) => return Err("agent closed the connection".into()),
+                Ok(None) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "agent closed the connection",
+                    ));
+                }
                 Err(e) if is_timeout(&e) => continue,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(io::Error::other(e)),
             }
         }
     }

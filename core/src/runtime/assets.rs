@@ -15,12 +15,14 @@
 //! one of 3 and 4 is used.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
+use crate::publish::StagedFile;
 
 /// Overrides the kernel directory.
 pub const MSB_KERNEL_DIR_ENV: &str = "MSB_KERNEL_DIR";
@@ -206,13 +208,13 @@ impl GuestAssets {
             cpio_entry(&mut archive, &mut ino, name, *mode, bytes);
         }
         cpio_entry(&mut archive, &mut ino, "TRAILER!!!", 0, &[]);
-        let partial = tempfile::NamedTempFile::new_in(&cache)
-            .map_err(|e| MicrosandboxError::io(&cache, e))?;
-        fs::write(partial.path(), &archive)
-            .map_err(|e| MicrosandboxError::io(partial.path(), e))?;
-        partial
-            .persist(&out)
-            .map_err(|e| MicrosandboxError::io(&out, e.error))?;
+        // A cache: rebuilt if lost, so published without syncing.
+        let staged = StagedFile::new(&out, "building", 0o600)?;
+        staged
+            .file()
+            .write_all(&archive)
+            .map_err(|e| MicrosandboxError::io(&out, e))?;
+        staged.publish(false)?;
         Ok(out)
     }
 }

@@ -8,61 +8,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::error::MicrosandboxResult;
 
-/// Environment variable choosing the accelerator.
-pub const MSB_ACCEL_ENV: &str = "MSB_ACCEL";
-
-/// The accelerator a caller asks for: a fixed one, or `Auto` (KVM only
-/// after a probe boot succeeded on this host kernel).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum AccelMode {
-    /// KVM where it runs guests, otherwise TCG.
-    #[default]
-    Auto,
-    /// Always KVM.
-    Kvm,
-    /// Always TCG (software emulation).
-    Tcg,
-}
-
-impl AccelMode {
-    /// The mode named by `MSB_ACCEL` (`Auto` when unset or empty).
-    pub fn from_env() -> MicrosandboxResult<Self> {
-        match std::env::var(MSB_ACCEL_ENV) {
-            Ok(value) => value.parse().map_err(|_| {
-                MicrosandboxError::InvalidConfig(format!(
-                    "{MSB_ACCEL_ENV}={value} is not one of auto, kvm, tcg"
-                ))
-            }),
-            Err(_) => Ok(Self::Auto),
-        }
-    }
-
-    /// Stable name: `auto`, `kvm` or `tcg`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Kvm => "kvm",
-            Self::Tcg => "tcg",
-        }
-    }
-}
-
-impl std::str::FromStr for AccelMode {
-    type Err = MicrosandboxError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" | "" => Ok(Self::Auto),
-            "kvm" => Ok(Self::Kvm),
-            "tcg" => Ok(Self::Tcg),
-            other => Err(MicrosandboxError::InvalidConfig(format!(
-                "accelerator {other:?} is not one of auto, kvm, tcg"
-            ))),
-        }
-    }
-}
+pub use crate::home::{AccelMode, MSB_ACCEL_ENV};
 
 /// Hardware acceleration for the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

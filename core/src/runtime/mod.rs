@@ -17,6 +17,7 @@ pub use agent::ExecOutput;
 use assets::GuestAssets;
 use host::Accel;
 pub use host::AccelMode;
+pub(crate) use qemu::vm_name;
 use qemu::{VmParams, VmPaths};
 
 use crate::control::Control;

@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+
 use super::assets::GuestAssets;
 use super::host::{Accel, tsc_khz};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
@@ -18,6 +22,13 @@ pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 
 /// Prefix of every VM's `-name`, so leftover VMs can be found.
 pub const VM_NAME_PREFIX: &str = "msb-";
+
+/// The VM name of the sandbox in `sandbox_dir`: [`VM_NAME_PREFIX`] and 16
+/// hex digits of a hash of the directory, stable across boots.
+pub(crate) fn vm_name(sandbox_dir: &Path) -> String {
+    let hash = Sha256::digest(sandbox_dir.to_string_lossy().as_bytes());
+    format!("{VM_NAME_PREFIX}{}", &hex::encode(hash)[..16])
+}
 
 /// Where one VM's sockets and pid file live. Unix socket paths must stay
 /// under ~100 bytes, so this is a short directory under /tmp, keyed by the
@@ -35,8 +46,7 @@ pub(crate) struct VmPaths {
 
 impl VmPaths {
     pub fn new(sandbox_dir: &Path, vm_name: &str) -> Self {
-        // SAFETY: getuid cannot fail and touches no memory.
-        let uid = unsafe { libc::getuid() };
+        let uid = nix::unistd::getuid();
         let run_dir = PathBuf::from(format!("/tmp/msb-{uid}")).join(vm_name);
         let shm = Path::new("/dev/shm");
         let ram_dir = if shm.is_dir() {
@@ -237,8 +247,8 @@ pub(crate) fn force_quit(pid: u32, vm_name: &str, qmp_sock: &Path) {
         }
     }
     if is_alive(pid, vm_name) {
-        // SAFETY: kill sends a signal to a pid we checked is our VM.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        // A pid we just checked is our VM.
+        let _ = kill(Pid::from_raw(pid as libc::pid_t), Signal::SIGKILL);
         wait_exit(pid, vm_name, Duration::from_secs(5));
     }
 }

@@ -4,17 +4,13 @@
 //! plus a registry row; the row appears only once the sandbox booted, so a
 //! failed create leaves nothing behind.
 
-pub mod registry;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 pub use crate::runtime::ExecOutput;
+pub use crate::sandbox_store::{UPPER_FILE, registry};
 pub use registry::{SandboxConfig, SandboxState};
 
 use crate::control::{CallOpts, Control, long_call};
@@ -22,6 +18,7 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image;
 use crate::runtime::{self, BootRequest};
+use crate::sandbox_store::{self, DirLock};
 use crate::snapshot::Snapshot;
 use registry::SandboxRecord;
 
@@ -30,9 +27,6 @@ pub const DEFAULT_UPPER_SIZE: u64 = 4 << 30;
 
 /// Guest memory unless the builder says otherwise.
 pub const DEFAULT_MEMORY_MIB: u32 = 256;
-
-/// File name of the writable upper disk in a sandbox directory.
-pub const UPPER_FILE: &str = "upper.ext4";
 
 /// A running sandbox, and the entry points for sandboxes.
 #[derive(Debug, Clone)]
@@ -81,13 +75,13 @@ impl Sandbox {
     pub async fn get(name: impl Into<String>) -> MicrosandboxResult<SandboxHandle> {
         let name = name.into();
         let home = MsbHome::resolve()?;
-        crate::blocking(move || SandboxHandle::load(&home, &name)).await
+        crate::control::blocking(move || SandboxHandle::load(&home, &name)).await
     }
 
     /// Every sandbox, by name.
     pub async fn list() -> MicrosandboxResult<Vec<SandboxHandle>> {
         let home = MsbHome::resolve()?;
-        crate::blocking(move || {
+        crate::control::blocking(move || {
             registry::names(&home)?
                 .iter()
                 .map(|n| SandboxHandle::load(&home, n))
@@ -277,7 +271,7 @@ impl SandboxBuilder {
             cpus: self.cpus,
             env,
             working_dir: image.working_dir,
-            vm_name: vm_name(dir),
+            vm_name: runtime::vm_name(dir),
         };
         control.check()?;
         let vm = runtime::boot(home, &boot_request(dir, &config), control)?;
@@ -303,7 +297,7 @@ impl SandboxHandle {
 
     fn from_record(home: &MsbHome, rec: SandboxRecord) -> Self {
         Self {
-            dir: home.sandboxes_dir().join(&rec.name),
+            dir: sandbox_store::sandbox_dir(home, &rec.name),
             home: home.clone(),
             name: rec.name,
             config: rec.config,
@@ -325,7 +319,7 @@ impl SandboxHandle {
     /// The current state, checked against the VM process.
     pub async fn status(&self) -> MicrosandboxResult<SandboxState> {
         let (home, name) = (self.home.clone(), self.name.clone());
-        crate::blocking(move || Ok(registry::get(&home, &name)?.state)).await
+        crate::control::blocking(move || Ok(registry::get(&home, &name)?.state)).await
     }
 
     /// Boot configuration.
@@ -366,7 +360,7 @@ impl SandboxHandle {
         let mut argv = vec![cmd.into()];
         argv.extend(args.into_iter().map(Into::into));
         let this = self.clone();
-        crate::blocking(move || {
+        crate::control::blocking(move || {
             let rec = registry::get(&this.home, &this.name)?;
             if rec.state != SandboxState::Running {
                 return Err(MicrosandboxError::SandboxNotRunning {
@@ -412,7 +406,7 @@ impl SandboxHandle {
     /// Stopping a stopped sandbox does nothing.
     pub async fn stop(&self) -> MicrosandboxResult<()> {
         let this = self.clone();
-        crate::blocking(move || {
+        crate::control::blocking(move || {
             let _lock = DirLock::acquire(&this.dir)?;
             let rec = registry::get(&this.home, &this.name)?;
             if let (SandboxState::Running, Some(pid)) = (rec.state, rec.pid) {
@@ -431,7 +425,7 @@ impl SandboxHandle {
     /// Stop the VM if it runs, then delete the sandbox's directory and row.
     pub async fn remove(&self) -> MicrosandboxResult<()> {
         let this = self.clone();
-        crate::blocking(move || {
+        crate::control::blocking(move || {
             let rec = registry::get(&this.home, &this.name)?;
             if let (SandboxState::Running, Some(pid)) = (rec.state, rec.pid) {
                 runtime::kill(&this.dir, &rec.config.vm_name, pid);
@@ -468,7 +462,7 @@ impl SandboxHandle {
     /// `msb kill`). The sandbox ends up `crashed`.
     pub async fn kill(&self) -> MicrosandboxResult<()> {
         let this = self.clone();
-        crate::blocking(move || {
+        crate::control::blocking(move || {
             let rec = registry::get(&this.home, &this.name)?;
             if let Some(pid) = rec.pid {
                 runtime::kill(&this.dir, &rec.config.vm_name, pid);
@@ -516,15 +510,6 @@ pub fn validate_name(name: &str) -> MicrosandboxResult<()> {
     }
 }
 
-fn vm_name(dir: &Path) -> String {
-    let hash = Sha256::digest(dir.to_string_lossy().as_bytes());
-    format!(
-        "{}{}",
-        runtime::qemu::VM_NAME_PREFIX,
-        &hex::encode(hash)[..16]
-    )
-}
-
 fn boot_request(dir: &Path, config: &SandboxConfig) -> BootRequest {
     BootRequest {
         vm_name: config.vm_name.clone(),
@@ -549,28 +534,6 @@ fn make_upper(path: &Path, size: u64) -> MicrosandboxResult<()> {
         path.as_os_str(),
     ];
     crate::tools::run_tool("mkfs.ext4", args, "e2fsprogs")
-}
-
-/// An exclusive `flock` on a sandbox directory, held for a state change so
-/// two processes never boot or stop the same sandbox at once.
-pub(crate) struct DirLock {
-    _file: File,
-}
-
-impl DirLock {
-    pub(crate) fn acquire(dir: &Path) -> MicrosandboxResult<Self> {
-        let path = dir.join(".lock");
-        let file = File::create(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
-        // SAFETY: flock on a descriptor we own; released when `file` closes.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(MicrosandboxError::io(
-                &path,
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(Self { _file: file })
-    }
 }
 
 #[cfg(test)]

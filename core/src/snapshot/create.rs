@@ -5,8 +5,8 @@
 //! The index row is added afterwards, best effort.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::PathBuf;
 
 use super::integrity::{self, IntegrityAlgorithm};
 use super::manifest::{
@@ -16,8 +16,9 @@ use super::{Snapshot, index};
 use crate::control::{CallOpts, Control};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
-use crate::sandbox::registry::{self, SandboxState};
-use crate::sandbox::{DirLock, UPPER_FILE};
+use crate::publish;
+use crate::sandbox_store::registry::SandboxState;
+use crate::sandbox_store::{LockedSandbox, UPPER_FILE};
 use crate::sparse::copy_sparse;
 
 /// Where to place a new snapshot artifact.
@@ -207,35 +208,28 @@ pub(crate) fn create_blocking(
         SnapshotDestination::Name(name) => home.snapshots_dir().join(name),
         SnapshotDestination::Path(path) => path.clone(),
     };
-    let sandbox_dir = home.sandboxes_dir().join(&config.source_sandbox);
     // Hold the sandbox's lock so it cannot boot while its disk is copied.
-    let record = registry::get(home, &config.source_sandbox)?;
-    let _lock = DirLock::acquire(&sandbox_dir)?;
-    let record = registry::get(home, &record.name)?;
+    let sandbox = LockedSandbox::acquire(home, &config.source_sandbox)?;
+    let record = &sandbox.record;
     if record.state == SandboxState::Running {
-        return Err(MicrosandboxError::SnapshotSandboxRunning { name: record.name });
+        return Err(MicrosandboxError::SnapshotSandboxRunning {
+            name: record.name.clone(),
+        });
     }
     if dest.exists() && !config.force {
         return Err(MicrosandboxError::SnapshotAlreadyExists { path: dest });
     }
-    let parent = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    let parent = publish::parent_of(&dest).to_path_buf();
     fs::create_dir_all(&parent).map_err(|e| MicrosandboxError::io(&parent, e))?;
     let base = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    remove_abandoned_staging(&parent);
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".{base}{STAGING_MARK}{}-", std::process::id()))
-        .tempdir_in(&parent)
-        .map_err(|e| MicrosandboxError::io(&parent, e))?;
+    publish::remove_abandoned_staging(&parent);
+    let staging = publish::staging_dir(&parent, &base)?;
 
     let upper = staging.path().join(UPPER_FILE);
-    let source_upper = sandbox_dir.join(UPPER_FILE);
+    let source_upper = sandbox.upper_path();
     copy_sparse(&source_upper, &upper).map_err(|e| MicrosandboxError::io(&source_upper, e))?;
     control.check()?;
     let size_bytes = fs::metadata(&upper)
@@ -269,104 +263,23 @@ pub(crate) fn create_blocking(
         source_sandbox: Some(record.name.clone()),
     };
     manifest.validate(&staging.path().join(MANIFEST_FILE))?;
-    write_synced(
+    publish::write_synced(
         &staging.path().join(MANIFEST_FILE),
         &manifest.canonical_bytes(),
     )?;
-    sync_dir(staging.path())?;
+    publish::sync_dir(staging.path())?;
 
-    publish(staging.keep(), &dest, config.force)?;
-    sync_dir(&parent)?;
+    publish::publish_dir(&staging.keep(), &dest, config.force).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            MicrosandboxError::SnapshotAlreadyExists { path: dest.clone() }
+        } else {
+            MicrosandboxError::io(&dest, e)
+        }
+    })?;
+    publish::sync_dir(&parent)?;
     let snap = Snapshot::open_dir(&dest)?;
     index::record_best_effort(home, &snap);
     Ok(snap)
-}
-
-/// Infix of staging directory names: `.<name>.creating-<pid>-<random>`.
-pub(crate) const STAGING_MARK: &str = ".creating-";
-
-/// Delete staging directories in `dir` left by creates whose process died
-/// (killed mid-create): they were never visible, and now never will be.
-pub(crate) fn remove_abandoned_staging(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name
-            .strip_prefix('.')
-            .and_then(|n| n.split_once(STAGING_MARK))
-            .map(|(_, r)| r)
-        else {
-            continue;
-        };
-        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// Move the finished `staging` directory to `dest`: atomically when `dest`
-/// is free; with `force`, the two are swapped atomically (RENAME_EXCHANGE),
-/// so readers see the old artifact or the new one, never neither, and the old
-/// one is deleted from where the staging directory was.
-fn publish(staging: PathBuf, dest: &Path, force: bool) -> MicrosandboxResult<()> {
-    let cleanup = |e: MicrosandboxError| {
-        let _ = fs::remove_dir_all(&staging);
-        e
-    };
-    match rename_with(&staging, dest, libc::RENAME_NOREPLACE) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && force => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(cleanup(MicrosandboxError::SnapshotAlreadyExists {
-                path: dest.to_path_buf(),
-            }));
-        }
-        Err(e) => return Err(cleanup(MicrosandboxError::io(dest, e))),
-    }
-    rename_with(&staging, dest, libc::RENAME_EXCHANGE)
-        .map_err(|e| cleanup(MicrosandboxError::io(dest, e)))?;
-    let _ = fs::remove_dir_all(&staging); // now the replaced artifact
-    Ok(())
-}
-
-/// `renameat2(2)` with `flags` (RENAME_NOREPLACE fails with `AlreadyExists`).
-pub(crate) fn rename_with(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
-    let (from_c, to_c) = (c(from)?, c(to)?);
-    // SAFETY: renameat2 with two NUL-terminated paths we own.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from_c.as_ptr(),
-            libc::AT_FDCWD,
-            to_c.as_ptr(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> MicrosandboxResult<()> {
-    use std::io::Write;
-    let mut file = File::create(path).map_err(|e| MicrosandboxError::io(path, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| MicrosandboxError::io(path, e))
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> MicrosandboxResult<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| MicrosandboxError::io(dir, e))
 }
 
 #[cfg(test)]

@@ -389,7 +389,7 @@ pub(crate) fn for_each(
 /// Upsert every artifact of `dir`, drop rows whose artifacts are gone, and
 /// recount children in one pass. Returns how many artifacts were indexed.
 pub(crate) fn reindex(home: &MsbHome, dir: &Path, control: &Control) -> MicrosandboxResult<usize> {
-    super::create::remove_abandoned_staging(dir);
+    crate::publish::remove_abandoned_staging(dir);
     let found = super::list_dir_blocking(dir)?;
     control.check()?;
     let mut conn = db::open(home)?;
@@ -451,7 +451,7 @@ pub(crate) fn remove(home: &MsbHome, key: &str, force: bool) -> MicrosandboxResu
             children: children as u64,
         });
     }
-    remove_artifact_dir(&path)?;
+    crate::publish::remove_dir_atomically(&path)?;
     conn.execute(
         "DELETE FROM snapshots WHERE path = ?1",
         params![path.to_string_lossy()],
@@ -461,28 +461,4 @@ pub(crate) fn remove(home: &MsbHome, key: &str, force: bool) -> MicrosandboxResu
         recount_children(home, &conn, Some(&parent))?;
     }
     Ok(())
-}
-
-/// Delete an artifact directory so that no reader ever sees half of it: it
-/// is renamed to a hidden sibling first, and the manifest goes first.
-fn remove_artifact_dir(path: &Path) -> MicrosandboxResult<()> {
-    let Some(parent) = path.parent() else {
-        return Err(MicrosandboxError::InvalidConfig(format!(
-            "cannot remove {}",
-            path.display()
-        )));
-    };
-    let trash = parent.join(format!(
-        ".{}.removing-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    match std::fs::rename(path, &trash) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(MicrosandboxError::io(path, e)),
-    }
-    std::fs::remove_dir_all(&trash).map_err(|e| MicrosandboxError::io(&trash, e))
 }

@@ -154,7 +154,7 @@ impl Manifest {
             ));
         }
         if let Some(parent) = &self.parent {
-            check_parent_digest(parent).or_else(invalid)?;
+            check_parent_digest(parent, origin)?;
         }
         if chrono::DateTime::parse_from_rfc3339(&self.created_at).is_err() {
             return invalid(format!(
@@ -217,13 +217,18 @@ fn is_lower_hex_of_len(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn check_parent_digest(parent: &str) -> Result<(), String> {
+/// `parent` is a content digest; `ManifestInvalid` for `origin` otherwise.
+fn check_parent_digest(parent: &str, origin: &Path) -> MicrosandboxResult<()> {
     if !parent.contains(':') {
-        return Err(format!("parent is not a digest (missing ':'): {parent}"));
+        return Err(MicrosandboxError::manifest_invalid(
+            origin,
+            format!("parent is not a digest (missing ':'): {parent}"),
+        ));
     }
     if !is_content_digest(parent) {
-        return Err(format!(
-            "parent must be sha256:<64 hex> or sha512:<128 hex>, got {parent:?}"
+        return Err(MicrosandboxError::manifest_invalid(
+            origin,
+            format!("parent must be sha256:<64 hex> or sha512:<128 hex>, got {parent:?}"),
         ));
     }
     Ok(())

@@ -1,34 +1,36 @@
 //! Snapshot artifacts: a directory holding `manifest.json` and the captured
 //! upper file. The artifact directory is the source of truth; anything else
-//! (the index, archives) is derived from it. This module opens artifacts
-//! (structure only, never the upper's content), verifies them (content), and
-//! holds the static entry points: capture, index lookups, removal, reindex,
-//! export and import.
+//! (the index, archives) is derived from it. This module is the façade: it
+//! opens artifacts (structure only, never the upper's content), holds the
+//! accessors and the static entry points (capture, index lookups, removal,
+//! reindex, export, import, verify), and hands the work to its parts:
+//! [`create`] (capture), `verify` (content checks), [`index`], [`archive`],
+//! [`integrity`] (digest algorithms) and [`manifest`] (the format).
 
 pub mod archive;
 pub mod create;
 pub mod index;
 pub mod integrity;
 pub mod manifest;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 pub use archive::ExportOpts;
 pub use create::{SnapshotBuilder, SnapshotConfig, SnapshotDestination, SnapshotSpec};
 pub use index::SnapshotHandle;
 pub use integrity::IntegrityAlgorithm;
 pub use manifest::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
+pub use verify::{SnapshotVerifyReport, UpperVerifyStatus};
 
 use crate::control::{CallOpts, Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::progress::ProgressCallback;
-use manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, is_sha256_digest};
+use manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES};
 
 /// An opened snapshot artifact: its directory, parsed manifest and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,32 +38,6 @@ pub struct Snapshot {
     path: PathBuf,
     manifest: Manifest,
     digest: String,
-}
-
-/// Result of [`Snapshot::verify`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SnapshotVerifyReport {
-    /// The snapshot's manifest digest.
-    pub digest: String,
-    /// The artifact directory.
-    pub path: PathBuf,
-    /// What the upper-layer check found.
-    pub upper: UpperVerifyStatus,
-}
-
-/// Upper-layer content verification result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum UpperVerifyStatus {
-    /// The manifest records no integrity descriptor.
-    NotRecorded,
-    /// The recorded digest matched the content.
-    Verified {
-        /// The integrity algorithm's name.
-        algorithm: String,
-        /// The digest computed (equal to the recorded one).
-        digest: String,
-    },
 }
 
 impl Snapshot {
@@ -79,13 +55,13 @@ impl Snapshot {
     /// The indexed snapshot with this name, digest or path.
     pub async fn get(name_or_digest: impl Into<String>) -> MicrosandboxResult<SnapshotHandle> {
         let (home, key) = (MsbHome::resolve()?, name_or_digest.into());
-        crate::blocking(move || index::get(&home, &key)).await
+        crate::control::blocking(move || index::get(&home, &key)).await
     }
 
     /// Every indexed snapshot, newest first.
     pub async fn list() -> MicrosandboxResult<Vec<SnapshotHandle>> {
         let home = MsbHome::resolve()?;
-        crate::blocking(move || index::list(&home)).await
+        crate::control::blocking(move || index::list(&home)).await
     }
 
     /// Every indexed snapshot, newest first, handed to `visit` one at a
@@ -95,7 +71,7 @@ impl Snapshot {
         mut visit: impl FnMut(SnapshotHandle) -> bool + Send + 'static,
     ) -> MicrosandboxResult<()> {
         let home = MsbHome::resolve()?;
-        crate::blocking(move || index::for_each(&home, &mut visit)).await
+        crate::control::blocking(move || index::for_each(&home, &mut visit)).await
     }
 
     /// The valid artifacts directly inside `dir`, by path; never touches the
@@ -103,14 +79,14 @@ impl Snapshot {
     /// skipped.
     pub async fn list_dir(dir: impl AsRef<Path>) -> MicrosandboxResult<Vec<Self>> {
         let dir = dir.as_ref().to_path_buf();
-        crate::blocking(move || list_dir_blocking(&dir)).await
+        crate::control::blocking(move || list_dir_blocking(&dir)).await
     }
 
     /// Remove an artifact (by name, digest or path) and its index row.
     /// `SnapshotHasChildren` while indexed children exist, unless `force`.
     pub async fn remove(path_or_name: impl Into<String>, force: bool) -> MicrosandboxResult<()> {
         let (home, key) = (MsbHome::resolve()?, path_or_name.into());
-        crate::blocking(move || index::remove(&home, &key, force)).await
+        crate::control::blocking(move || index::remove(&home, &key, force)).await
     }
 
     /// Rebuild the index from the artifacts in `dir`. Returns how many
@@ -196,7 +172,7 @@ impl Snapshot {
     pub async fn open(path_or_name: impl AsRef<str>) -> MicrosandboxResult<Self> {
         let home = MsbHome::resolve()?;
         let dir = home.snapshot_location(path_or_name.as_ref())?;
-        crate::blocking(move || Self::open_dir(&dir)).await
+        crate::control::blocking(move || Self::open_dir(&dir)).await
     }
 
     /// Open the artifact in directory `dir`. Blocking.
@@ -243,7 +219,7 @@ impl Snapshot {
     pub async fn upper_allocated_bytes(&self) -> MicrosandboxResult<u64> {
         use std::os::unix::fs::MetadataExt;
         let path = self.upper_path();
-        crate::blocking(move || {
+        crate::control::blocking(move || {
             let meta = std::fs::metadata(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
             Ok(meta.blocks() * 512)
         })
@@ -313,101 +289,6 @@ impl Snapshot {
             progress: progress.cloned(),
             cancel: None,
         }))
-    }
-
-    pub(crate) fn verify_controlled(
-        &self,
-        control: &Control,
-    ) -> MicrosandboxResult<SnapshotVerifyReport> {
-        let upper = match &self.manifest.upper.integrity {
-            None => {
-                self.check_upper_file()?;
-                UpperVerifyStatus::NotRecorded
-            }
-            Some(recorded) => self.verify_upper(recorded, control)?,
-        };
-        Ok(SnapshotVerifyReport {
-            digest: self.digest.clone(),
-            path: self.path.clone(),
-            upper,
-        })
-    }
-
-    fn verify_upper(
-        &self,
-        recorded: &UpperIntegrity,
-        control: &Control,
-    ) -> MicrosandboxResult<UpperVerifyStatus> {
-        let manifest_path = self.path.join(MANIFEST_FILE);
-        let algorithm = IntegrityAlgorithm::require(&recorded.algorithm, &manifest_path)?;
-        if !is_sha256_digest(&recorded.digest) {
-            return Err(MicrosandboxError::manifest_invalid(
-                &manifest_path,
-                format!(
-                    "upper.integrity.digest must be sha256:<64 lowercase hex> for {algorithm}, got {:?}",
-                    recorded.digest
-                ),
-            ));
-        }
-        let upper_path = self.upper_path();
-        // Hash the same open file whose size was checked, so a swap between
-        // the check and the read cannot pass.
-        let file = self.check_upper_file()?;
-        let computed =
-            integrity::digest_open_file(&file, self.manifest.upper.size_bytes, algorithm, control)
-                .map_err(|e| MicrosandboxError::io(&upper_path, e))?;
-        if computed != recorded.digest {
-            return Err(MicrosandboxError::integrity(
-                &self.path,
-                format!(
-                    "upper digest mismatch ({algorithm}): manifest={}, file={computed}",
-                    recorded.digest
-                ),
-            ));
-        }
-        Ok(UpperVerifyStatus::Verified {
-            algorithm: algorithm.name().to_string(),
-            digest: computed,
-        })
-    }
-
-    /// Open the upper file and check it is a regular file of the recorded size.
-    fn check_upper_file(&self) -> MicrosandboxResult<File> {
-        let upper_path = self.upper_path();
-        let meta = match std::fs::symlink_metadata(&upper_path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(MicrosandboxError::integrity(
-                    &self.path,
-                    format!("upper file {} is missing", self.manifest.upper.file),
-                ));
-            }
-            Err(e) => return Err(MicrosandboxError::io(&upper_path, e)),
-        };
-        if !meta.file_type().is_file() {
-            return Err(MicrosandboxError::integrity(
-                &self.path,
-                format!(
-                    "upper file {} is not a regular file (symlinks may leave the artifact)",
-                    self.manifest.upper.file
-                ),
-            ));
-        }
-        let file = File::open(&upper_path).map_err(|e| MicrosandboxError::io(&upper_path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| MicrosandboxError::io(&upper_path, e))?
-            .len();
-        if len != self.manifest.upper.size_bytes {
-            return Err(MicrosandboxError::integrity(
-                &self.path,
-                format!(
-                    "upper size mismatch: manifest says {}, file is {len}",
-                    self.manifest.upper.size_bytes
-                ),
-            ));
-        }
-        Ok(file)
     }
 }
 

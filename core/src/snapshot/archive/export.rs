@@ -1,29 +1,33 @@
-//! Writing archives: verify what goes in, then stream it into a temp file
-//! beside `out` (zstd over every core, or plain tar) and rename it into
-//! place, so `out` is either untouched or complete. Uppers are stored as
+//! Writing archives: plan (resolve and verify what goes in), write (stream
+//! it into a staged file beside `out`, zstd over every core or plain tar)
+//! and publish (rename it into place through [`publish`](crate::publish)),
+//! so `out` is either untouched or complete. Uppers are stored as
 //! sparse entries holding only their non-zero blocks, so the archive's size
 //! and the export's cost follow the data, not the apparent size.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::tarfmt::{Segment, TarWriter};
 use super::{
     ARCHIVE_FORMAT, ArchiveIndex, ArchivedImage, ArchivedSnapshot, ExportOpts, INDEX_ENTRY,
     ZSTD_LEVEL, blob_entry, lower_entry, snapshot_dir_entry,
 };
-use crate::control::Control;
+use crate::control::{Control, CountingReader, ProgressTracker};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::image;
-use crate::progress::{CountingReader, ProgressPhase, ProgressTracker};
+use crate::progress::ProgressPhase;
+use crate::publish::StagedFile;
 use crate::snapshot::manifest::{MANIFEST_FILE, is_content_digest};
 use crate::snapshot::{Snapshot, index};
 use crate::sparse::nonzero_ranges;
 
-/// Export `name_or_path` to `out` per `opts`. Blocking.
+/// Export `name_or_path` to `out` per `opts`. Blocking. Three steps:
+/// [`plan`] (resolve and verify what goes in), [`write`] (stream it into a
+/// staged file beside `out`) and publication (rename it over `out`).
 pub(crate) fn export_blocking(
     home: &MsbHome,
     name_or_path: &str,
@@ -31,6 +35,56 @@ pub(crate) fn export_blocking(
     opts: ExportOpts,
     control: &Control,
 ) -> MicrosandboxResult<()> {
+    let plan = plan(home, name_or_path, &opts, control)?;
+    let tracker = ProgressTracker::new(control, ProgressPhase::Export, plan.total_bytes());
+    // An archive is meant to be shared: the usual file mode, not 0600.
+    let staged = StagedFile::new(out, "exporting", 0o644)?;
+    write(&plan, staged.file(), opts.plain_tar, &tracker)
+        .map_err(|e| MicrosandboxError::io(out, e))?;
+    staged.publish(true)?;
+    tracker.finish();
+    Ok(())
+}
+
+/// What an export writes, checked and ready to stream.
+struct ExportPlan {
+    /// Oldest ancestor first; the last one is the head.
+    snapshots: Vec<PlannedSnapshot>,
+    /// The image bundled with `with_image`.
+    image: Option<image::ImageBundle>,
+    /// `msb-archive.json`.
+    index: ArchiveIndex,
+}
+
+/// One artifact to store: its open upper and the ranges holding data.
+struct PlannedSnapshot {
+    snap: Snapshot,
+    upper: File,
+    ranges: Vec<(u64, u64)>,
+}
+
+impl ExportPlan {
+    /// Bytes of snapshot data and image files the export stores.
+    fn total_bytes(&self) -> u64 {
+        let data: u64 = self
+            .snapshots
+            .iter()
+            .flat_map(|p| p.ranges.iter().map(|&(_, n)| n))
+            .sum();
+        data + self.image.as_ref().map_or(0, |bundle| {
+            bundle.lower_size + bundle.blobs.iter().map(|(_, _, size)| size).sum::<u64>()
+        })
+    }
+}
+
+/// Resolve `name_or_path` (and, with `with_parents`, its ancestors), verify
+/// each, find the image bundle and the data ranges of every upper.
+fn plan(
+    home: &MsbHome,
+    name_or_path: &str,
+    opts: &ExportOpts,
+    control: &Control,
+) -> MicrosandboxResult<ExportPlan> {
     let head = resolve(home, name_or_path)?;
     let chain = if opts.with_parents {
         ancestors_and(home, head)?
@@ -44,121 +98,134 @@ pub(crate) fn export_blocking(
     let head = chain.last().expect("the chain holds the head");
     let image = opts
         .with_image
-        .then(|| bundled_image(home, head.image_manifest_digest()))
+        .then(|| image::bundle(home, head.image_manifest_digest()))
         .transpose()?;
-
-    let mut planned = Vec::new();
-    for snap in &chain {
-        let file = File::open(snap.upper_path())
-            .map_err(|e| MicrosandboxError::io(snap.upper_path(), e))?;
-        let ranges = nonzero_ranges(&file, snap.size_bytes())
-            .map_err(|e| MicrosandboxError::io(snap.upper_path(), e))?;
-        planned.push((snap, file, ranges));
-    }
     let index = ArchiveIndex {
         format: ARCHIVE_FORMAT.into(),
         snapshots: archive_names(home, &chain),
-        image: image.as_ref().map(|bundle| bundle.meta.clone()),
+        image: image.as_ref().map(archived_image),
     };
-    let total: u64 = planned
-        .iter()
-        .flat_map(|(_, _, r)| r.iter().map(|&(_, n)| n))
-        .sum::<u64>()
-        + image.as_ref().map_or(0, |bundle| {
-            bundle.meta.lower_size + bundle.blob_sizes.iter().sum::<u64>()
+    let mut snapshots = Vec::new();
+    for snap in chain {
+        let upper = File::open(snap.upper_path())
+            .map_err(|e| MicrosandboxError::io(snap.upper_path(), e))?;
+        let ranges = nonzero_ranges(&upper, snap.size_bytes())
+            .map_err(|e| MicrosandboxError::io(snap.upper_path(), e))?;
+        snapshots.push(PlannedSnapshot {
+            snap,
+            upper,
+            ranges,
         });
-    let tracker = ProgressTracker::new(control, ProgressPhase::Export, total);
-
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| MicrosandboxError::io(parent, e))?;
-    let base = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "archive".into());
-    let temp = tempfile::Builder::new()
-        .prefix(&format!(".{base}.exporting-"))
-        // An archive is meant to be shared: the usual file mode, not 0600.
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(parent)
-        .map_err(|e| MicrosandboxError::io(parent, e))?;
-    let io_err = |e: io::Error| MicrosandboxError::io(out, e);
-    let sink = BufWriter::with_capacity(1 << 20, temp.as_file().try_clone().map_err(io_err)?);
-    let write_all = |sink: &mut dyn Write| -> io::Result<()> {
-        let mtime = chrono::Utc::now().timestamp().max(0) as u64;
-        let mut tar = TarWriter::new(sink, mtime);
-        let index_bytes = serde_json::to_vec_pretty(&index).map_err(io::Error::other)?;
-        tar.regular(INDEX_ENTRY, index_bytes.len() as u64, &index_bytes[..])?;
-        if let Some(bundle) = &image {
-            let meta = &bundle.meta;
-            for (digest, &size) in meta.blobs.iter().zip(&bundle.blob_sizes) {
-                let blob = File::open(image::blob_path(home, digest))?;
-                let counted = CountingReader {
-                    inner: blob,
-                    tracker: &tracker,
-                };
-                tar.regular(&blob_entry(digest), size, counted)?;
-            }
-            let lower = CountingReader {
-                inner: File::open(&bundle.lower_path)?,
-                tracker: &tracker,
-            };
-            tar.regular(&lower_entry(&meta.manifest_digest), meta.lower_size, lower)?;
-        }
-        for (snap, file, ranges) in &planned {
-            let dir = snapshot_dir_entry(snap.digest());
-            let manifest = std::fs::read(snap.path().join(MANIFEST_FILE))?;
-            tar.regular(
-                &format!("{dir}/{MANIFEST_FILE}"),
-                manifest.len() as u64,
-                &manifest[..],
-            )?;
-            let segments: Vec<Segment> = ranges
-                .iter()
-                .map(|&(offset, len)| Segment { offset, len })
-                .collect();
-            let mut buf = vec![0u8; 1 << 20];
-            tar.sparse(
-                &format!("{dir}/{}", snap.manifest().upper.file),
-                snap.size_bytes(),
-                &segments,
-                |out, segment| {
-                    let mut done = 0;
-                    while done < segment.len {
-                        let n = (segment.len - done).min(buf.len() as u64) as usize;
-                        file.read_exact_at(&mut buf[..n], segment.offset + done)?;
-                        out.write_all(&buf[..n])?;
-                        tracker.advance(n as u64)?;
-                        done += n as u64;
-                    }
-                    Ok(())
-                },
-            )?;
-        }
-        tar.finish()?.flush()
-    };
-    if opts.plain_tar {
-        let mut sink = sink;
-        write_all(&mut sink).map_err(io_err)?;
-        sink.into_inner().map_err(|e| io_err(e.into_error()))?;
-    } else {
-        let mut encoder = zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL).map_err(io_err)?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        encoder.multithread(threads).map_err(io_err)?;
-        encoder.include_checksum(true).map_err(io_err)?;
-        write_all(&mut encoder).map_err(io_err)?;
-        let sink = encoder.finish().map_err(io_err)?;
-        sink.into_inner().map_err(|e| io_err(e.into_error()))?;
     }
-    temp.as_file().sync_all().map_err(io_err)?;
-    temp.persist(out).map_err(|e| io_err(e.error))?;
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| MicrosandboxError::io(parent, e))?;
-    tracker.finish();
+    Ok(ExportPlan {
+        snapshots,
+        image,
+        index,
+    })
+}
+
+/// How `msb-archive.json` describes a bundled image.
+fn archived_image(bundle: &image::ImageBundle) -> ArchivedImage {
+    ArchivedImage {
+        reference: bundle.info.reference.clone(),
+        manifest_digest: bundle.info.manifest_digest.clone(),
+        config_digest: bundle.info.config_digest.clone(),
+        blobs: bundle.blobs.iter().map(|(d, _, _)| d.clone()).collect(),
+        lower_digest: bundle.lower_digest.clone(),
+        lower_size: bundle.lower_size,
+    }
+}
+
+/// Stream the archive of `plan` into `file`: zstd over every core, or a
+/// plain tar.
+fn write(
+    plan: &ExportPlan,
+    file: &File,
+    plain_tar: bool,
+    tracker: &ProgressTracker,
+) -> io::Result<()> {
+    let sink = BufWriter::with_capacity(1 << 20, file.try_clone()?);
+    if plain_tar {
+        let mut sink = sink;
+        write_entries(plan, &mut sink, tracker)?;
+        sink.into_inner().map_err(|e| e.into_error())?;
+    } else {
+        let mut encoder = zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        encoder.multithread(threads)?;
+        encoder.include_checksum(true)?;
+        write_entries(plan, &mut encoder, tracker)?;
+        let sink = encoder.finish()?;
+        sink.into_inner().map_err(|e| e.into_error())?;
+    }
     Ok(())
+}
+
+/// The tar stream: index, image files, then each artifact's manifest and
+/// sparse upper.
+fn write_entries(
+    plan: &ExportPlan,
+    sink: &mut dyn Write,
+    tracker: &ProgressTracker,
+) -> io::Result<()> {
+    let mtime = chrono::Utc::now().timestamp().max(0) as u64;
+    let mut tar = TarWriter::new(sink, mtime);
+    let index_bytes = serde_json::to_vec_pretty(&plan.index).map_err(io::Error::other)?;
+    tar.regular(INDEX_ENTRY, index_bytes.len() as u64, &index_bytes[..])?;
+    if let Some(bundle) = &plan.image {
+        for (digest, path, size) in &bundle.blobs {
+            let counted = CountingReader {
+                inner: File::open(path)?,
+                tracker,
+            };
+            tar.regular(&blob_entry(digest), *size, counted)?;
+        }
+        let lower = CountingReader {
+            inner: File::open(&bundle.info.lower_path)?,
+            tracker,
+        };
+        tar.regular(
+            &lower_entry(&bundle.info.manifest_digest),
+            bundle.lower_size,
+            lower,
+        )?;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    for PlannedSnapshot {
+        snap,
+        upper,
+        ranges,
+    } in &plan.snapshots
+    {
+        let dir = snapshot_dir_entry(snap.digest());
+        let manifest = std::fs::read(snap.path().join(MANIFEST_FILE))?;
+        tar.regular(
+            &format!("{dir}/{MANIFEST_FILE}"),
+            manifest.len() as u64,
+            &manifest[..],
+        )?;
+        let segments: Vec<Segment> = ranges
+            .iter()
+            .map(|&(offset, len)| Segment { offset, len })
+            .collect();
+        tar.sparse(
+            &format!("{dir}/{}", snap.manifest().upper.file),
+            snap.size_bytes(),
+            &segments,
+            |out, segment| {
+                let mut done = 0;
+                while done < segment.len {
+                    let n = (segment.len - done).min(buf.len() as u64) as usize;
+                    upper.read_exact_at(&mut buf[..n], segment.offset + done)?;
+                    out.write_all(&buf[..n])?;
+                    tracker.advance(n as u64)?;
+                    done += n as u64;
+                }
+                Ok(())
+            },
+        )?;
+    }
+    tar.finish()?.flush()
 }
 
 /// The artifact for a bare name or path, else the indexed snapshot with
@@ -230,37 +297,4 @@ fn archive_names(home: &MsbHome, chain: &[Snapshot]) -> Vec<ArchivedSnapshot> {
             }
         })
         .collect()
-}
-
-/// What `with_image` bundles.
-struct BundledImage {
-    meta: ArchivedImage,
-    blob_sizes: Vec<u64>,
-    lower_path: PathBuf,
-}
-
-/// The bundle of the image with `manifest_digest`.
-fn bundled_image(home: &MsbHome, manifest_digest: &str) -> MicrosandboxResult<BundledImage> {
-    let info = image::get_blocking(home, manifest_digest)?;
-    let blobs = image::blob_digests(home, manifest_digest)?;
-    let mut sizes = Vec::new();
-    for digest in &blobs {
-        let path = image::blob_path(home, digest);
-        let meta = std::fs::metadata(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
-        sizes.push(meta.len());
-    }
-    let (lower_digest, lower_size) = image::sha256_file(&info.lower_path)
-        .map_err(|e| MicrosandboxError::io(&info.lower_path, e))?;
-    Ok(BundledImage {
-        meta: ArchivedImage {
-            reference: info.reference,
-            manifest_digest: info.manifest_digest,
-            config_digest: info.config_digest,
-            blobs,
-            lower_digest,
-            lower_size,
-        },
-        blob_sizes: sizes,
-        lower_path: info.lower_path,
-    })
 }

@@ -17,20 +17,20 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use tempfile::TempDir;
 
+use super::rules::{LEGACY_FORMAT, check_entry_name, check_index, legacy_dir};
 use super::tarfmt::{EntryBody, EntryHeader, Segment, TarReader};
 use super::{
-    ARCHIVE_FORMAT, ArchiveIndex, ArchivedSnapshot, INDEX_ENTRY, INDEX_MAX_BYTES, blob_entry,
-    hex_of, lower_entry,
+    ArchiveIndex, ArchivedSnapshot, INDEX_ENTRY, INDEX_MAX_BYTES, blob_entry, hex_of, lower_entry,
 };
 use crate::control::Control;
+use crate::control::{CountingReader, ProgressTracker};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::home::{MsbHome, is_bare_name};
-use crate::image::{self, ZSTD_MAGIC};
-use crate::progress::{CountingReader, ProgressPhase, ProgressTracker};
-use crate::snapshot::create::{STAGING_MARK, rename_with, sync_dir};
-use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest, is_sha256_digest};
+use crate::home::MsbHome;
+use crate::image::{self, ImportedImage, StagedImageFiles, ZSTD_MAGIC};
+use crate::progress::ProgressPhase;
+use crate::publish::{self, sync_dir};
+use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest};
 use crate::snapshot::{Snapshot, SnapshotHandle, index};
 use crate::sparse::write_nonzero_runs;
 
@@ -72,10 +72,7 @@ pub(crate) fn import_blocking(
 
     let mut created = CreatedDirs::default();
     created.create(&dest_root)?;
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".import{STAGING_MARK}{}-", std::process::id()))
-        .tempdir_in(&dest_root)
-        .map_err(|e| MicrosandboxError::io(&dest_root, e))?;
+    let staging = publish::staging_dir(&dest_root, "import")?;
     let mut unpacker = Unpacker {
         home,
         control,
@@ -93,19 +90,13 @@ pub(crate) fn import_blocking(
     };
     let index = unpacker.unpack(stream)?;
     let image_staging = unpacker.image_staging.take();
-    let handle = publish(
-        home,
-        &index,
-        staging.path(),
-        image_staging.as_ref().map(TempDir::path),
-        &dest_root,
-    )?;
+    let handle = publish(home, &index, staging.path(), image_staging, &dest_root)?;
     tracker.finish();
     created.keep();
     Ok(handle)
 }
 
-fn invalid(archive: &Path, reason: impl Into<String>) -> MicrosandboxError {
+pub(super) fn invalid(archive: &Path, reason: impl Into<String>) -> MicrosandboxError {
     MicrosandboxError::ArchiveInvalid {
         path: archive.to_path_buf(),
         reason: reason.into(),
@@ -118,7 +109,7 @@ fn invalid(archive: &Path, reason: impl Into<String>) -> MicrosandboxError {
 /// is the call's cancellation surfacing through the reader.
 fn stream_error(archive: &Path) -> impl Fn(io::Error) -> MicrosandboxError + '_ {
     move |e| {
-        if crate::control::is_cancelled_io(&e) {
+        if crate::error::is_cancelled_io(&e) {
             MicrosandboxError::Cancelled
         } else {
             invalid(archive, e.to_string())
@@ -131,7 +122,7 @@ struct Unpacker<'a> {
     control: &'a Control,
     archive: &'a Path,
     staging: &'a Path,
-    image_staging: Option<TempDir>,
+    image_staging: Option<StagedImageFiles>,
     created: &'a mut CreatedDirs,
     /// A 0.6.6 archive: no index, artifacts in `sha256-<16 hex>/`.
     legacy: bool,
@@ -184,7 +175,7 @@ impl Unpacker<'_> {
                     None => break,
                 },
             };
-            check_entry_name(&entry.name).map_err(|reason| invalid(archive, reason))?;
+            check_entry_name(archive, &entry.name)?;
             if !seen.insert(entry.name.clone()) {
                 return Err(invalid(archive, format!("duplicate entry {}", entry.name)));
             }
@@ -192,12 +183,14 @@ impl Unpacker<'_> {
                 Route::Manifest(dir) => self.manifest(&mut tar, &entry, dir, &mut index)?,
                 Route::Upper(hex) => self.upper(&mut tar, &entry, hex)?,
                 Route::Blob(digest) => {
-                    self.image_file(&mut tar, &entry, hex_of(&digest), &digest)?;
+                    let path = self.image_staging()?.blob_path(&digest);
+                    self.image_file(&mut tar, &entry, &path, &digest)?;
                     self.blobs.insert(digest);
                 }
                 Route::Lower => {
                     let lower_digest = &index.image.as_ref().expect("routed").lower_digest;
-                    self.image_file(&mut tar, &entry, "lower.erofs", lower_digest)?;
+                    let path = self.image_staging()?.lower_path();
+                    self.image_file(&mut tar, &entry, &path, lower_digest)?;
                     self.lower = true;
                 }
             }
@@ -230,8 +223,7 @@ impl Unpacker<'_> {
         tar.read_data(&mut bytes).map_err(stream_error(archive))?;
         let index: ArchiveIndex = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(archive, format!("{INDEX_ENTRY}: {e}")))?;
-        check_index(&index)
-            .map_err(|reason| invalid(archive, format!("{INDEX_ENTRY}: {reason}")))?;
+        check_index(archive, &index)?;
         Ok(index)
     }
 
@@ -333,7 +325,7 @@ impl Unpacker<'_> {
         }
         let staged = self.staging.join(&hex);
         fs::create_dir(&staged).map_err(|e| MicrosandboxError::io(&staged, e))?;
-        write_file(&staged.join(MANIFEST_FILE), &bytes)?;
+        publish::write_synced(&staged.join(MANIFEST_FILE), &bytes)?;
         if self.legacy {
             index.snapshots.push(ArchivedSnapshot {
                 digest: digest.clone(),
@@ -405,11 +397,10 @@ impl Unpacker<'_> {
         &mut self,
         tar: &mut TarReader<impl Read>,
         entry: &EntryHeader,
-        staged_name: &str,
+        path: &Path,
         expected: &str,
     ) -> MicrosandboxResult<()> {
-        let path = self.image_staging()?.join(staged_name);
-        let computed = self.stream_hashed(tar, entry, &path)?;
+        let computed = self.stream_hashed(tar, entry, path)?;
         if computed != expected {
             return Err(invalid(
                 self.archive,
@@ -452,22 +443,12 @@ impl Unpacker<'_> {
     }
 
     /// The image staging directory, made on first use.
-    fn image_staging(&mut self) -> MicrosandboxResult<PathBuf> {
+    fn image_staging(&mut self) -> MicrosandboxResult<&StagedImageFiles> {
         if self.image_staging.is_none() {
-            let root = self.home.images_dir().join("tmp");
-            self.created.create(&root)?;
-            let dir = tempfile::Builder::new()
-                .prefix("import-")
-                .tempdir_in(&root)
-                .map_err(|e| MicrosandboxError::io(&root, e))?;
-            self.image_staging = Some(dir);
+            self.created.create(&image::staging_root(self.home))?;
+            self.image_staging = Some(StagedImageFiles::new(self.home)?);
         }
-        Ok(self
-            .image_staging
-            .as_ref()
-            .expect("just made")
-            .path()
-            .to_path_buf())
+        Ok(self.image_staging.as_ref().expect("just made"))
     }
 
     fn check_complete(&self, index: &ArchiveIndex) -> MicrosandboxResult<()> {
@@ -501,75 +482,6 @@ impl Unpacker<'_> {
     }
 }
 
-/// What import calls the layout of the 0.6.6 release's archives.
-const LEGACY_FORMAT: &str = "microsandbox-0.6.6";
-
-/// `(16 hex digits, file)` for a 0.6.6 artifact entry `sha256-<hex>/<file>`.
-fn legacy_dir(name: &str) -> Option<(&str, &str)> {
-    let (dir, file) = name.split_once('/')?;
-    let prefix = dir.strip_prefix("sha256-")?;
-    let is_prefix = prefix.len() == 16
-        && prefix
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    is_prefix.then_some((prefix, file))
-}
-
-/// `msb-archive.json` must describe a well-formed archive on its own.
-fn check_index(index: &ArchiveIndex) -> Result<(), String> {
-    if index.format != ARCHIVE_FORMAT {
-        return Err(format!(
-            "format {:?} is not {ARCHIVE_FORMAT:?} (written by a newer microsandbox?)",
-            index.format
-        ));
-    }
-    if index.snapshots.is_empty() {
-        return Err("lists no snapshot".into());
-    }
-    let mut digests = HashSet::new();
-    let mut names = HashSet::new();
-    for snap in &index.snapshots {
-        if !is_sha256_digest(&snap.digest) || !digests.insert(&snap.digest) {
-            return Err(format!("bad or repeated snapshot digest {:?}", snap.digest));
-        }
-        if !is_bare_name(&snap.name) || !names.insert(&snap.name) {
-            return Err(format!("bad or repeated snapshot name {:?}", snap.name));
-        }
-    }
-    if let Some(image) = &index.image {
-        let mut blobs = HashSet::new();
-        for blob in &image.blobs {
-            if !is_sha256_digest(blob) || !blobs.insert(blob) {
-                return Err(format!("bad or repeated blob digest {blob:?}"));
-            }
-        }
-        if !blobs.contains(&image.manifest_digest) || !blobs.contains(&image.config_digest) {
-            return Err("the image's manifest or config blob is not listed".into());
-        }
-        if !is_sha256_digest(&image.lower_digest) || image.reference.is_empty() {
-            return Err("the image's reference or root disk digest is invalid".into());
-        }
-    }
-    Ok(())
-}
-
-/// Names are compared against the layout exactly; these checks only give
-/// hostile names a precise message.
-fn check_entry_name(name: &str) -> Result<(), String> {
-    if name.starts_with('/') {
-        return Err(format!("entry {name} has an absolute path"));
-    }
-    if name
-        .split('/')
-        .any(|c| c == ".." || c == "." || c.is_empty())
-    {
-        return Err(format!(
-            "entry {name} has a '..', '.' or empty path component"
-        ));
-    }
-    Ok(())
-}
-
 /// Move everything staged into place: image files first (harmless if a
 /// later step fails: content-addressed and unreferenced), then the
 /// artifacts (rolled back together on failure), then the index.
@@ -577,7 +489,7 @@ fn publish(
     home: &MsbHome,
     index: &ArchiveIndex,
     staging: &Path,
-    image_staging: Option<&Path>,
+    image_staging: Option<StagedImageFiles>,
     dest_root: &Path,
 ) -> MicrosandboxResult<SnapshotHandle> {
     let mut targets = Vec::new();
@@ -594,7 +506,14 @@ fn publish(
         targets.push((snap, target, present));
     }
     if let (Some(image), Some(staged)) = (&index.image, image_staging) {
-        publish_image(home, image, staged)?;
+        let imported = ImportedImage {
+            reference: &image.reference,
+            manifest_digest: &image.manifest_digest,
+            config_digest: &image.config_digest,
+            blobs: &image.blobs,
+            lower_digest: &image.lower_digest,
+        };
+        staged.publish(home, &imported)?;
     }
     let mut placed: Vec<&Path> = Vec::new();
     for (snap, target, present) in &targets {
@@ -602,7 +521,7 @@ fn publish(
             continue;
         }
         let from = staging.join(hex_of(&snap.digest));
-        if let Err(e) = rename_with(&from, target, libc::RENAME_NOREPLACE) {
+        if let Err(e) = publish::rename_noreplace(&from, target) {
             for done in &placed {
                 let _ = fs::remove_dir_all(done);
             }
@@ -624,60 +543,6 @@ fn publish(
     index::record_all(home, &snaps)?;
     let head = &targets.last().expect("checked: at least one snapshot").1;
     index::get(home, &head.to_string_lossy())
-}
-
-fn publish_image(
-    home: &MsbHome,
-    image: &super::ArchivedImage,
-    staged: &Path,
-) -> MicrosandboxResult<()> {
-    let blobs_dir = home.images_dir().join("blobs/sha256");
-    fs::create_dir_all(&blobs_dir).map_err(|e| MicrosandboxError::io(&blobs_dir, e))?;
-    for digest in &image.blobs {
-        let to = image::blob_path(home, digest);
-        place_content_addressed(&staged.join(hex_of(digest)), &to)?;
-    }
-    // A lower this machine built itself is never replaced. An imported one
-    // is stored by its own digest, apart from built ones, so a later load of
-    // the image still builds (and trusts) its own.
-    let built = image::lower_path(home, &image.manifest_digest);
-    let lower = if built.is_file() {
-        built
-    } else {
-        let to = home
-            .images_dir()
-            .join("lower")
-            .join(format!("imported-{}.erofs", hex_of(&image.lower_digest)));
-        if let Some(dir) = to.parent() {
-            fs::create_dir_all(dir).map_err(|e| MicrosandboxError::io(dir, e))?;
-        }
-        place_content_addressed(&staged.join("lower.erofs"), &to)?;
-        to
-    };
-    image::register_imported(
-        home,
-        &image.reference,
-        &image.manifest_digest,
-        &image.config_digest,
-        &lower,
-    )
-}
-
-/// Rename `from` to `to` unless `to` exists: the names are digests, so an
-/// existing file already holds the same bytes.
-fn place_content_addressed(from: &Path, to: &Path) -> MicrosandboxResult<()> {
-    match rename_with(from, to, libc::RENAME_NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(MicrosandboxError::io(to, e)),
-    }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> MicrosandboxResult<()> {
-    let mut file = File::create_new(path).map_err(|e| MicrosandboxError::io(path, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| MicrosandboxError::io(path, e))
 }
 
 /// Directories an import created, removed again (if still empty) unless the

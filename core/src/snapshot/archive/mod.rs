@@ -14,10 +14,12 @@
 //! Artifact directories are named by their manifest digest, so an archive
 //! commits to every manifest it carries; the names they land under come
 //! from `msb-archive.json`. Export lives in [`export`], import (which treats
-//! the archive as hostile) in [`import`], the tar dialect in [`tarfmt`].
+//! the archive as hostile) in [`import`] with its checks of the index and
+//! entry names in [`rules`], the tar dialect in [`tarfmt`].
 
 mod export;
 mod import;
+mod rules;
 mod tarfmt;
 
 use serde::{Deserialize, Serialize};

@@ -11,8 +11,8 @@ use std::os::unix::fs::FileExt;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::extents::data_extents;
-use crate::progress::ProgressTracker;
+use crate::control::ProgressTracker;
+use crate::sparse::data_extents;
 use crate::sparse::is_all_zero;
 
 /// Bytes per leaf, fixed by the algorithm name.

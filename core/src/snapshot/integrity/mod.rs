@@ -3,19 +3,19 @@
 //! fixes all its parameters, so a manifest's `{algorithm, digest}` pair is
 //! self-describing. Definitions live in `docs/integrity.md`.
 
-mod extents;
 mod merkle;
 mod sparse_sha256;
 
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use crate::control::{CallOpts, Control};
+use crate::control::{CallOpts, Control, ProgressTracker};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::progress::{ProgressCallback, ProgressPhase, ProgressTracker};
+use crate::progress::{ProgressCallback, ProgressPhase};
 
-pub use extents::data_extents;
+pub use crate::sparse::data_extents;
 
 /// An upper-layer integrity algorithm this build implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,6 +61,23 @@ impl IntegrityAlgorithm {
     /// The implemented names, comma separated, for messages.
     pub fn supported_names() -> String {
         Self::ALL.map(Self::name).join(", ")
+    }
+}
+
+/// Parses a name given by a caller (a CLI flag, a binding's string):
+/// `InvalidConfig` naming the supported algorithms when it is not one. A
+/// name read from a manifest goes through [`IntegrityAlgorithm::require`],
+/// whose error names the manifest.
+impl FromStr for IntegrityAlgorithm {
+    type Err = MicrosandboxError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::from_name(name).ok_or_else(|| {
+            MicrosandboxError::InvalidConfig(format!(
+                "unknown integrity algorithm '{name}' (supported: {})",
+                Self::supported_names()
+            ))
+        })
     }
 }
 
@@ -136,7 +153,7 @@ pub(crate) fn digest_open_file(
         IntegrityAlgorithm::MerkleSha256V1 => {
             // Work follows the data, so progress counts allocated bytes.
             let total = if control.progress().is_some() {
-                extents::total_len(&data_extents(file, len)?)
+                crate::sparse::total_len(&data_extents(file, len)?)
             } else {
                 0
             };
@@ -169,6 +186,15 @@ mod tests {
         for a in IntegrityAlgorithm::ALL {
             assert_eq!(IntegrityAlgorithm::from_name(a.name()), Some(a));
         }
+        assert_eq!(
+            "msb-merkle-sha256-v1"
+                .parse::<IntegrityAlgorithm>()
+                .unwrap(),
+            IntegrityAlgorithm::MerkleSha256V1
+        );
+        let err = "crc32".parse::<IntegrityAlgorithm>().unwrap_err();
+        assert_eq!(err.kind(), "InvalidConfig");
+        assert!(err.to_string().contains("msb-sparse-sha256-v1"), "{err}");
         let err = IntegrityAlgorithm::require("crc32", Path::new("m")).unwrap_err();
         assert_eq!(err.kind(), "IntegrityAlgorithmUnsupported");
         assert!(err.to_string().contains("msb-merkle-sha256-v1"));

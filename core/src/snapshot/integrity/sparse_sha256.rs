@@ -11,8 +11,8 @@ use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
-use super::extents::data_extents;
-use crate::progress::ProgressTracker;
+use crate::control::ProgressTracker;
+use crate::sparse::data_extents;
 
 /// Domain-separation prefix of the algorithm.
 const DOMAIN: &[u8] = b"msb-sparse-sha256-v1\0";

@@ -1,0 +1,140 @@
+//! Verifying an artifact's content: the upper file must be a regular file
+//! of the recorded size whose digest, under the algorithm the manifest
+//! names, matches the recorded one. Opening an artifact
+//! ([`Snapshot::open_dir`]) runs only the structural part
+//! ([`check_upper_file`](Snapshot::check_upper_file)); the public entry
+//! points are on [`Snapshot`] in the façade.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::Snapshot;
+use super::integrity::{self, IntegrityAlgorithm};
+use super::manifest::{MANIFEST_FILE, UpperIntegrity, is_sha256_digest};
+use crate::control::Control;
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+
+/// Result of [`Snapshot::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotVerifyReport {
+    /// The snapshot's manifest digest.
+    pub digest: String,
+    /// The artifact directory.
+    pub path: PathBuf,
+    /// What the upper-layer check found.
+    pub upper: UpperVerifyStatus,
+}
+
+/// Upper-layer content verification result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UpperVerifyStatus {
+    /// The manifest records no integrity descriptor.
+    NotRecorded,
+    /// The recorded digest matched the content.
+    Verified {
+        /// The integrity algorithm's name.
+        algorithm: String,
+        /// The digest computed (equal to the recorded one).
+        digest: String,
+    },
+}
+
+impl Snapshot {
+    pub(crate) fn verify_controlled(
+        &self,
+        control: &Control,
+    ) -> MicrosandboxResult<SnapshotVerifyReport> {
+        let upper = match &self.manifest.upper.integrity {
+            None => {
+                self.check_upper_file()?;
+                UpperVerifyStatus::NotRecorded
+            }
+            Some(recorded) => self.verify_upper(recorded, control)?,
+        };
+        Ok(SnapshotVerifyReport {
+            digest: self.digest.clone(),
+            path: self.path.clone(),
+            upper,
+        })
+    }
+
+    fn verify_upper(
+        &self,
+        recorded: &UpperIntegrity,
+        control: &Control,
+    ) -> MicrosandboxResult<UpperVerifyStatus> {
+        let manifest_path = self.path.join(MANIFEST_FILE);
+        let algorithm = IntegrityAlgorithm::require(&recorded.algorithm, &manifest_path)?;
+        if !is_sha256_digest(&recorded.digest) {
+            return Err(MicrosandboxError::manifest_invalid(
+                &manifest_path,
+                format!(
+                    "upper.integrity.digest must be sha256:<64 lowercase hex> for {algorithm}, got {:?}",
+                    recorded.digest
+                ),
+            ));
+        }
+        let upper_path = self.upper_path();
+        // Hash the same open file whose size was checked, so a swap between
+        // the check and the read cannot pass.
+        let file = self.check_upper_file()?;
+        let computed =
+            integrity::digest_open_file(&file, self.manifest.upper.size_bytes, algorithm, control)
+                .map_err(|e| MicrosandboxError::io(&upper_path, e))?;
+        if computed != recorded.digest {
+            return Err(MicrosandboxError::integrity(
+                &self.path,
+                format!(
+                    "upper digest mismatch ({algorithm}): manifest={}, file={computed}",
+                    recorded.digest
+                ),
+            ));
+        }
+        Ok(UpperVerifyStatus::Verified {
+            algorithm: algorithm.name().to_string(),
+            digest: computed,
+        })
+    }
+
+    /// Open the upper file and check it is a regular file of the recorded size.
+    pub(super) fn check_upper_file(&self) -> MicrosandboxResult<File> {
+        let upper_path = self.upper_path();
+        let meta = match std::fs::symlink_metadata(&upper_path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(MicrosandboxError::integrity(
+                    &self.path,
+                    format!("upper file {} is missing", self.manifest.upper.file),
+                ));
+            }
+            Err(e) => return Err(MicrosandboxError::io(&upper_path, e)),
+        };
+        if !meta.file_type().is_file() {
+            return Err(MicrosandboxError::integrity(
+                &self.path,
+                format!(
+                    "upper file {} is not a regular file (symlinks may leave the artifact)",
+                    self.manifest.upper.file
+                ),
+            ));
+        }
+        let file = File::open(&upper_path).map_err(|e| MicrosandboxError::io(&upper_path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| MicrosandboxError::io(&upper_path, e))?
+            .len();
+        if len != self.manifest.upper.size_bytes {
+            return Err(MicrosandboxError::integrity(
+                &self.path,
+                format!(
+                    "upper size mismatch: manifest says {}, file is {len}",
+                    self.manifest.upper.size_bytes
+                ),
+            ));
+        }
+        Ok(file)
+    }
+}
