@@ -5,6 +5,7 @@
 //! failed create leaves nothing behind.
 
 pub mod registry;
+mod views;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

@@ -7,9 +7,12 @@
 
 pub mod archive;
 pub mod create;
+mod handle;
 pub mod index;
 pub mod integrity;
 pub mod manifest;
+pub(crate) mod resolve;
+mod views;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,7 +23,7 @@ use serde::Serialize;
 
 pub use archive::ExportOpts;
 pub use create::{SnapshotBuilder, SnapshotConfig, SnapshotDestination, SnapshotSpec};
-pub use index::SnapshotHandle;
+pub use handle::SnapshotHandle;
 pub use integrity::IntegrityAlgorithm;
 pub use manifest::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
 
