@@ -4,7 +4,28 @@
 use microsandbox::runtime::{assets, host};
 use microsandbox::{MicrosandboxResult, MsbHome};
 
+use serde::Serialize;
+
 use crate::render::print_json;
+
+/// `msb doctor --json`.
+#[derive(Serialize)]
+struct Report<'a> {
+    home: &'a str,
+    checks: Vec<Check<'a>>,
+    acceleration: &'a str,
+    tsc_khz: u64,
+    ok: bool,
+}
+
+/// One thing the runtime needs, and the command that provides it.
+#[derive(Serialize)]
+struct Check<'a> {
+    check: &'a str,
+    ok: bool,
+    /// `null` when the check passed.
+    fix: Option<&'a str>,
+}
 
 pub fn run(json: bool) -> MicrosandboxResult<bool> {
     let home = MsbHome::resolve()?;
@@ -43,13 +64,20 @@ pub fn run(json: bool) -> MicrosandboxResult<bool> {
     };
     let ok = checks.iter().all(|(_, found, _)| *found);
     if json {
-        let rows: Vec<_> = checks
-            .iter()
-            .map(|(what, found, fix)| serde_json::json!({"check": what, "ok": found, "fix": if *found { None } else { Some(fix) }}))
-            .collect();
-        print_json(
-            &serde_json::json!({"home": home.root(), "checks": rows, "acceleration": accel, "tsc_khz": host::tsc_khz(), "ok": ok}),
-        );
+        print_json(&Report {
+            home: &home.root().to_string_lossy(),
+            checks: checks
+                .iter()
+                .map(|(what, found, fix)| Check {
+                    check: what,
+                    ok: *found,
+                    fix: (!found).then_some(fix.as_str()),
+                })
+                .collect(),
+            acceleration: &accel,
+            tsc_khz: host::tsc_khz(),
+            ok,
+        });
     } else {
         println!("home          {}", home.root().display());
         for (what, found, fix) in &checks {

@@ -71,7 +71,9 @@ fn inspect_and_verify_by_bare_name() {
     assert!(out.status.success());
     let v = json(&out);
     assert_eq!(v["digest"], expected_digest);
-    assert_eq!(v["manifest"]["upper"]["size_bytes"], 1048576);
+    assert_eq!(v["size_bytes"], 1048576);
+    assert_eq!(v["image_ref"], "docker.io/library/python:3.12");
+    assert!(v["upper_allocated_bytes"].is_u64());
 
     let out = msb(home.path(), &["snapshot", "verify", "--json", "base"]);
     assert!(out.status.success());
