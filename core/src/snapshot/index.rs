@@ -3,6 +3,13 @@
 //! creation time and indexed child count. The artifacts are the source of
 //! truth; this table is a cache that [`reindex`] rebuilds from them at any
 //! time, so a failed index write never fails the operation that caused it.
+//!
+//! What is indexed: every artifact this home creates or imports, wherever
+//! it is written (an explicit path gets a row with no name), and whatever
+//! [`reindex`] finds; not artifacts only opened or booted by path. So
+//! `list()` answers "what was made here" (`docs/json.md`, "What `list()`
+//! shows"). Keys are resolved by [`super::resolve`]; the packed handle a
+//! row becomes lives in [`super::handle`].
 
 use std::path::{Path, PathBuf};
 
