@@ -2,8 +2,8 @@
 //! uppers, manifests in the 0.6.6 format, made here), against the
 //! microsandbox 0.6.6 release in the same run (its Python API in-process,
 //! from a venv), plus the `msb` CLI as whole processes. Reports reindex,
-//! list(), list_dir and get-by-name; ratios per artifact show whether cost is
-//! linear in N. Usage: `bench-index [--sizes 1000,10000] [--python VENV_PY]
+//! list(), list_dir and get-by-name, and `msb snapshot ls` as a table and
+//! as `--json`; ratios per artifact show whether cost is linear in N. Usage: `bench-index [--sizes 1000,10000] [--python VENV_PY]
 //! [--work DIR]` (DIR keeps the generated homes for a closer look).
 
 use std::fs;
@@ -272,7 +272,7 @@ fn print_table(report: &[Value]) {
             ("CLI msb snapshot reindex", "reindex_ms", "reindex_again_ms"),
             ("CLI msb snapshot ls", "ls_ms", "first_list_ms"),
             ("CLI msb snapshot ls", "ls_ms", "list_ms"),
-            ("CLI ... ls --json", "ls_json_ms", "list_ms"),
+            ("CLI ls --json", "ls_json_ms", "list_ms"),
         ] {
             let cli = r["cli"][key].as_f64().unwrap_or(f64::NAN);
             let base = r["ours"][inproc].as_f64().unwrap_or(f64::NAN);
