@@ -2,8 +2,8 @@
 //! uppers, manifests in the 0.6.6 format, made here), against the
 //! microsandbox 0.6.6 release in the same run (its Python API in-process,
 //! from a venv), plus the `msb` CLI as whole processes. Reports reindex,
-//! list(), list_dir and get-by-name; ratios per artifact show whether cost is
-//! linear in N. Usage: `bench-index [--sizes 1000,10000] [--python VENV_PY]
+//! list(), list_dir and get-by-name, and `msb snapshot ls` as a table and
+//! as `--json`; ratios per artifact show whether cost is linear in N. Usage: `bench-index [--sizes 1000,10000] [--python VENV_PY]
 //! [--work DIR]` (DIR keeps the generated homes for a closer look).
 
 use std::fs;
@@ -187,12 +187,14 @@ fn first_list() -> Res<()> {
     Ok(())
 }
 
-/// `msb snapshot reindex` and `msb snapshot ls`, whole processes, median of 15.
+/// `msb snapshot reindex`, `msb snapshot ls` and `msb snapshot ls --json`,
+/// whole processes, median of 15.
 fn cli_times(msb: &Path, home: &Path) -> Res<Value> {
     let mut out = serde_json::Map::new();
     for (what, args) in [
         ("reindex_ms", vec!["snapshot", "reindex"]),
         ("ls_ms", vec!["snapshot", "ls"]),
+        ("ls_json_ms", vec!["snapshot", "ls", "--json"]),
     ] {
         let mut times = Vec::new();
         for _ in 0..15 {
@@ -270,6 +272,7 @@ fn print_table(report: &[Value]) {
             ("CLI msb snapshot reindex", "reindex_ms", "reindex_again_ms"),
             ("CLI msb snapshot ls", "ls_ms", "first_list_ms"),
             ("CLI msb snapshot ls", "ls_ms", "list_ms"),
+            ("CLI ls --json", "ls_json_ms", "list_ms"),
         ] {
             let cli = r["cli"][key].as_f64().unwrap_or(f64::NAN);
             let base = r["ours"][inproc].as_f64().unwrap_or(f64::NAN);
@@ -279,5 +282,13 @@ fn print_table(report: &[Value]) {
                 cli / base
             );
         }
+        let table = r["cli"]["ls_ms"].as_f64().unwrap_or(f64::NAN);
+        let json = r["cli"]["ls_json_ms"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{n:<8} {:<22} {json:>12.2} {:>12} {:>9.2}x of the table ({table:.2} ms)",
+            "CLI ls --json vs table",
+            "-",
+            json / table
+        );
     }
 }

@@ -5,7 +5,41 @@
 use microsandbox::runtime::{AccelMode, assets, host};
 use microsandbox::{MicrosandboxResult, MsbHome};
 
+use serde::Serialize;
+
 use crate::render::print_json;
+
+/// `msb doctor --json`.
+#[derive(Serialize)]
+struct Report<'a> {
+    home: &'a str,
+    checks: Vec<Check<'a>>,
+    /// Where the guest assets were looked for, in order.
+    guest_assets_search: Vec<SearchedPlace<'a>>,
+    acceleration: &'a str,
+    tsc_khz: u64,
+    ok: bool,
+}
+
+/// One place the guest assets were looked for.
+#[derive(Serialize)]
+struct SearchedPlace<'a> {
+    dir: &'a std::path::Path,
+    /// `config`, `MSB_KERNEL_DIR`, `home` or `shipped`.
+    source: &'a str,
+    explicit: bool,
+    complete: bool,
+    used: bool,
+}
+
+/// One thing the runtime needs, and the command that provides it.
+#[derive(Serialize)]
+struct Check<'a> {
+    check: &'a str,
+    ok: bool,
+    /// `null` when the check passed.
+    fix: Option<&'a str>,
+}
 
 pub fn run(json: bool) -> MicrosandboxResult<bool> {
     let home = MsbHome::resolve()?;
@@ -52,17 +86,30 @@ pub fn run(json: bool) -> MicrosandboxResult<bool> {
     };
     let ok = checks.iter().all(|(_, found, _)| *found);
     if json {
-        let rows: Vec<_> = checks
-            .iter()
-            .map(|(what, found, fix)| serde_json::json!({"check": what, "ok": found, "fix": if *found { None } else { Some(fix) }}))
-            .collect();
-        let search: Vec<_> = searched
-            .iter()
-            .map(|(c, missing)| serde_json::json!({"dir": c.dir, "source": c.source, "explicit": c.explicit, "complete": missing.is_empty(), "used": c.dir == kdir}))
-            .collect();
-        print_json(
-            &serde_json::json!({"home": home.root(), "checks": rows, "guest_assets_search": search, "acceleration": accel, "tsc_khz": host::tsc_khz(), "ok": ok}),
-        );
+        print_json(&Report {
+            home: &home.root().to_string_lossy(),
+            checks: checks
+                .iter()
+                .map(|(what, found, fix)| Check {
+                    check: what,
+                    ok: *found,
+                    fix: (!found).then_some(fix.as_str()),
+                })
+                .collect(),
+            guest_assets_search: searched
+                .iter()
+                .map(|(c, missing)| SearchedPlace {
+                    dir: &c.dir,
+                    source: c.source,
+                    explicit: c.explicit,
+                    complete: missing.is_empty(),
+                    used: c.dir == kdir,
+                })
+                .collect(),
+            acceleration: &accel,
+            tsc_khz: host::tsc_khz(),
+            ok,
+        });
     } else {
         println!("home          {}", home.root().display());
         for (what, found, fix) in &checks {

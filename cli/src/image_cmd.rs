@@ -8,7 +8,7 @@ use microsandbox::MicrosandboxResult;
 use microsandbox::image::Image;
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, DEFAULT_BUSYBOX_REF};
 
-use crate::render::print_json;
+use crate::render::{print_json, print_json_list};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
@@ -41,7 +41,7 @@ pub async fn run(cmd: ImageCommand, json: bool) -> MicrosandboxResult<()> {
         ImageCommand::Ls => {
             let images = Image::list().await?;
             if json {
-                print_json(&images);
+                print_json_list(&images);
             } else {
                 for i in images {
                     println!("{:<40} {}", i.reference, i.manifest_digest);

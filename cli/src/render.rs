@@ -1,19 +1,85 @@
 //! Output helpers shared by the commands: JSON printing and the byte
-//! progress bar shown on a terminal.
+//! progress bar shown on a terminal. `--json` output is one document on
+//! stdout: a single value pretty-printed, a list as an array with one
+//! compact element per line (streamed, so a listing of any size starts at
+//! once and runs in constant memory). The shapes are the core's serialized
+//! views, documented in `docs/json.md`.
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal, Stdout, Write};
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use microsandbox::ProgressCallback;
 use serde::Serialize;
 
-/// Print `value` as one line of JSON on stdout.
+/// Print `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
         Err(e) => eprintln!("error[Io]: cannot render JSON: {e}"),
     }
+}
+
+/// Print `items` as a JSON array, one compact element per line.
+pub fn print_json_list<T: Serialize>(items: impl IntoIterator<Item = T>) {
+    let mut list = JsonList::new();
+    for item in items {
+        if !list.push(&item) {
+            break;
+        }
+    }
+    list.finish();
+}
+
+/// A JSON array written to stdout as its elements arrive: `[`, then one
+/// compact element per line, then `]` from [`finish`](Self::finish).
+/// Output is buffered in large blocks; [`discard`](Self::discard) drops
+/// what is still buffered (a listing that failed part-way prints its error
+/// instead of an array). A closed pipe ends the listing quietly.
+pub struct JsonList {
+    out: BufWriter<Stdout>,
+    first: bool,
+    open: bool,
+}
+
+impl JsonList {
+    pub fn new() -> Self {
+        Self {
+            out: BufWriter::with_capacity(64 << 10, std::io::stdout()),
+            first: true,
+            open: true,
+        }
+    }
+
+    /// Append `item`; `false` once stdout is closed (stop producing).
+    pub fn push(&mut self, item: &impl Serialize) -> bool {
+        let separator: &[u8] = if self.first { b"[\n" } else { b",\n" };
+        self.first = false;
+        self.open = self.open
+            && self.out.write_all(separator).is_ok()
+            && serde_json::to_writer(&mut self.out, item).is_ok();
+        self.open
+    }
+
+    /// Close the array and flush it.
+    pub fn finish(mut self) {
+        let end: &[u8] = if self.first { b"[]\n" } else { b"\n]\n" };
+        if self.open {
+            let _ = self.out.write_all(end);
+            let _ = self.out.flush();
+        }
+    }
+
+    /// Drop what is still buffered without writing it.
+    pub fn discard(self) {
+        drop(self.out.into_parts());
+    }
+}
+
+/// `--json` of a command whose result is only that something was removed.
+#[derive(Serialize)]
+pub struct Removed<'a> {
+    pub removed: &'a str,
 }
 
 /// Run `work` with a byte progress bar labelled `label` on stderr (when it

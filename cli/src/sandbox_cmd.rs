@@ -5,7 +5,7 @@ use std::io::Write;
 use clap::Args;
 use microsandbox::{ExecOutput, MicrosandboxError, MicrosandboxResult, Sandbox};
 
-use crate::render::print_json;
+use crate::render::{Removed, print_json, print_json_list};
 
 /// Options shared by `create` and `run`.
 #[derive(Args)]
@@ -49,7 +49,7 @@ fn builder(name: &str, opts: CreateOpts) -> MicrosandboxResult<microsandbox::San
 pub async fn create(name: String, opts: CreateOpts, json: bool) -> MicrosandboxResult<()> {
     let sb = builder(&name, opts)?.create().await?;
     if json {
-        print_json(&serde_json::json!({"name": sb.name(), "state": "running"}));
+        print_json(sb.handle());
     } else {
         println!("created {} (running)", sb.name());
     }
@@ -81,32 +81,40 @@ pub async fn run(image: String, argv: Vec<String>, json: bool) -> MicrosandboxRe
     Ok(code)
 }
 
-pub async fn stop(name: String) -> MicrosandboxResult<()> {
+pub async fn stop(name: String, json: bool) -> MicrosandboxResult<()> {
     Sandbox::get(&name).await?.stop().await?;
-    println!("stopped {name}");
+    if json {
+        print_json(&Sandbox::get(&name).await?);
+    } else {
+        println!("stopped {name}");
+    }
     Ok(())
 }
 
-pub async fn start(name: String) -> MicrosandboxResult<()> {
-    Sandbox::get(&name).await?.start().await?;
-    println!("started {name}");
+pub async fn start(name: String, json: bool) -> MicrosandboxResult<()> {
+    let sb = Sandbox::get(&name).await?.start().await?;
+    if json {
+        print_json(sb.handle());
+    } else {
+        println!("started {name}");
+    }
     Ok(())
 }
 
-pub async fn remove(name: String) -> MicrosandboxResult<()> {
+pub async fn remove(name: String, json: bool) -> MicrosandboxResult<()> {
     Sandbox::remove(&name).await?;
-    println!("removed {name}");
+    if json {
+        print_json(&Removed { removed: &name });
+    } else {
+        println!("removed {name}");
+    }
     Ok(())
 }
 
 pub async fn list(json: bool) -> MicrosandboxResult<()> {
     let sandboxes = Sandbox::list().await?;
     if json {
-        let rows: Vec<_> = sandboxes
-            .iter()
-            .map(|s| serde_json::json!({"name": s.name(), "state": s.state().as_str(), "image": s.image_ref(), "created_at": s.created_at()}))
-            .collect();
-        print_json(&rows);
+        print_json_list(&sandboxes);
     } else {
         println!("{:<24} {:<9} IMAGE", "NAME", "STATE");
         for s in sandboxes {
@@ -133,11 +141,7 @@ fn split_argv(mut argv: Vec<String>) -> MicrosandboxResult<(String, Vec<String>)
 
 fn emit(out: &ExecOutput, json: bool) -> i32 {
     if json {
-        print_json(&serde_json::json!({
-            "exit_code": out.exit_code,
-            "stdout": out.stdout_text(),
-            "stderr": out.stderr_text(),
-        }));
+        print_json(out);
     } else {
         let _ = std::io::stdout().write_all(&out.stdout);
         let _ = std::io::stderr().write_all(&out.stderr);

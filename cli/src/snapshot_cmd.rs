@@ -11,7 +11,9 @@ use microsandbox::{
     UpperVerifyStatus,
 };
 
-use crate::render::{human_bytes, print_json, with_progress};
+use serde::Serialize;
+
+use crate::render::{JsonList, Removed, human_bytes, print_json, print_json_list, with_progress};
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
@@ -125,9 +127,7 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
             }
             let snap = b.create().await?;
             if json {
-                print_json(
-                    &serde_json::json!({"path": snap.path(), "digest": snap.digest(), "manifest": snap.manifest()}),
-                );
+                print_json(&snap);
             } else {
                 println!("{}  {}", snap.digest(), snap.path().display());
             }
@@ -136,7 +136,9 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
         SnapshotCommand::Ls { dir } => list(dir, json).await,
         SnapshotCommand::Rm { snapshot, force } => {
             Snapshot::remove(snapshot.clone(), force).await?;
-            if !json {
+            if json {
+                print_json(&Removed { removed: &snapshot });
+            } else {
                 println!("removed {snapshot}");
             }
             Ok(())
@@ -147,7 +149,7 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
                 None => Snapshot::reindex_default().await?,
             };
             if json {
-                print_json(&serde_json::json!({"indexed": count}));
+                print_json(&Reindexed { indexed: count });
             } else {
                 println!("indexed {count} snapshots");
             }
@@ -178,7 +180,10 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
             .await?;
             let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
             if json {
-                print_json(&serde_json::json!({"archive": out, "bytes": size}));
+                print_json(&Exported {
+                    archive: &out.to_string_lossy(),
+                    bytes: size,
+                });
             } else {
                 println!(
                     "exported   {} ({}) in {:.2?}",
@@ -200,11 +205,7 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
             })
             .await?;
             if json {
-                print_json(&serde_json::json!({
-                    "digest": handle.digest(),
-                    "name": handle.name(),
-                    "path": handle.path(),
-                }));
+                print_json(&handle);
             } else {
                 println!(
                     "imported   {}  {} in {:.2?}",
@@ -222,13 +223,10 @@ async fn inspect(target: &str, json: bool) -> MicrosandboxResult<()> {
     let snap = Snapshot::open(target).await?;
     let allocated = snap.upper_allocated_bytes().await?;
     if json {
-        print_json(&serde_json::json!({
-            "path": snap.path(),
-            "digest": snap.digest(),
-            "upper_path": snap.upper_path(),
-            "upper_allocated_bytes": allocated,
-            "manifest": snap.manifest(),
-        }));
+        print_json(&Inspected {
+            snapshot: &snap,
+            upper_allocated_bytes: allocated,
+        });
         return Ok(());
     }
     let m = snap.manifest();
@@ -299,11 +297,7 @@ async fn list(dir: Option<PathBuf>, json: bool) -> MicrosandboxResult<()> {
     if let Some(dir) = dir {
         let snaps = Snapshot::list_dir(dir).await?;
         if json {
-            let rows: Vec<_> = snaps
-                .iter()
-                .map(|s| serde_json::json!({"path": s.path(), "digest": s.digest(), "image": s.image_ref(), "created_at": s.created_at(), "size_bytes": s.size_bytes()}))
-                .collect();
-            print_json(&rows);
+            print_json_list(&snaps);
         } else {
             // Buffered: stdout alone would flush every line.
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -324,22 +318,31 @@ async fn list(dir: Option<PathBuf>, json: bool) -> MicrosandboxResult<()> {
         }
         return Ok(());
     }
-    if !json {
-        return write_table().await;
+    if json {
+        write_json().await
+    } else {
+        write_table().await
     }
-    let handles = Snapshot::list().await?;
-    {
-        let rows: Vec<_> = handles
-            .iter()
-            .map(|h| serde_json::json!({
-                "name": h.name(), "digest": h.digest(), "path": h.path(), "image": h.image_ref(),
-                "parent": h.parent_digest(), "size_bytes": h.size_bytes(),
-                "created_at": h.created_at().and_utc().to_rfc3339(), "children": h.child_count(),
-            }))
-            .collect();
-        print_json(&rows);
+}
+
+/// `msb snapshot ls --json`: the handles streamed from the index as a JSON
+/// array (one per line), never held all at once.
+async fn write_json() -> MicrosandboxResult<()> {
+    let list = std::sync::Arc::new(std::sync::Mutex::new(Some(JsonList::new())));
+    let writer = list.clone();
+    let listed = Snapshot::list_each(move |h| {
+        let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer.as_mut().is_some_and(|list| list.push(&h))
+    })
+    .await;
+    let list = list.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(list) = list {
+        match listed {
+            Ok(()) => list.finish(),
+            Err(_) => list.discard(),
+        }
     }
-    Ok(())
+    listed
 }
 
 /// The `msb snapshot ls` table, streamed from the index: rows are
@@ -415,4 +418,26 @@ fn push_digits(out: &mut Vec<u8>, mut n: u32, width: usize) {
         n /= 10;
     }
     out.extend_from_slice(&digits[..width]);
+}
+
+/// `msb snapshot inspect --json`: the artifact's view plus what the upper
+/// occupies on disk.
+#[derive(Serialize)]
+struct Inspected<'a> {
+    #[serde(flatten)]
+    snapshot: &'a Snapshot,
+    upper_allocated_bytes: u64,
+}
+
+/// `msb snapshot reindex --json`.
+#[derive(Serialize)]
+struct Reindexed {
+    indexed: usize,
+}
+
+/// `msb snapshot export --json`.
+#[derive(Serialize)]
+struct Exported<'a> {
+    archive: &'a str,
+    bytes: u64,
 }

@@ -7,6 +7,8 @@ use clap::Subcommand;
 use microsandbox::snapshot::integrity::upper_digest;
 use microsandbox::{IntegrityAlgorithm, MicrosandboxResult};
 
+use serde::Serialize;
+
 use crate::render::{print_json, with_progress};
 
 #[derive(Subcommand)]
@@ -30,15 +32,23 @@ pub async fn run(cmd: UpperCommand, json: bool) -> MicrosandboxResult<()> {
             })
             .await?;
             if json {
-                print_json(&serde_json::json!({
-                    "file": file,
-                    "algorithm": algo.name(),
-                    "digest": digest,
-                }));
+                print_json(&UpperDigest {
+                    file: &file.to_string_lossy(),
+                    algorithm: algo.name(),
+                    digest: &digest,
+                });
             } else {
                 println!("{digest}  {algo}  {}", file.display());
             }
             Ok(())
         }
     }
+}
+
+/// `msb upper digest --json`.
+#[derive(Serialize)]
+struct UpperDigest<'a> {
+    file: &'a str,
+    algorithm: &'a str,
+    digest: &'a str,
 }

@@ -71,7 +71,9 @@ fn inspect_and_verify_by_bare_name() {
     assert!(out.status.success());
     let v = json(&out);
     assert_eq!(v["digest"], expected_digest);
-    assert_eq!(v["manifest"]["upper"]["size_bytes"], 1048576);
+    assert_eq!(v["size_bytes"], 1048576);
+    assert_eq!(v["image_ref"], "docker.io/library/python:3.12");
+    assert!(v["upper_allocated_bytes"].is_u64());
 
     let out = msb(home.path(), &["snapshot", "verify", "--json", "base"]);
     assert!(out.status.success());
@@ -218,4 +220,73 @@ fn export_and_import_through_the_cli() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `msb snapshot ls|reindex|rm --json` print the documented views
+/// (`docs/json.md`): every field present, `null` for absent ones.
+#[test]
+fn listing_prints_the_documented_handle_view() {
+    let home = tempfile::tempdir().unwrap();
+    let (dir, case) = artifact_from_case(
+        home.path(),
+        "integrity",
+        "msb-merkle-sha256-v1/sparse-1mib",
+        "base",
+    );
+    let digest = case["steps"][0]["expect"]["ok"]["digest"].as_str().unwrap();
+    assert_eq!(
+        json(&msb(home.path(), &["snapshot", "ls", "--json"])),
+        Value::Array(vec![])
+    );
+
+    let out = msb(home.path(), &["snapshot", "reindex", "--json"]);
+    assert_eq!(json(&out), serde_json::json!({"indexed": 1}));
+    let out = msb(home.path(), &["snapshot", "ls", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = json(&out);
+    let row = &rows.as_array().unwrap()[0];
+    let keys: Vec<&str> = row
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = [
+        "digest",
+        "name",
+        "parent_digest",
+        "image_ref",
+        "format",
+        "size_bytes",
+        "created_at",
+        "path",
+        "child_count",
+    ];
+    expected.sort();
+    assert_eq!(keys, expected);
+    assert_eq!(row["digest"], digest);
+    assert_eq!(row["name"], "base");
+    assert_eq!(row["parent_digest"], Value::Null);
+    assert_eq!(row["format"], "raw");
+    assert_eq!(row["size_bytes"], 1048576);
+    assert_eq!(row["child_count"], 0);
+    assert!(row["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(row["path"], dir.canonicalize().unwrap().to_str().unwrap());
+
+    let out = msb(
+        home.path(),
+        &[
+            "snapshot",
+            "ls",
+            "--dir",
+            home.path().join("snapshots").to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(json(&out)[0]["digest"], digest);
+
+    let out = msb(home.path(), &["snapshot", "rm", "--json", digest]);
+    assert_eq!(json(&out), serde_json::json!({"removed": digest}));
+    let out = msb(home.path(), &["snapshot", "ls", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
 }

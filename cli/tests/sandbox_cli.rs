@@ -75,6 +75,8 @@ fn sandbox_commands_work_end_to_end() {
     let listed: Value = serde_json::from_str(&ok(h, &["ls", "--json"])).unwrap();
     assert_eq!(listed[0]["name"], "cli");
     assert_eq!(listed[0]["state"], "running");
+    assert_eq!(listed[0]["image_ref"], "local/busybox:cli");
+    assert!(listed[0]["created_at"].is_string());
     ok(h, &["stop", "cli"]);
     let out = msb(h, &["exec", "cli", "--", "true"]);
     assert!(!out.status.success());

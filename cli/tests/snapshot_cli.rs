@@ -55,11 +55,16 @@ fn snapshot_commands_and_kill_safety() {
     ))
     .unwrap();
     let digest = created["digest"].as_str().unwrap().to_string();
+    assert_eq!(created["labels"]["stage"], "one");
+    assert_eq!(created["source_sandbox"], "src");
+    assert!(created["integrity"]["digest"].is_string());
     assert!(ok(h, &["snapshot", "verify", "base"]).starts_with("verified"));
     let rows = indexed(h);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["name"], "base");
     assert_eq!(rows[0]["digest"], digest.as_str());
+    assert_eq!(rows[0]["image_ref"], "local/busybox:snap");
+    assert_eq!(rows[0]["parent_digest"], Value::Null);
     let out = msb(h, &["snapshot", "create", "src", "--name", "base"]);
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error[SnapshotAlreadyExists]"));
 

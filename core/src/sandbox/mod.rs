@@ -4,6 +4,8 @@
 //! plus a registry row; the row appears only once the sandbox booted, so a
 //! failed create leaves nothing behind.
 
+mod views;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};

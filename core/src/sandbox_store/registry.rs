@@ -182,3 +182,56 @@ pub(crate) fn names(home: &MsbHome) -> MicrosandboxResult<Vec<String>> {
         .and_then(|rows| rows.collect())
         .map_err(|e| db::db_error(&db::db_path(home), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, image_ref: &str) -> SandboxRecord {
+        SandboxRecord {
+            name: name.to_string(),
+            config: SandboxConfig {
+                image_ref: image_ref.to_string(),
+                image_manifest_digest: format!("sha256:{}", "ab".repeat(32)),
+                lower_path: PathBuf::from("/lower"),
+                memory_mib: 256,
+                cpus: 1,
+                env: BTreeMap::new(),
+                working_dir: "/".into(),
+                vm_name: format!("msb-{name}"),
+            },
+            state: SandboxState::Stopped,
+            pid: None,
+            created_at: now(),
+        }
+    }
+
+    #[test]
+    fn two_homes_used_from_many_threads_never_see_each_others_sandboxes() {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let homes = dirs.each_ref().map(|d| MsbHome::at(d.path()));
+        std::thread::scope(|scope| {
+            for t in 0..6 {
+                let (home, image) = (&homes[t % 2], format!("image-of-home-{}", t % 2));
+                scope.spawn(move || {
+                    for i in 0..20 {
+                        // The same names in both homes.
+                        let name = format!("sb-{}-{i}", t / 2);
+                        insert(home, &record(&name, &image)).unwrap();
+                        assert_eq!(get(home, &name).unwrap().config.image_ref, image);
+                        set_state(home, &name, SandboxState::Crashed, None).unwrap();
+                    }
+                });
+            }
+        });
+        for (h, home) in homes.iter().enumerate() {
+            let names = names(home).unwrap();
+            assert_eq!(names.len(), 60);
+            for name in names {
+                let rec = get(home, &name).unwrap();
+                assert_eq!(rec.config.image_ref, format!("image-of-home-{h}"));
+                assert_eq!(rec.state, SandboxState::Crashed);
+            }
+        }
+    }
+}

@@ -290,9 +290,18 @@ mod tests {
     fn exactly_one_destination_is_allowed() {
         let kind = |b: SnapshotBuilder| b.build().map(|_| ()).unwrap_err().kind();
         assert_eq!(kind(Snapshot::builder("sb")), "InvalidConfig");
-        assert_eq!(kind(Snapshot::builder("sb").name("a").path("/b")), "InvalidConfig");
-        assert_eq!(kind(Snapshot::builder("sb").path("/b").name("a")), "InvalidConfig");
-        assert_eq!(kind(Snapshot::builder("sb").name("a").name("b")), "InvalidConfig");
+        assert_eq!(
+            kind(Snapshot::builder("sb").name("a").path("/b")),
+            "InvalidConfig"
+        );
+        assert_eq!(
+            kind(Snapshot::builder("sb").path("/b").name("a")),
+            "InvalidConfig"
+        );
+        assert_eq!(
+            kind(Snapshot::builder("sb").name("a").name("b")),
+            "InvalidConfig"
+        );
         let config = Snapshot::builder("sb").name("a").build().unwrap();
         assert_eq!(config.destination, SnapshotDestination::Name("a".into()));
     }

@@ -3,154 +3,45 @@
 //! creation time and indexed child count. The artifacts are the source of
 //! truth; this table is a cache that [`reindex`] rebuilds from them at any
 //! time, so a failed index write never fails the operation that caused it.
+//!
+//! What is indexed: every artifact this home creates or imports, wherever
+//! it is written (an explicit path gets a row with no name), and whatever
+//! [`reindex`] finds; not artifacts only opened or booted by path. So
+//! `list()` answers "what was made here" (`docs/json.md`, "What `list()`
+//! shows"). Keys are resolved by [`super::resolve`]; the packed handle a
+//! row becomes lives in [`super::handle`].
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use chrono::NaiveDateTime;
 use rusqlite::types::{FromSqlError, Type};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::manifest::is_content_digest;
-use super::{Snapshot, SnapshotFormat};
+use super::handle::HandleFields;
+use super::resolve::{self, KeyKind, Resolved};
+use super::{Snapshot, SnapshotFormat, SnapshotHandle};
 use crate::control::Control;
 use crate::db;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::home::{MsbHome, is_bare_name};
+use crate::home::MsbHome;
 
-/// A lightweight handle backed by an index row.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SnapshotHandle {
-    /// Digest, name, parent digest, image reference and path back to back:
-    /// one allocation per handle instead of five, as listings build
-    /// thousands of them.
-    text: Box<str>,
-    /// Where the first four of those end in `text` (the path runs to its end).
-    ends: [u32; 4],
-    has_name: bool,
-    has_parent: bool,
-    format: SnapshotFormat,
-    size_bytes: Option<u64>,
-    created_at: NaiveDateTime,
-    child_count: u64,
+/// The columns a handle is read from, in [`handle_from_row`]'s order (a
+/// macro so that statements can be `concat!`ed constants).
+macro_rules! handle_columns {
+    () => {
+        "digest, name, parent_digest, image_ref, format, size_bytes, created_epoch, path, child_count"
+    };
 }
-
-impl SnapshotHandle {
-    /// Manifest digest (`sha256:<hex>`), the canonical identity.
-    pub fn digest(&self) -> &str {
-        self.field(0)
-    }
-
-    /// Name alias, `None` for artifacts outside the default snapshots directory.
-    pub fn name(&self) -> Option<&str> {
-        self.has_name.then(|| self.field(1))
-    }
-
-    /// The parent snapshot's digest, `None` for a root.
-    pub fn parent_digest(&self) -> Option<&str> {
-        self.has_parent.then(|| self.field(2))
-    }
-
-    /// Image reference the snapshot was taken from.
-    pub fn image_ref(&self) -> &str {
-        self.field(3)
-    }
-
-    /// On-disk format of the upper layer.
-    pub fn format(&self) -> SnapshotFormat {
-        self.format
-    }
-
-    /// Apparent size of the upper file at index time.
-    pub fn size_bytes(&self) -> Option<u64> {
-        self.size_bytes
-    }
-
-    /// Creation time from the manifest (UTC).
-    pub fn created_at(&self) -> NaiveDateTime {
-        self.created_at
-    }
-
-    /// Local artifact directory.
-    pub fn path(&self) -> &Path {
-        Path::new(self.path_str())
-    }
-
-    /// Indexed snapshots whose parent is this one.
-    pub fn child_count(&self) -> u64 {
-        self.child_count
-    }
-
-    /// Open the underlying artifact (same as `Snapshot::open(self.path())`).
-    pub async fn open(&self) -> MicrosandboxResult<Snapshot> {
-        let path = self.path().to_path_buf();
-        crate::blocking(move || Snapshot::open_dir(&path)).await
-    }
-
-    /// Remove this snapshot (same as `Snapshot::remove(self.digest(), force)`).
-    pub async fn remove(&self, force: bool) -> MicrosandboxResult<()> {
-        let (home, path) = (MsbHome::resolve()?, self.path_str().to_string());
-        crate::blocking(move || remove(&home, &path, force)).await
-    }
-
-    /// Field `i` of `text`: digest, name, parent digest, image reference.
-    fn field(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start as usize..self.ends[i] as usize]
-    }
-
-    fn path_str(&self) -> &str {
-        &self.text[self.ends[3] as usize..]
-    }
-}
-
-impl fmt::Debug for SnapshotHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SnapshotHandle")
-            .field("digest", &self.digest())
-            .field("name", &self.name())
-            .field("parent_digest", &self.parent_digest())
-            .field("image_ref", &self.image_ref())
-            .field("format", &self.format)
-            .field("size_bytes", &self.size_bytes)
-            .field("created_at", &self.created_at)
-            .field("path", &self.path())
-            .field("child_count", &self.child_count)
-            .finish()
-    }
-}
-
-const COLUMNS: &str =
-    "digest, name, parent_digest, image_ref, format, size_bytes, created_epoch, path, child_count";
 
 fn handle_from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotHandle> {
-    // Text is copied straight from SQLite's row into the handle's one buffer.
-    let name = optional_text(row, 1)?;
-    let parent = optional_text(row, 2)?;
-    let fields = [
-        required_text(row, 0)?,
-        name.unwrap_or_default(),
-        parent.unwrap_or_default(),
-        required_text(row, 3)?,
-    ];
-    let path = required_text(row, 7)?;
-    let mut text =
-        String::with_capacity(fields.iter().map(|f| f.len()).sum::<usize>() + path.len());
-    let mut ends = [0; 4];
-    for (end, field) in ends.iter_mut().zip(fields) {
-        text.push_str(field);
-        // SQLite caps a value at 1e9 bytes, so four of them fit in a u32.
-        *end = text.len() as u32;
-    }
-    text.push_str(path);
     // The epoch column (not the RFC 3339 text) so listing thousands of rows
     // does no date parsing.
     let created_epoch: f64 = row.get(6)?;
-    Ok(SnapshotHandle {
-        text: text.into_boxed_str(),
-        ends,
-        has_name: name.is_some(),
-        has_parent: parent.is_some(),
+    // Text is copied straight from SQLite's row into the handle's one buffer.
+    Ok(SnapshotHandle::pack(HandleFields {
+        digest: required_text(row, 0)?,
+        name: optional_text(row, 1)?,
+        parent_digest: optional_text(row, 2)?,
+        image_ref: required_text(row, 3)?,
         format: if required_text(row, 4)? == "qcow2" {
             SnapshotFormat::Qcow2
         } else {
@@ -161,8 +52,9 @@ fn handle_from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotHandle> {
             chrono::DateTime::from_timestamp_millis((created_epoch * 1000.0).round() as i64)
                 .map(|t| t.naive_utc())
                 .unwrap_or_default(),
+        path: required_text(row, 7)?,
         child_count: row.get::<_, i64>(8)? as u64,
-    })
+    }))
 }
 
 /// Column `idx` as text borrowed from the row (`None` for NULL), failing as
@@ -328,29 +220,52 @@ fn recount_children(
     Ok(())
 }
 
-/// The handle for a name, a digest or a path.
+/// The indexed handle for a name, a digest or a path: the index-only half
+/// of the one resolver ([`resolve::resolve_indexed`]).
 pub(crate) fn get(home: &MsbHome, key: &str) -> MicrosandboxResult<SnapshotHandle> {
-    let conn = db::open(home)?;
-    let (sql, arg) = if is_content_digest(key) {
-        ("digest = ?1", key.to_string())
-    } else if is_bare_name(key) {
-        ("name = ?1", key.to_string())
-    } else {
-        (
-            "path = ?1",
-            canonical(Path::new(key)).to_string_lossy().into_owned(),
-        )
+    resolve::resolve_indexed(home, key)
+}
+
+/// The newest row whose digest, name or path (per `kind`) is `key`.
+pub(crate) fn lookup(
+    home: &MsbHome,
+    kind: KeyKind,
+    key: &str,
+) -> MicrosandboxResult<SnapshotHandle> {
+    // One constant statement per kind, so each is prepared once per
+    // connection and then served from its statement cache.
+    let sql = match kind {
+        KeyKind::Digest => concat!(
+            "SELECT ",
+            handle_columns!(),
+            " FROM snapshots WHERE digest = ?1 ORDER BY created_epoch DESC LIMIT 1"
+        ),
+        KeyKind::Name => concat!(
+            "SELECT ",
+            handle_columns!(),
+            " FROM snapshots WHERE name = ?1 ORDER BY created_epoch DESC LIMIT 1"
+        ),
+        KeyKind::Path => concat!(
+            "SELECT ",
+            handle_columns!(),
+            " FROM snapshots WHERE path = ?1 LIMIT 1"
+        ),
     };
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM snapshots WHERE {sql} ORDER BY created_epoch DESC LIMIT 1"),
-        params![arg],
-        handle_from_row,
-    )
-    .optional()
-    .map_err(sql_error(home))?
-    .ok_or_else(|| MicrosandboxError::SnapshotNotFound {
-        what: format!("{key} (not in the index; `msb snapshot reindex` rebuilds it)"),
-    })
+    let canonical_path;
+    let arg = match kind {
+        KeyKind::Path => {
+            canonical_path = canonical(Path::new(key));
+            canonical_path.to_string_lossy()
+        }
+        KeyKind::Digest | KeyKind::Name => key.into(),
+    };
+    let conn = db::open(home)?;
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_row(params![arg], handle_from_row).optional())
+        .map_err(sql_error(home))?
+        .ok_or_else(|| MicrosandboxError::SnapshotNotFound {
+            what: format!("{key} (not in the index; `msb snapshot reindex` rebuilds it)"),
+        })
 }
 
 /// Every indexed snapshot, newest first (then by path).
@@ -373,8 +288,10 @@ pub(crate) fn for_each(
     let conn = db::open(home)?;
     // Served by the covering `snapshots_listing` index, in order.
     let mut stmt = conn
-        .prepare(&format!(
-            "SELECT {COLUMNS} FROM snapshots ORDER BY created_epoch DESC, path"
+        .prepare_cached(concat!(
+            "SELECT ",
+            handle_columns!(),
+            " FROM snapshots ORDER BY created_epoch DESC, path"
         ))
         .map_err(sql_error(home))?;
     let mut rows = stmt.query([]).map_err(sql_error(home))?;
@@ -418,24 +335,21 @@ pub(crate) fn reindex(home: &MsbHome, dir: &Path, control: &Control) -> Microsan
     Ok(found.len())
 }
 
-/// Remove an artifact (by name, digest or path) and its row.
+/// Remove an artifact (by name, digest or path, resolved as
+/// [`resolve`] says) and its row.
 pub(crate) fn remove(home: &MsbHome, key: &str, force: bool) -> MicrosandboxResult<()> {
-    let (path, digest, parent) = match get(home, key) {
-        Ok(h) => (
+    let (path, digest, parent) = match resolve::resolve(home, key)? {
+        Resolved::Indexed(h) => (
             h.path().to_path_buf(),
             h.digest().to_string(),
             h.parent_digest().map(str::to_string),
         ),
-        Err(_) => {
-            // Not indexed: an artifact on disk can still be removed.
-            let dir = home.snapshot_location(key)?;
-            let snap = Snapshot::open_dir(&dir)?;
-            (
-                canonical(&dir),
-                snap.digest().to_string(),
-                snap.parent().map(str::to_string),
-            )
-        }
+        // Not indexed: an artifact on disk can still be removed.
+        Resolved::OnDisk(snap) => (
+            canonical(snap.path()),
+            snap.digest().to_string(),
+            snap.parent().map(str::to_string),
+        ),
     };
     let conn = db::open(home)?;
     let children: i64 = conn
@@ -461,4 +375,171 @@ pub(crate) fn remove(home: &MsbHome, key: &str, force: bool) -> MicrosandboxResu
         recount_children(home, &conn, Some(&parent))?;
     }
     Ok(())
+}
+
+/// Artifacts for tests, written as `create` would.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    use crate::snapshot::{ImageRef, Manifest, Snapshot, SnapshotFormat, UpperLayer};
+
+    /// Write an artifact at `dir` (a 4 KiB sparse upper) and open it.
+    pub(crate) fn artifact(dir: &Path, created_at: &str, parent: Option<&str>) -> Snapshot {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::File::create(dir.join("upper.ext4"))
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let manifest = Manifest {
+            schema: 1,
+            format: SnapshotFormat::Raw,
+            fstype: "ext4".into(),
+            image: ImageRef {
+                reference: "docker.io/library/python:3.12".into(),
+                manifest_digest: format!("sha256:{}", "ab".repeat(32)),
+            },
+            parent: parent.map(str::to_string),
+            created_at: created_at.into(),
+            labels: [("stage".to_string(), "one".to_string())].into(),
+            upper: UpperLayer {
+                file: "upper.ext4".into(),
+                size_bytes: 4096,
+                integrity: None,
+            },
+            source_sandbox: None,
+        };
+        std::fs::write(dir.join("manifest.json"), manifest.canonical_bytes()).unwrap();
+        Snapshot::open_dir(dir).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::artifact;
+    use super::*;
+
+    const T0: &str = "2026-01-01T00:00:00Z";
+
+    fn home() -> (tempfile::TempDir, MsbHome) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = MsbHome::at(dir.path());
+        std::fs::create_dir_all(home.snapshots_dir()).unwrap();
+        (dir, home)
+    }
+
+    #[test]
+    fn two_homes_used_from_many_threads_never_see_each_others_rows() {
+        let homes = [home(), home()];
+        std::thread::scope(|scope| {
+            for t in 0..6 {
+                let (_, home) = &homes[t % 2];
+                scope.spawn(move || {
+                    let own = home.snapshots_dir().canonicalize().unwrap();
+                    for i in 0..20 {
+                        // The same names in both homes.
+                        let name = format!("snap-{}-{i}", t / 2);
+                        let created = format!("2026-01-01T00:00:{i:02}Z");
+                        record_best_effort(
+                            home,
+                            &artifact(&home.snapshots_dir().join(&name), &created, None),
+                        );
+                        let got = get(home, &name).unwrap();
+                        assert!(got.path().starts_with(&own), "{got:?} not in {own:?}");
+                        for_each(home, &mut |h| {
+                            assert!(h.path().starts_with(&own), "{h:?} not in {own:?}");
+                            true
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        for (_, home) in &homes {
+            assert_eq!(list(home).unwrap().len(), 60);
+        }
+    }
+
+    #[test]
+    fn keys_resolve_in_the_documented_order() {
+        let (_tmp, home) = home();
+        let indexed = artifact(&home.snapshots_dir().join("base"), T0, None);
+        record_best_effort(&home, &indexed);
+        let loose = artifact(&home.snapshots_dir().join("loose"), T0, None);
+
+        // A name: the index row, else the directory under snapshots/.
+        assert!(
+            matches!(resolve::resolve(&home, "base"), Ok(Resolved::Indexed(h)) if h.name() == Some("base"))
+        );
+        assert!(
+            matches!(resolve::resolve(&home, "loose"), Ok(Resolved::OnDisk(s)) if s.digest() == loose.digest())
+        );
+        // A digest: the index only.
+        assert_eq!(get(&home, indexed.digest()).unwrap().name(), Some("base"));
+        let err = resolve::resolve(&home, &format!("sha256:{}", "0".repeat(64))).unwrap_err();
+        assert_eq!(err.kind(), "SnapshotNotFound");
+        // A path, compared in canonical form.
+        let roundabout = home.snapshots_dir().join("../snapshots/base");
+        assert!(matches!(
+            resolve::resolve(&home, roundabout.to_str().unwrap()),
+            Ok(Resolved::Indexed(h)) if h.digest() == indexed.digest()
+        ));
+        let loose_path = home.snapshots_dir().join("loose");
+        assert!(matches!(
+            resolve::resolve(&home, loose_path.to_str().unwrap()),
+            Ok(Resolved::OnDisk(_))
+        ));
+        // get() is the index half: a loose artifact is not found there.
+        assert_eq!(get(&home, "loose").unwrap_err().kind(), "SnapshotNotFound");
+        assert_eq!(get(&home, "").unwrap_err().kind(), "InvalidConfig");
+        assert_eq!(
+            resolve::resolve(&home, "missing").unwrap_err().kind(),
+            "SnapshotNotFound"
+        );
+    }
+
+    #[test]
+    fn a_broken_index_is_an_error_not_not_indexed() {
+        let (_tmp, home) = home();
+        artifact(&home.snapshots_dir().join("base"), T0, None);
+        std::fs::create_dir_all(home.db_dir()).unwrap();
+        std::fs::write(db::db_path(&home), vec![b'x'; 8192]).unwrap();
+        assert_eq!(resolve::resolve(&home, "base").unwrap_err().kind(), "Io");
+        assert_eq!(remove(&home, "base", false).unwrap_err().kind(), "Io");
+        assert!(home.snapshots_dir().join("base/manifest.json").is_file());
+    }
+
+    #[test]
+    fn remove_falls_through_to_the_disk_and_counts_children() {
+        let (_tmp, home) = home();
+        let root = artifact(&home.snapshots_dir().join("root"), T0, None);
+        record_best_effort(&home, &root);
+        let child = artifact(
+            &home.snapshots_dir().join("child"),
+            "2026-01-01T00:00:01Z",
+            Some(root.digest()),
+        );
+        record_best_effort(&home, &child);
+        assert_eq!(get(&home, "root").unwrap().child_count(), 1);
+        let err = remove(&home, root.digest(), false).unwrap_err();
+        assert_eq!(err.kind(), "SnapshotHasChildren");
+        remove(&home, "child", false).unwrap();
+        assert_eq!(get(&home, "root").unwrap().child_count(), 0);
+        artifact(&home.snapshots_dir().join("loose"), T0, None);
+        remove(&home, "loose", false).unwrap();
+        assert!(!home.snapshots_dir().join("loose").exists());
+    }
+
+    #[test]
+    fn artifacts_written_to_a_path_are_listed_without_a_name() {
+        let (tmp, home) = home();
+        let elsewhere = tmp.path().join("elsewhere/x");
+        record_best_effort(&home, &artifact(&elsewhere, T0, None));
+        // On disk but never created, imported or reindexed here: not listed.
+        artifact(&tmp.path().join("elsewhere/booted-by-path"), T0, None);
+        let listed = list(&home).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name(), None);
+        assert_eq!(listed[0].path(), elsewhere.canonicalize().unwrap());
+    }
 }

@@ -9,10 +9,13 @@
 
 pub mod archive;
 pub mod create;
+mod handle;
 pub mod index;
 pub mod integrity;
 pub mod manifest;
+pub(crate) mod resolve;
 mod verify;
+mod views;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use archive::ExportOpts;
 pub use create::{SnapshotBuilder, SnapshotConfig, SnapshotDestination, SnapshotSpec};
-pub use index::SnapshotHandle;
+pub use handle::SnapshotHandle;
 pub use integrity::IntegrityAlgorithm;
 pub use manifest::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
 pub use verify::{SnapshotVerifyReport, UpperVerifyStatus};
