@@ -162,20 +162,6 @@ impl MsbHome {
     pub fn db_dir(&self) -> PathBuf {
         self.root.join("db")
     }
-
-    /// Where a snapshot given as a bare name or a path lives.
-    pub fn snapshot_location(&self, path_or_name: &str) -> MicrosandboxResult<PathBuf> {
-        if path_or_name.is_empty() {
-            return Err(MicrosandboxError::InvalidConfig(
-                "a snapshot name or path must not be empty".into(),
-            ));
-        }
-        if is_bare_name(path_or_name) {
-            Ok(self.snapshots_dir().join(path_or_name))
-        } else {
-            Ok(PathBuf::from(path_or_name))
-        }
-    }
 }
 
 /// A bare name is not empty, has no `/`, and does not start with `.` or `~`.
@@ -196,26 +182,5 @@ mod tests {
         for not_name in ["", "a/b", "/abs", "./rel", ".hidden", "~", "~/snap", ".."] {
             assert!(!is_bare_name(not_name), "{not_name}");
         }
-    }
-
-    #[test]
-    fn locations_resolve_under_the_snapshots_dir_only_for_bare_names() {
-        let home = MsbHome::at("/msb");
-        assert_eq!(
-            home.snapshot_location("base").unwrap(),
-            PathBuf::from("/msb/snapshots/base")
-        );
-        assert_eq!(
-            home.snapshot_location("./base").unwrap(),
-            PathBuf::from("./base")
-        );
-        assert_eq!(
-            home.snapshot_location("/data/s").unwrap(),
-            PathBuf::from("/data/s")
-        );
-        assert_eq!(
-            home.snapshot_location("").unwrap_err().kind(),
-            "InvalidConfig"
-        );
     }
 }

@@ -207,7 +207,7 @@ impl SandboxBuilder {
                 UpperSource::Fresh(self.upper_size_bytes),
             ),
             (None, Some(snapshot)) => {
-                let snap = open_verified_snapshot(home, snapshot)?;
+                let snap = open_verified_snapshot(home, snapshot, control)?;
                 let image =
                     image::get_blocking(home, snap.image_manifest_digest()).map_err(|_| {
                         MicrosandboxError::ImageNotFound {
@@ -485,13 +485,13 @@ enum UpperSource {
 
 /// Open the snapshot named by `key` (index name, digest or path, else a bare
 /// name or path on disk) and verify its recorded integrity.
-fn open_verified_snapshot(home: &MsbHome, key: &str) -> MicrosandboxResult<Snapshot> {
-    let dir = match crate::snapshot::index::get(home, key) {
-        Ok(handle) => handle.path().to_path_buf(),
-        Err(_) => home.snapshot_location(key)?,
-    };
-    let snap = Snapshot::open_dir(&dir)?;
-    snap.verify_blocking(None)?;
+fn open_verified_snapshot(
+    home: &MsbHome,
+    key: &str,
+    control: &Control,
+) -> MicrosandboxResult<Snapshot> {
+    let snap = crate::snapshot::resolve::resolve(home, key)?.open()?;
+    snap.verify_controlled(control)?;
     Ok(snap)
 }
 

@@ -172,10 +172,11 @@ impl Snapshot {
     /// `MSB_HOME`) or by path. Checks the manifest, recomputes its digest and
     /// checks the upper file exists with the recorded size; never reads the
     /// upper's content (see [`verify`](Self::verify)).
+    /// Keys resolve in the one documented order (`resolve.rs`), so a
+    /// digest opens too.
     pub async fn open(path_or_name: impl AsRef<str>) -> MicrosandboxResult<Self> {
-        let home = MsbHome::resolve()?;
-        let dir = home.snapshot_location(path_or_name.as_ref())?;
-        crate::control::blocking(move || Self::open_dir(&dir)).await
+        let (home, key) = (MsbHome::resolve()?, path_or_name.as_ref().to_string());
+        crate::control::blocking(move || resolve::resolve(&home, &key)?.open()).await
     }
 
     /// Open the artifact in directory `dir`. Blocking.

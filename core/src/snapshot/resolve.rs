@@ -61,7 +61,6 @@ impl KeyKind {
 
 impl Resolved {
     /// The opened artifact (opening the indexed directory if needed).
-    #[allow(dead_code)] // For open/export/from_snapshot, which move here next.
     pub(crate) fn open(self) -> MicrosandboxResult<Snapshot> {
         match self {
             Self::Indexed(handle) => Snapshot::open_dir(handle.path()),

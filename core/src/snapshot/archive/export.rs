@@ -21,7 +21,7 @@ use crate::home::{MsbHome, is_bare_name};
 use crate::image;
 use crate::progress::ProgressPhase;
 use crate::publish::StagedFile;
-use crate::snapshot::manifest::{MANIFEST_FILE, is_content_digest};
+use crate::snapshot::manifest::MANIFEST_FILE;
 use crate::snapshot::{Snapshot, index};
 use crate::sparse::nonzero_ranges;
 
@@ -85,7 +85,7 @@ fn plan(
     opts: &ExportOpts,
     control: &Control,
 ) -> MicrosandboxResult<ExportPlan> {
-    let head = resolve(home, name_or_path)?;
+    let head = crate::snapshot::resolve::resolve(home, name_or_path)?.open()?;
     let chain = if opts.with_parents {
         ancestors_and(home, head)?
     } else {
@@ -228,18 +228,6 @@ fn write_entries(
     tar.finish()?.flush()
 }
 
-/// The artifact for a bare name or path, else the indexed snapshot with
-/// that digest.
-pub(crate) fn resolve(home: &MsbHome, name_or_path: &str) -> MicrosandboxResult<Snapshot> {
-    let dir = home.snapshot_location(name_or_path)?;
-    match Snapshot::open_dir(&dir) {
-        Err(MicrosandboxError::SnapshotNotFound { .. }) if is_content_digest(name_or_path) => {
-            Snapshot::open_dir(index::get(home, name_or_path)?.path())
-        }
-        other => other,
-    }
-}
-
 /// `head` and its ancestors, oldest first, each found through the index.
 fn ancestors_and(home: &MsbHome, head: Snapshot) -> MicrosandboxResult<Vec<Snapshot>> {
     let mut chain = vec![head];
@@ -250,11 +238,15 @@ fn ancestors_and(home: &MsbHome, head: Snapshot) -> MicrosandboxResult<Vec<Snaps
                 "the parent chain loops",
             ));
         }
-        let handle = index::get(home, &parent).map_err(|_| MicrosandboxError::SnapshotNotFound {
+        let handle = index::get(home, &parent).map_err(|e| match e {
+            // Only "not indexed" is the caller's to fix; a broken index is its own error.
+            MicrosandboxError::SnapshotNotFound { .. } => MicrosandboxError::SnapshotNotFound {
             what: format!(
                 "parent {parent} of {} (not in the index; import or reindex it, or export without parents)",
                 chain.last().map(|s| s.path().display().to_string()).unwrap_or_default()
             ),
+            },
+            other => other,
         })?;
         let snap = Snapshot::open_dir(handle.path())?;
         if snap.digest() != parent {
