@@ -134,6 +134,7 @@ fn try_boot(
         Ok(_) => Ok(RunningVm { pid }),
         Err(e) => {
             qemu::force_quit(pid, &req.vm_name, &paths.qmp_sock);
+            let _ = std::fs::remove_dir_all(&paths.run_dir);
             Err(e)
         }
     }
