@@ -664,9 +664,7 @@ async fn hostile(work: &Path, home: &Path) {
         let archive = corpus_dir.join(format!("{i:02}.tar"));
         fs::write(&archive, bytes).unwrap();
         for target in [Some(dest.as_path()), None] {
-            let err = Snapshot::import(&archive, target)
-                .await
-                .expect_err(what);
+            let err = Snapshot::import(&archive, target).await.expect_err(what);
             assert_eq!(err.kind(), "ArchiveInvalid", "{what}: {err}");
             if target.is_some() {
                 eprintln!("{what:45} -> {err}");

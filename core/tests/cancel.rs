@@ -39,6 +39,17 @@ const CLEANUP: Duration = Duration::from_secs(1);
 /// that they do not compete for the machine's two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Take the turn, and flush what the previous test wrote (hundreds of MiB)
+/// so its writeback does not slow this one.
+async fn my_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    let turn = ONE_AT_A_TIME.lock().await;
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    tokio::task::spawn_blocking(|| unsafe { libc::sync() })
+        .await
+        .unwrap();
+    turn
+}
+
 /// Watches a call's progress: tells the test once `after` bytes are done,
 /// and remembers when the last event came.
 #[derive(Clone)]
@@ -206,7 +217,7 @@ const SWEEP_MS: [u64; 7] = [0, 20, 50, 80, 110, 150, 200];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_of_a_4_gib_sparse_upper() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _turn = my_turn().await;
     let home = TestHome::new();
     home.run(async {
         // msb-sparse-sha256-v1 hashes the apparent size: ~2 s for 4 GiB.
@@ -268,7 +279,7 @@ fn big_source(home: &TestHome) -> Snapshot {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn export() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _turn = my_turn().await;
     let home = TestHome::new();
     home.run(async {
         let source = big_source(&home);
@@ -339,7 +350,7 @@ async fn export() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn import() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _turn = my_turn().await;
     let home = TestHome::new();
     let work = tempfile::tempdir().unwrap();
     let work = work.path();
@@ -423,7 +434,7 @@ async fn import() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sandbox_create_during_boot() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+    let _turn = my_turn().await;
     let home = TestHome::new();
     home.run(async {
         home.load_busybox().await;
