@@ -23,6 +23,9 @@ use crate::snapshot::manifest::{MANIFEST_FILE, is_content_digest};
 use crate::snapshot::{Snapshot, index};
 use crate::sparse::nonzero_ranges;
 
+/// Bytes of upper data stored between syncs of the archive being written.
+const SYNC_EVERY: usize = 16 << 20;
+
 /// Export `name_or_path` to `out` per `opts`. Blocking.
 pub(crate) fn export_blocking(
     home: &MsbHome,
@@ -120,6 +123,7 @@ pub(crate) fn export_blocking(
                 .map(|&(offset, len)| Segment { offset, len })
                 .collect();
             let mut buf = vec![0u8; 1 << 20];
+            let mut unsynced = 0;
             tar.sparse(
                 &format!("{dir}/{}", snap.manifest().upper.file),
                 snap.size_bytes(),
@@ -132,6 +136,13 @@ pub(crate) fn export_blocking(
                         out.write_all(&buf[..n])?;
                         tracker.advance(n as u64)?;
                         done += n as u64;
+                        // Synced as it goes, so the final fsync cannot
+                        // outlast a cancellation by much.
+                        unsynced += n;
+                        if unsynced >= SYNC_EVERY {
+                            temp.as_file().sync_data()?;
+                            unsynced = 0;
+                        }
                     }
                     Ok(())
                 },
