@@ -17,7 +17,7 @@ use microsandbox::snapshot::manifest::{
     ImageRef, MANIFEST_SCHEMA, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer,
 };
 use microsandbox::sparse::copy_sparse;
-use microsandbox::{ExportOpts, IntegrityAlgorithm, Snapshot};
+use microsandbox::{Config, ExportOpts, IntegrityAlgorithm, Snapshot};
 use msb_bench::{flag, make_case_a, median, ms, settle};
 use serde_json::Value;
 
@@ -30,8 +30,7 @@ fn main() -> Res<()> {
     let python = flag("--python");
     let case_a = make_case_a(Path::new("bench/data/case-a"))?;
     let work = tempfile::tempdir_in("bench/data")?;
-    // SAFETY: set before any thread starts.
-    unsafe { std::env::set_var("MSB_HOME", work.path().join("home")) };
+    Config::set_default(Config::new().home(work.path().join("home")));
     let allocated = |p: &Path| -> Res<u64> { Ok(fs::metadata(p)?.blocks() * 512) };
 
     let ours = artifact(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use microsandbox::image::Image;
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, build_busybox_archive};
 use microsandbox::runtime::host::tsc_khz;
-use microsandbox::{Sandbox, SandboxState};
+use microsandbox::{Config, Sandbox, SandboxState};
 use microsandbox_guest::protocol::{self, GuestMessage, HostMessage};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -29,10 +29,13 @@ fn main() -> Res<()> {
         .and_then(|i| args.get(i + 1))
         .map_or(Ok(50), |v| v.parse())?;
     let work = tempfile::tempdir()?;
-    // SAFETY: set before the runtime starts; nothing else reads it yet.
-    unsafe { std::env::set_var("MSB_HOME", work.path()) };
     let kernel_dir = PathBuf::from(
         std::env::var("MSB_KERNEL_DIR").map_err(|_| "set MSB_KERNEL_DIR (make bench does)")?,
+    );
+    Config::set_default(
+        Config::new()
+            .home(work.path())
+            .guest_assets_dir(&kernel_dir),
     );
 
     let rt = tokio::runtime::Runtime::new()?;

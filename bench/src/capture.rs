@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use microsandbox::image::Image;
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, build_busybox_archive};
-use microsandbox::{Sandbox, Snapshot};
+use microsandbox::{Config, Sandbox, Snapshot};
 use msb_bench::{make_case_a, median, ms, settle};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -25,8 +25,7 @@ fn main() -> Res<()> {
         .map_or(Ok(7), |v| v.parse())?;
     let case_a = make_case_a(Path::new("bench/data/case-a"))?;
     let work = tempfile::tempdir_in("bench/data")?;
-    // SAFETY: set before the runtime starts.
-    unsafe { std::env::set_var("MSB_HOME", work.path()) };
+    Config::set_default(Config::new().home(work.path()));
     let allocated = |p: &Path| -> Res<u64> { Ok(std::fs::metadata(p)?.blocks() * 512) };
 
     let rt = tokio::runtime::Runtime::new()?;

@@ -226,8 +226,9 @@ impl std::fmt::Display for CancelledMarker {
 impl std::error::Error for CancelledMarker {}
 
 /// An `io::Error` that [`MicrosandboxError::io`] turns into `Cancelled`.
+/// Not of kind `Interrupted`: `read_exact`, `io::copy` and zstd retry those.
 pub(crate) fn cancelled_io() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::Interrupted, CancelledMarker)
+    std::io::Error::other(CancelledMarker)
 }
 
 /// Whether `err` is a cancellation (see [`cancelled_io`]).

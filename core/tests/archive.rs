@@ -4,119 +4,43 @@
 //! hostile archives, each refused with `ArchiveInvalid` leaving no file
 //! inside or outside the destination and the index unchanged.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use microsandbox::snapshot::integrity::upper_digest_blocking;
-use microsandbox::snapshot::manifest::{
-    ImageRef, MANIFEST_SCHEMA, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer,
+use common::TestHome;
+use common::artifacts::{allocated, make_artifact, tree, write_manifest};
+use microsandbox::{
+    CallOpts, ExportOpts, IntegrityAlgorithm, ProgressCallback, ProgressEvent, Snapshot,
 };
-use microsandbox::{ExportOpts, IntegrityAlgorithm, ProgressCallback, ProgressEvent, Snapshot};
 use serde_json::json;
 
-const IMAGE_DIGEST: &str =
-    "sha256:abababababababababababababababababababababababababababababababab";
-
-/// A 64 MiB sparse upper with a few data runs (one of them all zeros, which
-/// must not cost space anywhere), recorded with `algorithm`.
-fn make_artifact(
-    dir: &Path,
-    seed: u8,
-    parent: Option<&str>,
-    algorithm: Option<IntegrityAlgorithm>,
-) -> Snapshot {
-    fs::create_dir_all(dir).unwrap();
-    let upper = dir.join("upper.ext4");
-    let f = File::create(&upper).unwrap();
-    f.set_len(64 << 20).unwrap();
-    f.write_all_at(&[seed; 300_000], 1 << 20).unwrap();
-    f.write_all_at(&[0u8; 1 << 20], 8 << 20).unwrap();
-    f.write_all_at(b"tail of the disk", (64 << 20) - 16)
-        .unwrap();
-    drop(f);
-    write_manifest(
-        dir,
-        64 << 20,
-        parent,
-        algorithm,
-        &format!("2026-11-2{}T10:00:00Z", seed % 10),
-    )
-}
-
-/// Write the manifest of the artifact in `dir` (whose `upper.ext4` exists),
-/// recording integrity with `algorithm`, and open it.
-fn write_manifest(
-    dir: &Path,
-    size: u64,
-    parent: Option<&str>,
-    algorithm: Option<IntegrityAlgorithm>,
-    created_at: &str,
-) -> Snapshot {
-    let upper = dir.join("upper.ext4");
-    let integrity = algorithm.map(|a| UpperIntegrity {
-        algorithm: a.name().into(),
-        digest: upper_digest_blocking(&upper, a, None).unwrap(),
-    });
-    let manifest = Manifest {
-        schema: MANIFEST_SCHEMA,
-        format: SnapshotFormat::Raw,
-        fstype: "ext4".into(),
-        image: ImageRef {
-            reference: "local/busybox:test".into(),
-            manifest_digest: IMAGE_DIGEST.into(),
-        },
-        parent: parent.map(str::to_string),
-        created_at: created_at.into(),
-        labels: BTreeMap::from([("origin".to_string(), "test".to_string())]),
-        upper: UpperLayer {
-            file: "upper.ext4".into(),
-            size_bytes: size,
-            integrity,
-        },
-        source_sandbox: Some("api".into()),
-    };
-    fs::write(dir.join("manifest.json"), manifest.canonical_bytes()).unwrap();
-    Snapshot::open_dir(dir).unwrap()
-}
-
-fn allocated(path: &Path) -> u64 {
-    fs::metadata(path).unwrap().blocks() * 512
-}
-
-/// Every path under `root` (sorted), to prove a failed import left nothing.
-fn tree(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(path.clone());
-            }
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
+#[tokio::test(flavor = "multi_thread")]
+async fn archives_round_trip() {
+    let (home, work) = (TestHome::new(), tempfile::tempdir().unwrap());
+    home.run(round_trips(work.path(), &home.snapshots_dir()))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn archives_round_trip_and_hostile_ones_are_refused() {
-    let work = tempfile::tempdir().unwrap();
-    let home = work.path().join("home");
-    // SAFETY: this binary's only test sets it before any other thread reads it.
-    unsafe { std::env::set_var("MSB_HOME", &home) };
-    let snapshots = home.join("snapshots");
+async fn archives_of_the_066_release_import() {
+    let (home, work) = (TestHome::new(), tempfile::tempdir().unwrap());
+    home.run(import_066(work.path())).await;
+}
 
-    round_trips(work.path(), &snapshots).await;
-    archives_of_the_066_release_import(work.path()).await;
-    parents_travel_together(work.path(), &snapshots).await;
-    hostile_archives_are_refused(work.path(), &home).await;
+#[tokio::test(flavor = "multi_thread")]
+async fn parents_travel_together() {
+    let (home, work) = (TestHome::new(), tempfile::tempdir().unwrap());
+    home.run(with_parents(work.path(), &home.snapshots_dir()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_archives_are_refused() {
+    let (home, work) = (TestHome::new(), tempfile::tempdir().unwrap());
+    home.run(hostile(work.path(), home.path())).await;
 }
 
 async fn round_trips(work: &Path, snapshots: &Path) {
@@ -126,7 +50,7 @@ async fn round_trips(work: &Path, snapshots: &Path) {
         None,
         Some(IntegrityAlgorithm::MerkleSha256V1),
     );
-    Snapshot::reindex(None).await.unwrap();
+    Snapshot::reindex_default().await.unwrap();
     for (opts, file) in [
         (ExportOpts::default(), "base.tar.zst"),
         (
@@ -138,9 +62,10 @@ async fn round_trips(work: &Path, snapshots: &Path) {
         ),
     ] {
         let out = work.join("out").join(file);
-        Snapshot::export("base", out.clone(), opts).await.unwrap();
+        let plain_tar = opts.plain_tar;
+        Snapshot::export("base", &out, opts).await.unwrap();
         let magic = fs::read(&out).unwrap();
-        if opts.plain_tar {
+        if plain_tar {
             assert_eq!(&magic[257..262], b"ustar");
             assert!(
                 magic.len() < 2 << 20,
@@ -152,7 +77,7 @@ async fn round_trips(work: &Path, snapshots: &Path) {
             assert!(magic.len() < 64 << 10, "zstd archive: {}", magic.len());
         }
         // GNU tar lists it too: the dialect is plain GNU tar.
-        if opts.plain_tar {
+        if plain_tar {
             let listing = std::process::Command::new("tar")
                 .arg("-tvf")
                 .arg(&out)
@@ -167,7 +92,7 @@ async fn round_trips(work: &Path, snapshots: &Path) {
         }
 
         let dest = work.join(format!("dest-{file}"));
-        let handle = Snapshot::import(&out, Some(dest.clone())).await.unwrap();
+        let handle = Snapshot::import(&out, Some(dest.as_path())).await.unwrap();
         assert_eq!(handle.digest(), source.digest());
         assert_eq!(handle.path(), dest.join("base").canonicalize().unwrap());
         let imported = handle.open().await.unwrap();
@@ -188,7 +113,7 @@ async fn round_trips(work: &Path, snapshots: &Path) {
 
         // Importing the same archive again is a no-op; a different
         // snapshot under the same name is refused.
-        let again = Snapshot::import(&out, Some(dest.clone())).await.unwrap();
+        let again = Snapshot::import(&out, Some(dest.as_path())).await.unwrap();
         assert_eq!(again.digest(), source.digest());
         let other = make_artifact(&work.join("elsewhere/base"), 9, None, None);
         let other_out = work.join("other.tar.zst");
@@ -199,7 +124,7 @@ async fn round_trips(work: &Path, snapshots: &Path) {
         )
         .await
         .unwrap();
-        let err = Snapshot::import(&other_out, Some(dest.clone()))
+        let err = Snapshot::import(&other_out, Some(dest.as_path()))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), "SnapshotAlreadyExists");
@@ -215,14 +140,13 @@ async fn round_trips(work: &Path, snapshots: &Path) {
     let sink = events.clone();
     let progress: ProgressCallback = std::sync::Arc::new(move |e| sink.lock().unwrap().push(e));
     let out = work.join("out/progress.tar.zst");
-    Snapshot::export_with_progress(
-        "base",
-        out.clone(),
-        ExportOpts::default(),
-        Some(progress.clone()),
-    )
-    .await
-    .unwrap();
+    let call = CallOpts {
+        progress: Some(progress.clone()),
+        ..CallOpts::default()
+    };
+    Snapshot::export_with("base", &out, ExportOpts::default(), call)
+        .await
+        .unwrap();
     let exported: Vec<ProgressEvent> = std::mem::take(&mut *events.lock().unwrap());
     let last = exported.last().unwrap();
     assert_eq!(last.phase.as_str(), "export");
@@ -230,7 +154,11 @@ async fn round_trips(work: &Path, snapshots: &Path) {
         last.total_bytes >= 300_000 && last.done_bytes == last.total_bytes,
         "{last:?}"
     );
-    Snapshot::import_with_progress(&out, Some(work.join("dest-progress")), Some(progress))
+    let call = CallOpts {
+        progress: Some(progress),
+        ..CallOpts::default()
+    };
+    Snapshot::import_with(&out, Some(&work.join("dest-progress")), call)
         .await
         .unwrap();
     let last = *events.lock().unwrap().last().unwrap();
@@ -276,11 +204,11 @@ async fn round_trips(work: &Path, snapshots: &Path) {
     assert!(!work.join("x.tar.zst").exists());
 }
 
-async fn archives_of_the_066_release_import(work: &Path) {
+async fn import_066(work: &Path) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/conformance/archives/v066-export.tar.zst");
     let dest = work.join("from-066");
-    let handle = Snapshot::import(&fixture, Some(dest.clone()))
+    let handle = Snapshot::import(&fixture, Some(dest.as_path()))
         .await
         .unwrap();
     assert_eq!(
@@ -309,7 +237,7 @@ async fn archives_of_the_066_release_import(work: &Path) {
     );
 }
 
-async fn parents_travel_together(work: &Path, snapshots: &Path) {
+async fn with_parents(work: &Path, snapshots: &Path) {
     let root = make_artifact(&snapshots.join("root"), 3, None, None);
     let mid = make_artifact(
         &snapshots.join("mid"),
@@ -323,17 +251,17 @@ async fn parents_travel_together(work: &Path, snapshots: &Path) {
         Some(mid.digest()),
         Some(IntegrityAlgorithm::MerkleSha256V1),
     );
-    Snapshot::reindex(None).await.unwrap();
+    Snapshot::reindex_default().await.unwrap();
     let out = work.join("chain.tar.zst");
     let with_parents = ExportOpts {
         with_parents: true,
         ..Default::default()
     };
-    Snapshot::export(leaf.digest(), out.clone(), with_parents)
+    Snapshot::export(leaf.digest(), &out, with_parents.clone())
         .await
         .unwrap();
     let dest = work.join("chain-dest");
-    let head = Snapshot::import(&out, Some(dest.clone())).await.unwrap();
+    let head = Snapshot::import(&out, Some(dest.as_path())).await.unwrap();
     assert_eq!(head.digest(), leaf.digest());
     assert_eq!(head.parent_digest(), Some(mid.digest()));
     let names: Vec<String> = Snapshot::list_dir(dest.clone())
@@ -354,8 +282,8 @@ async fn parents_travel_together(work: &Path, snapshots: &Path) {
     // A missing ancestor is named.
     fs::remove_dir_all(snapshots.join("root")).unwrap();
     fs::remove_dir_all(dest.join("root")).unwrap();
-    Snapshot::reindex(None).await.unwrap();
-    Snapshot::reindex(Some(dest.clone())).await.unwrap();
+    Snapshot::reindex_default().await.unwrap();
+    Snapshot::reindex(&dest).await.unwrap();
     let err = Snapshot::export(leaf.digest(), work.join("y.tar.zst"), with_parents)
         .await
         .unwrap_err();
@@ -714,12 +642,12 @@ fn hostile_corpus(p: &Parts) -> Vec<(&'static str, Vec<u8>)> {
     corpus
 }
 
-async fn hostile_archives_are_refused(work: &Path, home: &Path) {
+async fn hostile(work: &Path, home: &Path) {
     let parts = Parts::new(work);
     // The unbroken parts import fine (so each case fails for its own flaw).
     let ok = work.join("hostile-ok.tar");
     fs::write(&ok, tar_of(&parts.valid())).unwrap();
-    let handle = Snapshot::import(&ok, Some(work.join("hostile-ok-dest")))
+    let handle = Snapshot::import(&ok, Some(&work.join("hostile-ok-dest")))
         .await
         .unwrap();
     assert_eq!(handle.name(), None);
@@ -739,10 +667,8 @@ async fn hostile_archives_are_refused(work: &Path, home: &Path) {
     for (i, (what, bytes)) in corpus.iter().enumerate() {
         let archive = corpus_dir.join(format!("{i:02}.tar"));
         fs::write(&archive, bytes).unwrap();
-        for target in [Some(dest.clone()), None] {
-            let err = Snapshot::import(&archive, target.clone())
-                .await
-                .expect_err(what);
+        for target in [Some(dest.as_path()), None] {
+            let err = Snapshot::import(&archive, target).await.expect_err(what);
             assert_eq!(err.kind(), "ArchiveInvalid", "{what}: {err}");
             if target.is_some() {
                 eprintln!("{what:45} -> {err}");
@@ -771,7 +697,7 @@ async fn hostile_archives_are_refused(work: &Path, home: &Path) {
     }
     // An import into a directory that does not exist yet leaves none.
     let fresh = work.join("never-made/dest");
-    let err = Snapshot::import(corpus_dir.join("00.tar"), Some(fresh))
+    let err = Snapshot::import(corpus_dir.join("00.tar"), Some(&fresh))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "ArchiveInvalid");
@@ -783,7 +709,7 @@ async fn hostile_archives_are_refused(work: &Path, home: &Path) {
     tampered[2].data = vec![8u8; 512];
     let archive = corpus_dir.join("tampered.tar");
     fs::write(&archive, tar_of(&tampered)).unwrap();
-    let err = Snapshot::import(&archive, Some(dest.clone()))
+    let err = Snapshot::import(&archive, Some(dest.as_path()))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "SnapshotIntegrity", "{err}");

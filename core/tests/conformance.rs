@@ -2,10 +2,13 @@
 //! same cases every SDK runs. The case format is in
 //! `tests/conformance/README.md`.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use common::TestHome;
 use microsandbox::{MicrosandboxError, Snapshot, SnapshotVerifyReport};
 use serde_json::Value;
 
@@ -149,11 +152,11 @@ async fn run_case(case: &Value, scratch: &Path, home: &Path) -> Result<(), Strin
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_conformance_case_passes() {
-    let home = tempfile::tempdir().unwrap();
-    // SAFETY: the other test of this binary never reads the environment, and
-    // this runs before any thread of ours does.
-    unsafe { std::env::set_var("MSB_HOME", home.path()) };
+    let home = TestHome::new();
+    home.run(run_every_case(home.path())).await;
+}
 
+async fn run_every_case(home: &Path) {
     let mut files: Vec<_> = fs::read_dir(conformance_dir().join("cases"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -169,7 +172,7 @@ async fn every_conformance_case_passes() {
         assert_eq!(doc["format"], "microsandbox-conformance-v1");
         for case in doc["cases"].as_array().unwrap() {
             let scratch = tempfile::tempdir().unwrap();
-            if let Err(msg) = run_case(case, scratch.path(), home.path()).await {
+            if let Err(msg) = run_case(case, scratch.path(), home).await {
                 failures.push(msg);
             }
             ran += 1;

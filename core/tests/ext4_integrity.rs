@@ -3,11 +3,14 @@
 //! written into a former hole must both fail verify with `SnapshotIntegrity`,
 //! under both algorithms; an untouched artifact verifies.
 
+mod common;
+
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::TestHome;
 use microsandbox::snapshot::integrity::{data_extents, upper_digest_blocking};
 use microsandbox::snapshot::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
 use microsandbox::{IntegrityAlgorithm, Snapshot, UpperVerifyStatus};
@@ -101,6 +104,11 @@ async fn verify(artifact: &Path) -> Result<UpperVerifyStatus, String> {
 
 #[tokio::test]
 async fn tampering_with_a_real_ext4_upper_is_caught() {
+    let home = TestHome::new();
+    home.run(tamper_and_verify()).await;
+}
+
+async fn tamper_and_verify() {
     let dir = tempfile::tempdir().unwrap();
     let upper = make_ext4(dir.path());
     let data_offset = find(&upper, MARKER) + 5;

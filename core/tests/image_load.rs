@@ -3,18 +3,15 @@
 //! and malformed archives. The built lower is a real EROFS image
 //! (`fsck.erofs` from erofs-utils checks it).
 
+mod common;
+
 use std::fs::{self, File};
 use std::path::Path;
 use std::process::Command;
 
+use common::TestHome;
 use microsandbox::image::Image;
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, build_busybox_archive};
-
-fn set_home(home: &Path) {
-    // SAFETY: this binary's only test touching the environment sets it once,
-    // before its runtime starts; the other tests do not read it.
-    unsafe { std::env::set_var("MSB_HOME", home) };
-}
 
 fn tar_of(dir: &Path, out: &Path) {
     let mut builder = tar::Builder::new(File::create(out).unwrap());
@@ -24,10 +21,12 @@ fn tar_of(dir: &Path, out: &Path) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn busybox_oci_and_docker_save_archives_load_and_boot_disks_are_erofs() {
-    let work = tempfile::tempdir().unwrap();
-    set_home(&work.path().join("home"));
+    let (home, work) = (TestHome::new(), tempfile::tempdir().unwrap());
+    home.run(load_and_check(work.path(), home.path())).await;
+}
 
-    let oci = work.path().join("busybox-oci.tar");
+async fn load_and_check(work: &Path, home: &Path) {
+    let oci = work.join("busybox-oci.tar");
     build_busybox_archive(Path::new(DEFAULT_BUSYBOX), "local/busybox:test", &oci).unwrap();
     let image = Image::load(&oci, None).await.unwrap();
     assert_eq!(image.reference, "local/busybox:test");
@@ -63,7 +62,7 @@ async fn busybox_oci_and_docker_save_archives_load_and_boot_disks_are_erofs() {
     assert_eq!(Image::list().await.unwrap().len(), 2);
 
     // A docker-save layout of the same layer.
-    let unpacked = work.path().join("unpacked");
+    let unpacked = work.join("unpacked");
     fs::create_dir_all(&unpacked).unwrap();
     tar::Archive::new(File::open(&oci).unwrap())
         .unpack(&unpacked)
@@ -75,7 +74,7 @@ async fn busybox_oci_and_docker_save_archives_load_and_boot_disks_are_erofs() {
         &fs::read(unpacked.join("blobs/sha256").join(manifest_hex)).unwrap(),
     )
     .unwrap();
-    let docker = work.path().join("docker");
+    let docker = work.join("docker");
     fs::create_dir_all(docker.join("layer1")).unwrap();
     let config_hex = &manifest["config"]["digest"].as_str().unwrap()[7..];
     let layer_hex = &manifest["layers"][0]["digest"].as_str().unwrap()[7..];
@@ -94,7 +93,7 @@ async fn busybox_oci_and_docker_save_archives_load_and_boot_disks_are_erofs() {
         r#"[{"Config":"config.json","RepoTags":["docker.io/library/busybox:saved"],"Layers":["layer1/layer.tar"]}]"#,
     )
     .unwrap();
-    let docker_tar = work.path().join("docker-save.tar");
+    let docker_tar = work.join("docker-save.tar");
     tar_of(&docker, &docker_tar);
     let saved = Image::load(&docker_tar, None).await.unwrap();
     assert_eq!(saved.reference, "docker.io/library/busybox:saved");
@@ -103,7 +102,7 @@ async fn busybox_oci_and_docker_save_archives_load_and_boot_disks_are_erofs() {
     // Bad input, each with a clear kind.
     let err = Image::get("no/such:image").await.unwrap_err();
     assert_eq!(err.kind(), "ImageNotFound");
-    let garbage = work.path().join("garbage.tar");
+    let garbage = work.join("garbage.tar");
     fs::write(&garbage, b"this is not a tar archive at all").unwrap();
     assert_eq!(
         Image::load(&garbage, Some("x".into()))
@@ -112,9 +111,9 @@ async fn busybox_oci_and_docker_save_archives_load_and_boot_disks_are_erofs() {
             .kind(),
         "ArchiveInvalid"
     );
-    let empty_dir = work.path().join("empty");
+    let empty_dir = work.join("empty");
     fs::create_dir_all(empty_dir.join("nothing")).unwrap();
-    let empty_tar = work.path().join("empty.tar");
+    let empty_tar = work.join("empty.tar");
     tar_of(&empty_dir, &empty_tar);
     assert_eq!(
         Image::load(&empty_tar, Some("x".into()))
@@ -124,13 +123,13 @@ async fn busybox_oci_and_docker_save_archives_load_and_boot_disks_are_erofs() {
         "ArchiveInvalid"
     );
     // A blob whose content does not match its digest.
-    let tampered = work.path().join("tampered");
+    let tampered = work.join("tampered");
     fs::create_dir_all(&tampered).unwrap();
     tar::Archive::new(File::open(&oci).unwrap())
         .unpack(&tampered)
         .unwrap();
     fs::write(tampered.join("blobs/sha256").join(layer_hex), b"evil").unwrap();
-    let tampered_tar = work.path().join("tampered.tar");
+    let tampered_tar = work.join("tampered.tar");
     tar_of(&tampered, &tampered_tar);
     let err = Image::load(&tampered_tar, Some("x".into()))
         .await
@@ -138,6 +137,6 @@ async fn busybox_oci_and_docker_save_archives_load_and_boot_disks_are_erofs() {
     assert_eq!(err.kind(), "ArchiveInvalid");
     assert!(err.to_string().contains("has content"), "{err}");
     // Nothing of the failed loads is left in staging.
-    let tmp = work.path().join("home/images/tmp");
+    let tmp = home.join("images/tmp");
     assert_eq!(fs::read_dir(tmp).unwrap().count(), 0);
 }

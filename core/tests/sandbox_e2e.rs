@@ -1,17 +1,28 @@
-//! Sandboxes on real QEMU microVMs (TCG here): the lifecycle of issue 3 and
-//! the error kinds of bad input. One test function, so the boots run one at a
-//! time on a 2-core machine and share one MSB_HOME.
+//! Sandboxes on real QEMU microVMs (TCG here): the lifecycle of issue 3 (one
+//! test function, so the boots run one at a time on a 2-core machine) and,
+//! beside it in its own home, the error kinds of bad input, which boot
+//! nothing.
 
 mod common;
 
 use std::time::Instant;
 
 use common::{BUSYBOX_REF, TestHome};
-use microsandbox::{Sandbox, SandboxState};
+use microsandbox::{Config, Sandbox, SandboxState};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sandbox_lifecycle_and_errors() {
+async fn sandbox_lifecycle() {
     let home = TestHome::new();
+    home.run(lifecycle(&home)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_fails_with_its_kind_and_leaves_nothing() {
+    let home = TestHome::new();
+    home.run(bad_input(&home)).await;
+}
+
+async fn lifecycle(home: &TestHome) {
     home.load_busybox().await;
 
     // create → exec writes and reads a file
@@ -91,7 +102,15 @@ async fn sandbox_lifecycle_and_errors() {
         vec![("e2e".to_string(), SandboxState::Crashed)]
     );
 
-    // bad input
+    // remove
+    Sandbox::remove("e2e").await.unwrap();
+    assert!(Sandbox::list().await.unwrap().is_empty());
+    assert!(!home.path().join("sandboxes/e2e").exists());
+    assert!(home.vm_pids().is_empty(), "VMs left: {:?}", home.vm_pids());
+}
+
+async fn bad_input(home: &TestHome) {
+    home.load_busybox().await;
     let err = Sandbox::builder("ghost")
         .image("no/such:image")
         .create()
@@ -108,17 +127,13 @@ async fn sandbox_lifecycle_and_errors() {
         Sandbox::get("nobody").await.unwrap_err().kind(),
         "SandboxNotFound"
     );
-    let kernel_dir = std::env::var_os("MSB_KERNEL_DIR").unwrap();
+    // An explicit guest assets directory is used as given, even empty.
     let empty = tempfile::tempdir().unwrap();
-    // SAFETY: this binary's only test; no other thread reads the variable now.
-    unsafe { std::env::set_var("MSB_KERNEL_DIR", empty.path()) };
-    let err = Sandbox::builder("nokernel")
-        .image(BUSYBOX_REF)
-        .create()
+    let no_assets = Config::new().guest_assets_dir(empty.path());
+    let err = no_assets
+        .scope(Sandbox::builder("nokernel").image(BUSYBOX_REF).create())
         .await
         .unwrap_err();
-    // SAFETY: as above.
-    unsafe { std::env::set_var("MSB_KERNEL_DIR", &kernel_dir) };
     assert_eq!(err.kind(), "Runtime");
     assert!(err.to_string().contains("setup-runtime.sh"), "{err}");
     assert!(
@@ -130,9 +145,6 @@ async fn sandbox_lifecycle_and_errors() {
         "SandboxNotFound"
     );
 
-    // remove
-    Sandbox::remove("e2e").await.unwrap();
     assert!(Sandbox::list().await.unwrap().is_empty());
-    assert!(!home.path().join("sandboxes/e2e").exists());
     assert!(home.vm_pids().is_empty(), "VMs left: {:?}", home.vm_pids());
 }

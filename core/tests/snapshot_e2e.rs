@@ -29,6 +29,10 @@ fn edit_manifest(dir: &std::path::Path, from: &str, to: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn typical_flow_index_and_errors() {
     let home = TestHome::new();
+    home.run(typical_flow(&home)).await;
+}
+
+async fn typical_flow(home: &TestHome) {
     home.load_busybox().await;
 
     let api = common::sandbox_running("api", "echo deps > /root/after-install").await;
@@ -263,7 +267,7 @@ async fn typical_flow_index_and_errors() {
             .collect::<Vec<_>>()
     );
     fs::remove_dir_all(&elsewhere).unwrap(); // an indexed artifact that vanished
-    assert_eq!(Snapshot::reindex(None).await.unwrap(), 4);
+    assert_eq!(Snapshot::reindex_default().await.unwrap(), 4);
     let parent = Snapshot::get("after-pip-install").await.unwrap();
     assert_eq!(parent.child_count(), 1);
     assert_eq!(

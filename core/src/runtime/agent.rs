@@ -57,6 +57,7 @@ impl AgentClient {
                 Ok(client) => return Ok(client),
                 Err(e) => last_error = e,
             }
+            control.check()?;
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(MicrosandboxError::Runtime(format!(
@@ -83,7 +84,7 @@ impl AgentClient {
             // Short waits keep a cancelled boot from waiting long.
             let wait = deadline
                 .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(100));
+                .min(Duration::from_millis(50));
             if wait.is_zero() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,

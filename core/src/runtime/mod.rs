@@ -134,7 +134,9 @@ fn try_boot(
     match AgentClient::connect(&paths.agent_sock, timeout, control) {
         Ok(_) => Ok(RunningVm { pid }),
         Err(e) => {
-            qemu::force_quit(pid, &req.vm_name, &paths.qmp_sock);
+            // The guest never served: nothing in it to shut down cleanly.
+            qemu::kill_now(pid, &req.vm_name);
+            let _ = std::fs::remove_dir_all(&paths.run_dir);
             Err(e)
         }
     }

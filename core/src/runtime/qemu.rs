@@ -246,6 +246,12 @@ pub(crate) fn force_quit(pid: u32, vm_name: &str, qmp_sock: &Path) {
             return;
         }
     }
+    kill_now(pid, vm_name);
+}
+
+/// SIGKILL the VM and wait for it: for a VM with nothing to lose (a boot
+/// that was cancelled or failed before the guest served).
+pub(crate) fn kill_now(pid: u32, vm_name: &str) {
     if is_alive(pid, vm_name) {
         // A pid we just checked is our VM.
         let _ = kill(Pid::from_raw(pid as libc::pid_t), Signal::SIGKILL);

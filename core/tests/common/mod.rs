@@ -1,41 +1,86 @@
-//! Helpers shared by the end-to-end suites: a temporary MSB_HOME with the
-//! busybox image loaded, and a guard that fails the test (and kills the VMs)
-//! if any QEMU process started under that home outlives it.
+//! Helpers shared by the suites: a temporary home whose [`Config`] each test
+//! body runs under (no suite touches the environment, so a binary may hold
+//! several tests running side by side), the busybox image, artifacts made
+//! without a VM, and a guard that fails the test (and kills the VMs) if any
+//! QEMU process started under a home outlives it.
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+pub mod artifacts;
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use microsandbox::Config;
 use microsandbox::image::Image;
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, build_busybox_archive};
 
 pub const BUSYBOX_REF: &str = "local/busybox:test";
 
-/// A temporary MSB_HOME for one test binary.
+/// The guest assets directory, read once from `MSB_KERNEL_DIR` (`make test`
+/// installs the kernel there); the suites pass it on through [`Config`].
+pub fn guest_assets_dir() -> Option<PathBuf> {
+    std::env::var_os("MSB_KERNEL_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// A home that cannot be created or read: the process default of every test
+/// binary, so an SDK call that escapes its test's scope fails loudly instead
+/// of using `~/.microsandbox`.
+pub const UNSCOPED_HOME: &str = "/proc/self/msb-test-call-outside-a-TestHome-scope";
+
+fn forbid_unscoped_calls() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| Config::set_default(Config::new().home(UNSCOPED_HOME)));
+}
+
+/// A temporary home for one test.
 pub struct TestHome {
     pub dir: tempfile::TempDir,
+    guest_assets_dir: Option<PathBuf>,
 }
 
 impl TestHome {
-    /// Create the home and point MSB_HOME at it. Call once per test binary,
-    /// before any thread reads the environment.
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // SAFETY: called once at the start of the binary's only test.
-        unsafe { std::env::set_var("MSB_HOME", dir.path()) };
-        assert!(
-            std::env::var_os("MSB_KERNEL_DIR").is_some(),
-            "MSB_KERNEL_DIR is not set: run the suite with `make test` (it installs the guest kernel)"
-        );
-        Self { dir }
+        forbid_unscoped_calls();
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            guest_assets_dir: guest_assets_dir(),
+        }
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    /// Build the busybox OCI archive and load it as [`BUSYBOX_REF`].
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.path().join("snapshots")
+    }
+
+    /// This home, with the guest assets of `MSB_KERNEL_DIR` (the
+    /// accelerator still comes from `MSB_ACCEL`, if set).
+    pub fn config(&self) -> Config {
+        let config = Config::new().home(self.path());
+        match &self.guest_assets_dir {
+            Some(dir) => config.guest_assets_dir(dir),
+            None => config,
+        }
+    }
+
+    /// Run `work` with every SDK call in it using this home.
+    pub async fn run<F: Future>(&self, work: F) -> F::Output {
+        self.config().scope(work).await
+    }
+
+    /// Build the busybox OCI archive and load it as [`BUSYBOX_REF`] (call
+    /// inside [`run`](Self::run)).
     pub async fn load_busybox(&self) -> PathBuf {
+        assert!(
+            self.guest_assets_dir.is_some(),
+            "MSB_KERNEL_DIR is not set: run the suite with `make test` (it installs the guest kernel)"
+        );
         let archive = self.path().join("busybox.tar");
         build_busybox_archive(Path::new(DEFAULT_BUSYBOX), BUSYBOX_REF, &archive).unwrap();
         Image::load(&archive, None).await.unwrap();
@@ -72,6 +117,16 @@ pub async fn sandbox_running(name: &str, script: &str) -> microsandbox::Sandbox 
     let out = sandbox.exec("sh", ["-c", script]).await.unwrap();
     assert_eq!(out.exit_code, 0, "{out:?}");
     sandbox
+}
+
+/// The names of the sandboxes listed in the home in force.
+pub async fn sandbox_names() -> Vec<String> {
+    microsandbox::Sandbox::list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect()
 }
 
 /// Live, non-zombie processes whose command line contains `needle`.

@@ -147,25 +147,29 @@ fn write(
     let sink = BufWriter::with_capacity(1 << 20, file.try_clone()?);
     if plain_tar {
         let mut sink = sink;
-        write_entries(plan, &mut sink, tracker)?;
+        write_entries(plan, &mut sink, file, tracker)?;
         sink.into_inner().map_err(|e| e.into_error())?;
     } else {
         let mut encoder = zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         encoder.multithread(threads)?;
         encoder.include_checksum(true)?;
-        write_entries(plan, &mut encoder, tracker)?;
+        write_entries(plan, &mut encoder, file, tracker)?;
         let sink = encoder.finish()?;
         sink.into_inner().map_err(|e| e.into_error())?;
     }
     Ok(())
 }
 
+/// Bytes of upper data stored between syncs of the archive being written.
+const SYNC_EVERY: usize = 16 << 20;
+
 /// The tar stream: index, image files, then each artifact's manifest and
-/// sparse upper.
+/// sparse upper. `file` (the archive `sink` ends in) is synced as it grows.
 fn write_entries(
     plan: &ExportPlan,
     sink: &mut dyn Write,
+    file: &File,
     tracker: &ProgressTracker,
 ) -> io::Result<()> {
     let mtime = chrono::Utc::now().timestamp().max(0) as u64;
@@ -191,6 +195,7 @@ fn write_entries(
         )?;
     }
     let mut buf = vec![0u8; 1 << 20];
+    let mut unsynced = 0;
     for PlannedSnapshot {
         snap,
         upper,
@@ -220,6 +225,13 @@ fn write_entries(
                     out.write_all(&buf[..n])?;
                     tracker.advance(n as u64)?;
                     done += n as u64;
+                    // Synced as it goes, so the final fsync cannot outlast
+                    // a cancellation by much.
+                    unsynced += n;
+                    if unsynced >= SYNC_EVERY {
+                        file.sync_data()?;
+                        unsynced = 0;
+                    }
                 }
                 Ok(())
             },

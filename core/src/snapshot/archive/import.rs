@@ -96,6 +96,9 @@ pub(crate) fn import_blocking(
     Ok(handle)
 }
 
+/// Bytes of upper data written between syncs during an import.
+const SYNC_EVERY: usize = 16 << 20;
+
 pub(super) fn invalid(archive: &Path, reason: impl Into<String>) -> MicrosandboxError {
     MicrosandboxError::ArchiveInvalid {
         path: archive.to_path_buf(),
@@ -370,6 +373,7 @@ impl Unpacker<'_> {
             }],
             EntryBody::Sparse { segments, .. } => segments.clone(),
         };
+        let mut unsynced = 0;
         for segment in segments {
             let mut done = 0;
             while done < segment.len {
@@ -379,6 +383,14 @@ impl Unpacker<'_> {
                 write_nonzero_runs(&out, segment.offset + done, &self.buf[..n])
                     .map_err(|e| MicrosandboxError::io(&path, e))?;
                 done += n as u64;
+                // Synced as it lands, so the final fsync cannot outlast a
+                // cancellation by much.
+                unsynced += n;
+                if unsynced >= SYNC_EVERY {
+                    out.sync_data()
+                        .map_err(|e| MicrosandboxError::io(&path, e))?;
+                    unsynced = 0;
+                }
             }
         }
         out.sync_all()
