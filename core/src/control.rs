@@ -125,7 +125,10 @@ impl Control {
     /// Whether the call must stop.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.dropped.load(Ordering::Acquire)
-            || self.token.as_ref().is_some_and(|t| t.is_cancelled())
+            || [&self.token, &self.scoped]
+                .into_iter()
+                .flatten()
+                .any(CancellationToken::is_cancelled)
     }
 
     /// `Cancelled` once the call must stop.

@@ -237,15 +237,49 @@ fn open_new(home: &MsbHome, path: &Path) -> MicrosandboxResult<Connection> {
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(|e| db_error(path, e))?;
     if version < SCHEMA_VERSION {
-        // WAL mode is recorded in the database file: setting it once, with
-        // the schema, spares every later open a statement.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| db_error(path, e))?;
-        conn.execute_batch(SCHEMA).map_err(|e| db_error(path, e))?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(|e| db_error(path, e))?;
+        create_schema(&conn).map_err(|e| db_error(path, e))?;
     }
     Ok(conn)
+}
+
+/// Put the database in WAL mode and create the schema, once, even when
+/// several connections (threads or processes) open a new database at the
+/// same moment.
+fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL mode is recorded in the database file: setting it once, with the
+    // schema, spares every later open a statement. Changing the journal
+    // mode does not wait on the busy handler, so a concurrent first open
+    // is retried here for as long as the busy timeout.
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => break other?,
+        }
+    }
+    // One writer creates the schema; the others wait for it (IMMEDIATE
+    // takes the write lock through the busy handler) and find it done.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let created = (|| {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        Ok(())
+    })();
+    match created {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 /// A database failure as an `Io` error naming the database file.
@@ -260,6 +294,29 @@ pub(crate) fn db_path(home: &MsbHome) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_new_database_opened_by_many_threads_at_once_gets_one_schema() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let home = MsbHome::at(dir.path());
+            let barrier = std::sync::Barrier::new(8);
+            std::thread::scope(|scope| {
+                for _ in 0..8 {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        // A fresh connection each, as separate processes would have.
+                        let conn = open_new(&home, &db_path(&home)).unwrap();
+                        let version: i64 = conn
+                            .pragma_query_value(None, "user_version", |row| row.get(0))
+                            .unwrap();
+                        assert_eq!(version, SCHEMA_VERSION);
+                    });
+                }
+            });
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// The table of `lib.rs`, lowest layer first.
 const LAYERS: &[&[&str]] = &[
-    &["error"],
+    &["error", "digest"],
     &["progress"],
     &["control", "home", "publish", "sparse", "tools"],
     &["config", "db"],

@@ -19,13 +19,14 @@
 //! | 3 | `config`, `db` | resolving the configuration; the SQLite connection |
 //! | 2 | `control`, `home`, `publish`, `sparse`, `tools` | cancellation and progress; paths under the home; atomic publication; sparse files; external tools |
 //! | 1 | `progress` | progress event types |
-//! | 0 | `error` | the error type |
+//! | 0 | `error`, `digest` | the error type; content digest strings |
 //!
 //! The crate root only declares modules and re-exports their public items.
 
 pub mod config;
 pub mod control;
 mod db;
+pub mod digest;
 pub mod error;
 pub mod home;
 pub mod image;
@@ -42,8 +43,6 @@ mod tools;
 
 pub use config::Config;
 pub use control::{CallOpts, CancellationToken};
-// Index code calls `crate::blocking`; the helper lives in `control`.
-pub(crate) use control::blocking;
 pub use error::{MicrosandboxError, MicrosandboxResult};
 pub use home::MsbHome;
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};

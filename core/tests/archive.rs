@@ -257,7 +257,7 @@ async fn with_parents(work: &Path, snapshots: &Path) {
         with_parents: true,
         ..Default::default()
     };
-    Snapshot::export(leaf.digest(), &out, with_parents.clone())
+    Snapshot::export(leaf.digest(), &out, with_parents)
         .await
         .unwrap();
     let dest = work.join("chain-dest");

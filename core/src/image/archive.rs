@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::digest::{is_sha256_digest, prefixed_sha256, sha256_digest_string, sha256_hex};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::publish;
 
@@ -313,7 +314,7 @@ fn stage_docker_save(
         "layers": layers.iter().map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s})).collect::<Vec<_>>(),
     });
     let bytes = serde_json::to_vec(&manifest).map_err(|e| bad_archive(archive, e.to_string()))?;
-    let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let manifest_digest = sha256_digest_string(&bytes);
     let manifest_file = staging.join("msb-synthesized-manifest.json");
     fs::write(&manifest_file, &bytes).map_err(|e| bad_archive(archive, e.to_string()))?;
     store_blob(archive, &manifest_file, &manifest_digest, blobs_dir)?;
@@ -333,19 +334,14 @@ fn read_json<T: serde::de::DeserializeOwned>(archive: &Path, path: &Path) -> Mic
 }
 
 fn hex_of<'d>(archive: &Path, digest: &'d str) -> MicrosandboxResult<&'d str> {
-    digest
-        .strip_prefix("sha256:")
-        .filter(|h| {
-            h.len() == 64
-                && h.bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        })
-        .ok_or_else(|| {
-            bad_archive(
-                archive,
-                format!("unsupported digest {digest:?} (sha256 only)"),
-            )
-        })
+    if is_sha256_digest(digest) {
+        Ok(sha256_hex(digest))
+    } else {
+        Err(bad_archive(
+            archive,
+            format!("unsupported digest {digest:?} (sha256 only)"),
+        ))
+    }
 }
 
 fn blob_path(archive: &Path, staging: &Path, digest: &str) -> MicrosandboxResult<PathBuf> {
@@ -363,7 +359,7 @@ pub(crate) fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let len = io::copy(&mut file, &mut hasher)?;
-    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), len))
+    Ok((prefixed_sha256(&hasher.finalize()), len))
 }
 
 /// Check `path` hashes to `digest`, then move it to the blob store.

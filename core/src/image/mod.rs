@@ -31,6 +31,7 @@ use tempfile::TempDir;
 
 use crate::control::{CallOpts, Control};
 use crate::db;
+use crate::digest::sha256_hex;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::publish;
@@ -219,8 +220,7 @@ fn blobs_dir(home: &MsbHome) -> PathBuf {
 
 /// Path of the blob with `digest` in the store.
 pub(crate) fn blob_path(home: &MsbHome, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    blobs_dir(home).join(hex)
+    blobs_dir(home).join(sha256_hex(digest))
 }
 
 /// Where staging directories of the store live (`images/tmp`): nothing
@@ -300,16 +300,14 @@ fn register_imported(
 
 /// Where the root disk of the image with `manifest_digest` lives.
 pub(crate) fn lower_path(home: &MsbHome, manifest_digest: &str) -> PathBuf {
-    let hex = manifest_digest
-        .strip_prefix("sha256:")
-        .unwrap_or(manifest_digest);
+    let hex = sha256_hex(manifest_digest);
     home.images_dir().join("lower").join(format!("{hex}.erofs"))
 }
 
 /// Where a root disk that arrived in a snapshot archive is kept: by its own
 /// digest, apart from the ones this machine built.
 fn imported_lower_path(home: &MsbHome, lower_digest: &str) -> PathBuf {
-    let hex = lower_digest.strip_prefix("sha256:").unwrap_or(lower_digest);
+    let hex = sha256_hex(lower_digest);
     home.images_dir()
         .join("lower")
         .join(format!("imported-{hex}.erofs"))
@@ -376,9 +374,7 @@ impl StagedImageFiles {
 
     /// Where the blob with `digest` is staged.
     pub(crate) fn blob_path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join(digest.strip_prefix("sha256:").unwrap_or(digest))
+        self.dir.path().join(sha256_hex(digest))
     }
 
     /// Where the root disk is staged.

@@ -92,13 +92,13 @@ impl SnapshotHandle {
     /// Open the underlying artifact (same as `Snapshot::open(self.path())`).
     pub async fn open(&self) -> MicrosandboxResult<Snapshot> {
         let path = self.path().to_path_buf();
-        crate::blocking(move || Snapshot::open_dir(&path)).await
+        crate::control::blocking(move || Snapshot::open_dir(&path)).await
     }
 
     /// Remove this snapshot (same as `Snapshot::remove(self.digest(), force)`).
     pub async fn remove(&self, force: bool) -> MicrosandboxResult<()> {
         let (home, path) = (MsbHome::resolve()?, self.path_str().to_string());
-        crate::blocking(move || super::index::remove(&home, &path, force)).await
+        crate::control::blocking(move || super::index::remove(&home, &path, force)).await
     }
 
     /// Pack `fields` into a handle (one copy of the text).

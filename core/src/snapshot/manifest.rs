@@ -10,8 +10,8 @@ use std::path::Path;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+pub use crate::digest::{is_content_digest, is_sha256_digest, sha256_digest_string};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 
 /// The only manifest schema version this build reads and writes.
@@ -193,28 +193,6 @@ impl Manifest {
     pub fn digest(&self) -> String {
         sha256_digest_string(&self.canonical_bytes())
     }
-}
-
-/// `sha256:` + lowercase hex of the SHA-256 of `bytes`.
-pub fn sha256_digest_string(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// True for `sha256:` followed by 64 lowercase hex digits.
-pub fn is_sha256_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|hex| is_lower_hex_of_len(hex, 64))
-}
-
-/// True for a content digest in `sha256:<64 hex>` or `sha512:<128 hex>` form.
-pub fn is_content_digest(s: &str) -> bool {
-    is_sha256_digest(s)
-        || s.strip_prefix("sha512:")
-            .is_some_and(|hex| is_lower_hex_of_len(hex, 128))
-}
-
-fn is_lower_hex_of_len(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// `parent` is a content digest; `ManifestInvalid` for `origin` otherwise.

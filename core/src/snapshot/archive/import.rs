@@ -451,7 +451,7 @@ impl Unpacker<'_> {
             left -= n as u64;
         }
         out.sync_all().map_err(|e| MicrosandboxError::io(path, e))?;
-        Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+        Ok(crate::digest::prefixed_sha256(&hasher.finalize()))
     }
 
     /// The image staging directory, made on first use.

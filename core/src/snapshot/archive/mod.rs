@@ -85,9 +85,7 @@ struct ArchivedImage {
     lower_size: u64,
 }
 
-fn hex_of(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
-}
+use crate::digest::sha256_hex as hex_of;
 
 fn snapshot_dir_entry(digest: &str) -> String {
     format!("snapshots/{}", hex_of(digest))

@@ -163,7 +163,7 @@ pub(crate) fn digest_open_file(
             raw
         }
     };
-    Ok(format!("sha256:{}", hex::encode(raw)))
+    Ok(crate::digest::prefixed_sha256(&raw))
 }
 
 #[cfg(test)]
