@@ -47,7 +47,10 @@ pub use error::{MicrosandboxError, MicrosandboxResult};
 pub use home::MsbHome;
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
 pub use runtime::AccelMode;
-pub use sandbox::{ExecOutput, Sandbox, SandboxBuilder, SandboxHandle, SandboxState};
+pub use sandbox::{
+    ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, ExitStatus, Sandbox, SandboxBuilder,
+    SandboxHandle, SandboxState,
+};
 pub use snapshot::{
     ExportOpts, IntegrityAlgorithm, Snapshot, SnapshotBuilder, SnapshotConfig, SnapshotDestination,
     SnapshotFormat, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,

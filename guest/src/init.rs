@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod boot;
+pub mod exec;
 pub mod log;
 pub mod reaper;
 pub mod sys;
