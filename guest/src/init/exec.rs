@@ -38,6 +38,13 @@ const PIPE_SIZE: i32 = 256 * 1024;
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
 /// Upper bound on draining after the process exits.
 const DRAIN_MAX: Duration = Duration::from_secs(2);
+/// A frame smaller than this, while output streams, waits a little for more.
+const COALESCE_MIN: usize = 64 * 1024;
+/// Output counts as streaming when the previous frame left this recently.
+const STREAMING: Duration = Duration::from_millis(20);
+/// One pause while gathering, and how many at most (≤ 2 ms added per frame).
+const GATHER_PAUSE: Duration = Duration::from_micros(250);
+const GATHER_PAUSES: usize = 8;
 /// How often a thread waiting for credit looks at its deadline.
 const CREDIT_WAIT: Duration = Duration::from_millis(100);
 
@@ -443,6 +450,29 @@ fn feed_stdin(mut pipe: ChildStdin, rx: &Receiver<Vec<u8>>, mut credits: Reporte
     }
 }
 
+/// Reads more of `file` into `buf` while it has data, pausing briefly
+/// between reads so that a writer of small pieces can fill the pipe; stops
+/// once [`COALESCE_MIN`] bytes are in or a pause brought nothing. Returns
+/// the bytes added (end of file and errors are left to the next poll).
+fn gather(file: &mut File, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    for _ in 0..GATHER_PAUSES {
+        if got >= buf.len() || got >= COALESCE_MIN {
+            break;
+        }
+        std::thread::sleep(GATHER_PAUSE);
+        match sys::poll_one(file.as_fd(), PollFlags::POLLIN, PollTimeout::ZERO) {
+            Ok(r) if r.contains(PollFlags::POLLIN) => {}
+            _ => break,
+        }
+        match file.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(m) => got += m,
+        }
+    }
+    got
+}
+
 /// An exec's timeout.
 struct Timer {
     deadline: Option<Instant>,
@@ -488,6 +518,8 @@ fn pump(
     let id = reporter.id;
     let mut exited: Option<(Instant, Instant)> = None; // (exit seen, last data)
     let mut buf = vec![0u8; HEADER_LEN + CHUNK];
+    // Long ago: the first output goes out at once.
+    let mut last_send = Instant::now() - STREAMING;
     loop {
         timer.check(ctl);
         if outputs.iter().all(|o| !o.open) {
@@ -546,7 +578,17 @@ fn pump(
             let out = &mut outputs[i];
             match out.file.read(&mut buf[HEADER_LEN..HEADER_LEN + allowed]) {
                 Ok(0) => out.open = false,
-                Ok(n) => {
+                Ok(mut n) => {
+                    // A process that writes in small pieces, while output
+                    // streams: gather a bigger frame first (each frame costs
+                    // a wakeup, a poll and port writes; under TCG that is
+                    // what limits throughput).
+                    if n < COALESCE_MIN && last_send.elapsed() < STREAMING {
+                        n += gather(
+                            &mut out.file,
+                            &mut buf[HEADER_LEN + n..HEADER_LEN + allowed],
+                        );
+                    }
                     if !ctl.discarding()
                         && let Ok(h) = protocol::header(out.kind, id, n)
                     {
@@ -554,6 +596,7 @@ fn pump(
                         reporter.send_frame(&buf[..HEADER_LEN + n]);
                         ctl.spend(n);
                     }
+                    last_send = Instant::now();
                     if let Some((_, last)) = exited.as_mut() {
                         *last = Instant::now();
                     }
