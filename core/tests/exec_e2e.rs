@@ -172,6 +172,16 @@ async fn timeout_kills_the_process_tree(sb: &Sandbox) {
     assert_eq!(out.signal, Some(9));
     assert_eq!(out.stdout_text(), "started\n");
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    // A command that closes its output still times out.
+    let opts = ExecOptions {
+        timeout: Some(Duration::from_secs(1)),
+        ..ExecOptions::default()
+    };
+    let out = sb
+        .exec_with("sh", ["-c", "exec >&- 2>&-; sleep 303"], opts)
+        .await
+        .unwrap();
+    assert!(out.timed_out && out.signal == Some(9), "{out:?}");
     let ps = sb.exec("ps", Vec::<String>::new()).await.unwrap();
     assert!(
         !ps.stdout_text().contains("sleep 30"),

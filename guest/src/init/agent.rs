@@ -1,8 +1,10 @@
 //! The guest end of the agent channel: finds the virtio-serial port named
 //! [`AGENT_PORT_NAME`], announces `ready`, and serves requests until
-//! `shutdown`, across any number of host connections. Each `exec` runs on its
-//! own thread, which streams the process's stdout/stderr as frames and ends
-//! with its `exit` (or `error`).
+//! `shutdown`, across any number of host connections. The reader here
+//! decodes host frames and hands exec requests, stdin, credit and signals to
+//! [`super::exec`], where each exec runs on its own thread, streams the
+//! process's stdout/stderr as data frames and ends with its `exit` (or
+//! `error`). [`Link`] is the port's write side, shared by all of them.
 //!
 //! # The port while hosts come and go
 //!

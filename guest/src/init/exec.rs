@@ -411,6 +411,11 @@ fn run_exec(
     };
     pump(reporter, ctl, &mut outputs, pidfd.as_ref(), &mut timer);
     drop(outputs);
+    if let Some(pidfd) = &pidfd {
+        // The pipes may close long before the process ends: the timeout
+        // still applies.
+        wait_exit(pidfd, ctl, &mut timer);
+    }
     let status = reaper.wait(pid);
     if timer.fired {
         // Whatever of the group outlived the leader goes too.
@@ -471,6 +476,22 @@ fn gather(file: &mut File, buf: &mut [u8]) -> usize {
         }
     }
     got
+}
+
+/// Waits for the process behind `pidfd` to exit, firing the timeout if it
+/// comes first (without a timeout, the reaper's wait does the waiting).
+fn wait_exit(pidfd: &OwnedFd, ctl: &ExecCtl, timer: &mut Timer) {
+    while let Some(left) = timer.left() {
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match sys::poll_one(pidfd.as_fd(), PollFlags::POLLIN, timeout) {
+            Ok(r) if !r.is_empty() => return,
+            Ok(_) => timer.check(ctl),
+            Err(e) => {
+                crate::log!("poll on a pidfd: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// An exec's timeout.
