@@ -8,10 +8,14 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use microsandbox_guest::protocol::{self, GuestMessage, HostMessage};
+use microsandbox_guest::protocol::{self, GuestMessage, HostMessage, PROTOCOL_VERSION};
 
 use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
+
+/// The fix for a guest of another protocol version (or a corrupt channel).
+const REBUILD: &str = "if the guest init is from another microsandbox version, \
+     reinstall the guest assets (scripts/setup-runtime.sh DIR)";
 
 /// A live connection to a guest agent.
 pub(crate) struct AgentClient {
@@ -67,9 +71,14 @@ impl AgentClient {
             }
             client.reader.get_ref().set_read_timeout(Some(wait))?;
             match protocol::read_message::<_, GuestMessage>(&mut client.reader) {
-                Ok(Some(GuestMessage::Ready { .. })) => {
+                Ok(Some(GuestMessage::Ready { version })) if version == PROTOCOL_VERSION => {
                     client.reader.get_ref().set_read_timeout(None)?;
                     return Ok(client);
+                }
+                Ok(Some(GuestMessage::Ready { version })) => {
+                    return Err(io::Error::other(format!(
+                        "the guest speaks agent protocol {version}, this SDK {PROTOCOL_VERSION}; {REBUILD}"
+                    )));
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) => {
@@ -79,7 +88,7 @@ impl AgentClient {
                     ));
                 }
                 Err(e) if is_timeout(&e) => continue,
-                Err(e) => return Err(io::Error::other(e)),
+                Err(e) => return Err(io::Error::other(format!("{e}; {REBUILD}"))),
             }
         }
     }
