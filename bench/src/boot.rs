@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use microsandbox::image::Image;
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, build_busybox_archive};
-use microsandbox::runtime::host::tsc_khz;
 use microsandbox::{Config, Sandbox, SandboxState};
 use microsandbox_guest::protocol::{self, GuestMessage, HostMessage};
+use msb_bench::RawVm;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -73,16 +73,7 @@ fn main() -> Res<()> {
         let lower = handle.config().lower_path.clone();
         Ok::<_, Box<dyn std::error::Error>>((times, failures, handle.upper_path(), lower))
     })?;
-    let initramfs = std::fs::read_dir(work.path().join("cache"))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".cpio"))
-        .ok_or("no cached initramfs")?;
-    let kernel = ["vmlinux", "vmlinuz"]
-        .iter()
-        .map(|f| kernel_dir.join(f))
-        .find(|p| p.is_file())
-        .ok_or("no kernel")?;
+    let (kernel, initramfs) = msb_bench::raw_assets(work.path(), &kernel_dir)?;
 
     let mut raw = Vec::new();
     let mut raw_failures = 0;
@@ -131,52 +122,18 @@ fn raw_boot(
     let dir = work.join(format!("raw-{i}"));
     std::fs::create_dir_all(&dir)?;
     let sock = dir.join("agent.sock");
-    let p = |p: &Path| p.to_string_lossy().into_owned();
     let started = Instant::now();
-    let mut child: Child = Command::new("qemu-system-x86_64")
-        .args([
-            "-name",
-            "msb-bench-raw",
-            "-machine",
-            "microvm,accel=tcg,acpi=on",
-            "-cpu",
-            "qemu64",
-            "-m",
-            "256M",
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .args(["-serial", &format!("file:{}", p(&dir.join("console.log")))])
-        .args(["-kernel", &p(kernel), "-initrd", &p(initramfs)])
-        .args([
-            "-append",
-            &format!("console=ttyS0 tsc_early_khz={} panic=-1", tsc_khz()),
-        ])
-        .args([
-            "-drive",
-            &format!("id=lower,file={},format=raw,if=none,readonly=on", p(lower)),
-        ])
-        .args(["-device", "virtio-blk-device,drive=lower,serial=msb-lower"])
-        .args([
-            "-drive",
-            &format!("id=upper,file={},format=raw,if=none", p(upper)),
-        ])
-        .args(["-device", "virtio-blk-device,drive=upper,serial=msb-upper"])
-        .args(["-device", "virtio-serial-device"])
-        .args([
-            "-chardev",
-            &format!("socket,id=agent,path={},server=on,wait=off", p(&sock)),
-        ])
-        .args(["-device", "virtserialport,chardev=agent,name=msb.agent"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child: Child = RawVm {
+        dir: &dir,
+        kernel,
+        initramfs,
+        lower,
+        upper,
+        agent_sock: &sock,
+        ports: &[],
+    }
+    .command()
+    .spawn()?;
     let result = drive_raw(&sock, started);
     let _ = child.kill();
     let _ = child.wait();
@@ -215,6 +172,9 @@ fn drive_raw(sock: &Path, started: Instant) -> Res<Duration> {
         argv: vec!["true".into()],
         env: BTreeMap::new(),
         cwd: None,
+        stdin: false,
+        timeout_ms: None,
+        window: None,
     };
     protocol::write_message(&mut writer, &exec)?;
     loop {

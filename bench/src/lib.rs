@@ -73,3 +73,105 @@ pub fn median(mut times: Vec<std::time::Duration>) -> std::time::Duration {
 pub fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+/// What a raw VM boots: the same machine, kernel, initramfs and disks as a
+/// sandbox, started by the benchmark itself (no SDK in the way).
+pub struct RawVm<'a> {
+    /// Directory for its console log.
+    pub dir: &'a Path,
+    /// The kernel image.
+    pub kernel: &'a Path,
+    /// The cached initramfs (with the guest init).
+    pub initramfs: &'a Path,
+    /// Read-only root disk.
+    pub lower: &'a Path,
+    /// Writable upper disk.
+    pub upper: &'a Path,
+    /// Socket of the `msb.agent` port.
+    pub agent_sock: &'a Path,
+    /// Extra virtio-serial ports: (name, socket).
+    pub ports: &'a [(&'a str, &'a Path)],
+}
+
+impl RawVm<'_> {
+    /// The QEMU command line (TCG, microvm), ready to spawn.
+    pub fn command(&self) -> Command {
+        let p = |p: &Path| p.to_string_lossy().into_owned();
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-name",
+            "msb-bench-raw",
+            "-machine",
+            "microvm,accel=tcg,acpi=on",
+        ])
+        .args(["-cpu", "qemu64", "-m", "256M"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args([
+            "-serial",
+            &format!("file:{}", p(&self.dir.join("console.log"))),
+        ])
+        .args(["-kernel", &p(self.kernel), "-initrd", &p(self.initramfs)])
+        .args([
+            "-append",
+            &format!(
+                "console=ttyS0 tsc_early_khz={} panic=-1",
+                microsandbox::runtime::host::tsc_khz()
+            ),
+        ])
+        .args([
+            "-drive",
+            &format!(
+                "id=lower,file={},format=raw,if=none,readonly=on",
+                p(self.lower)
+            ),
+        ])
+        .args(["-device", "virtio-blk-device,drive=lower,serial=msb-lower"])
+        .args([
+            "-drive",
+            &format!("id=upper,file={},format=raw,if=none", p(self.upper)),
+        ])
+        .args(["-device", "virtio-blk-device,drive=upper,serial=msb-upper"])
+        .args(["-device", "virtio-serial-device"]);
+        let ports =
+            std::iter::once(("msb.agent", self.agent_sock)).chain(self.ports.iter().copied());
+        for (i, (name, sock)) in ports.enumerate() {
+            cmd.args([
+                "-chardev",
+                &format!("socket,id=port{i},path={},server=on,wait=off", p(sock)),
+            ])
+            .args([
+                "-device",
+                &format!("virtserialport,chardev=port{i},name={name}"),
+            ]);
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    }
+}
+
+/// The kernel of `kernel_dir` and the initramfs the SDK cached under
+/// `home` (after a boot), for a [`RawVm`].
+pub fn raw_assets(
+    home: &Path,
+    kernel_dir: &Path,
+) -> Result<(PathBuf, PathBuf), Box<dyn std::error::Error>> {
+    let initramfs = fs::read_dir(home.join("cache"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".cpio"))
+        .ok_or("no cached initramfs")?;
+    let kernel = ["vmlinux", "vmlinuz"]
+        .iter()
+        .map(|f| kernel_dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or("no kernel")?;
+    Ok((kernel, initramfs))
+}

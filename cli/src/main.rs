@@ -41,6 +41,8 @@ enum Command {
     /// Run a command in a running sandbox: msb exec NAME -- CMD ARGS…
     Exec {
         name: String,
+        #[command(flatten)]
+        opts: sandbox_cmd::ExecOpts,
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
@@ -92,7 +94,9 @@ fn main() -> ExitCode {
         let status = |code: i32| u8::try_from(code).unwrap_or(1);
         match cli.command {
             Command::Create { name, opts } => done(sandbox_cmd::create(name, opts, json).await),
-            Command::Exec { name, argv } => sandbox_cmd::exec(name, argv, json).await.map(status),
+            Command::Exec { name, opts, argv } => {
+                sandbox_cmd::exec(name, opts, argv, json).await.map(status)
+            }
             Command::Run { image, argv } => sandbox_cmd::run(image, argv, json).await.map(status),
             Command::Stop { name } => done(sandbox_cmd::stop(name, json).await),
             Command::Start { name } => done(sandbox_cmd::start(name, json).await),

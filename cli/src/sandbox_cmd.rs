@@ -1,9 +1,20 @@
 //! Sandbox commands: `msb create|exec|stop|start|ls|rm|run`.
+//!
+//! `msb exec` streams: output is written as it comes (raw bytes, stdout to
+//! stdout, stderr to stderr), stdin is forwarded when it is not a terminal,
+//! Ctrl-C becomes SIGINT for the command's process group, and msb exits with
+//! the command's status (128 + signal when a signal killed it). With
+//! `--json` it buffers and prints one object at the end. No `-t` (pty) yet.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::Args;
-use microsandbox::{ExecOutput, MicrosandboxError, MicrosandboxResult, Sandbox};
+use microsandbox::{
+    ExecEvent, ExecOptions, ExecOutput, ExecStream, MicrosandboxError, MicrosandboxResult, Sandbox,
+};
 
 use crate::render::{Removed, print_json, print_json_list};
 
@@ -56,11 +67,151 @@ pub async fn create(name: String, opts: CreateOpts, json: bool) -> MicrosandboxR
     Ok(())
 }
 
+/// Options of `msb exec`.
+#[derive(Args)]
+pub struct ExecOpts {
+    /// Kill the command (and everything it started) after SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Environment variable for this command, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory in the guest.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+}
+
+impl ExecOpts {
+    fn into_options(self) -> MicrosandboxResult<ExecOptions> {
+        let mut env = BTreeMap::new();
+        for kv in self.env {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                MicrosandboxError::InvalidConfig(format!("--env {kv:?} is not KEY=VALUE"))
+            })?;
+            env.insert(k.to_string(), v.to_string());
+        }
+        let timeout = match self.timeout {
+            Some(secs) if secs.is_finite() && secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+            Some(secs) => {
+                return Err(MicrosandboxError::InvalidConfig(format!(
+                    "--timeout {secs} must be a positive number of seconds"
+                )));
+            }
+            None => None,
+        };
+        Ok(ExecOptions {
+            env,
+            cwd: self.cwd,
+            timeout,
+            ..ExecOptions::default()
+        })
+    }
+}
+
 /// Run a command; returns its exit code for the process to exit with.
-pub async fn exec(name: String, argv: Vec<String>, json: bool) -> MicrosandboxResult<i32> {
+pub async fn exec(
+    name: String,
+    opts: ExecOpts,
+    argv: Vec<String>,
+    json: bool,
+) -> MicrosandboxResult<i32> {
     let (cmd, args) = split_argv(argv)?;
-    let out = Sandbox::get(name).await?.exec(cmd, args).await?;
-    Ok(emit(&out, json))
+    let options = opts.into_options()?;
+    let sandbox = Sandbox::get(name).await?;
+    if json {
+        let out = sandbox.exec_with(cmd, args, options).await?;
+        return Ok(emit(&out, json));
+    }
+    let stream = sandbox.exec_stream(cmd, args, options).await?;
+    stream_to_terminal(stream).await
+}
+
+/// Set by the SIGINT handler; the exec loop turns it into a guest SIGINT.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Release);
+}
+
+fn catch_sigint() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
+/// Forward stdin (when it is not a terminal), print output as it comes,
+/// pass Ctrl-C on; returns the status to exit with.
+async fn stream_to_terminal(mut stream: ExecStream) -> MicrosandboxResult<i32> {
+    catch_sigint();
+    let mut feeding = None;
+    if let Some(mut stdin) = stream.take_stdin() {
+        if std::io::stdin().is_terminal() {
+            stdin.close()?;
+        } else {
+            // A thread reads our stdin (blocking) into a small channel: at
+            // most 4 chunks of 64 KiB wait here.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+            std::thread::spawn(move || {
+                let mut input = std::io::stdin().lock();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match input.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+            feeding = Some(tokio::spawn(async move {
+                while let Some(chunk) = rx.recv().await {
+                    if stdin.write(&chunk).await.is_err() {
+                        return; // the command exited
+                    }
+                }
+                let _ = stdin.close();
+            }));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr();
+    let code = loop {
+        let event = tokio::select! {
+            event = stream.next() => event?,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                if INTERRUPTED.swap(false, Ordering::AcqRel) {
+                    stream.signal(libc::SIGINT)?;
+                }
+                continue;
+            }
+        };
+        match event {
+            Some(ExecEvent::Stdout(data)) => {
+                // A closed stdout (e.g. `| head`) is not the command's failure.
+                let _ = out.write_all(&data).and_then(|()| out.flush());
+            }
+            Some(ExecEvent::Stderr(data)) => {
+                let _ = err.write_all(&data);
+            }
+            Some(ExecEvent::Exit(status)) => {
+                if status.timed_out {
+                    eprintln!("msb: the command timed out and was killed");
+                }
+                break status.signal.map_or(status.code, |s| 128 + s);
+            }
+            None => break 255,
+        }
+    };
+    if let Some(feeding) = feeding {
+        feeding.abort();
+    }
+    Ok(code)
 }
 
 pub async fn run(image: String, argv: Vec<String>, json: bool) -> MicrosandboxResult<i32> {

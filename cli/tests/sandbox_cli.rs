@@ -87,6 +87,7 @@ fn sandbox_commands_work_end_to_end() {
     );
     ok(h, &["start", "cli"]);
     assert_eq!(ok(h, &["exec", "cli", "--", "cat", "/root/g"]), "hello\n");
+    exec_streams(h);
     ok(h, &["rm", "cli"]);
 
     let out = msb(h, &["create", "x", "--image", "nope:1"]);
@@ -106,4 +107,77 @@ fn sandbox_commands_work_end_to_end() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `msb exec` streaming (issue 23): piped stdin, exit status, signals,
+/// `--env`/`--cwd`/`--timeout`, `--json`. Runs on the sandbox `cli`.
+fn exec_streams(h: &std::path::Path) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    // echo data | msb exec cli -- cat
+    let mut child = Command::new(env!("CARGO_BIN_EXE_msb"))
+        .env("MSB_HOME", h)
+        .args(["exec", "cli", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"data\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "data\n");
+
+    let out = msb(
+        h,
+        &[
+            "exec",
+            "cli",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(
+        (text(&out.stdout).as_str(), text(&out.stderr).as_str()),
+        ("out\n", "err\n")
+    );
+    let out = msb(h, &["exec", "cli", "--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(out.status.code(), Some(128 + 9));
+
+    let out = msb(
+        h,
+        &[
+            "exec",
+            "cli",
+            "--env",
+            "A=b",
+            "--cwd",
+            "/tmp",
+            "--timeout",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo $A; pwd; sleep 30",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "b\n/tmp\n");
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out: Value = serde_json::from_str(&ok(
+        h,
+        &["--json", "exec", "cli", "--", "sh", "-c", "echo hi"],
+    ))
+    .unwrap();
+    assert_eq!(out["exit_code"], 0);
+    assert_eq!(out["stdout"], "hi\n");
+    assert_eq!(out["stdout_truncated"], false);
 }

@@ -15,7 +15,7 @@
 //! | 7 | `sandbox` | booting, running, stopping sandboxes |
 //! | 6 | `snapshot` | artifacts, index, integrity, archives, capture |
 //! | 5 | `image`, `sandbox_store` | the image store layout; sandbox registry, directory layout and lock |
-//! | 4 | `runtime` | QEMU, guest assets, the agent, VM names |
+//! | 4 | `runtime` | QEMU, guest assets, the agent, streaming exec, VM names |
 //! | 3 | `config`, `db` | resolving the configuration; the SQLite connection |
 //! | 2 | `control`, `home`, `publish`, `sparse`, `tools` | cancellation and progress; paths under the home; atomic publication; sparse files; external tools |
 //! | 1 | `progress` | progress event types |
@@ -47,7 +47,10 @@ pub use error::{MicrosandboxError, MicrosandboxResult};
 pub use home::MsbHome;
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
 pub use runtime::AccelMode;
-pub use sandbox::{ExecOutput, Sandbox, SandboxBuilder, SandboxHandle, SandboxState};
+pub use sandbox::{
+    ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, ExitStatus, Sandbox, SandboxBuilder,
+    SandboxHandle, SandboxState,
+};
 pub use snapshot::{
     ExportOpts, IntegrityAlgorithm, Snapshot, SnapshotBuilder, SnapshotConfig, SnapshotDestination,
     SnapshotFormat, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,

@@ -2,10 +2,12 @@
 //! the syscalls `nix` does not wrap safely (and all `unsafe`), [`log`] writes
 //! diagnostics to the console, [`boot`] takes the VM from the kernel's
 //! hand-off to the merged root and back down to a clean power-off, [`reaper`]
-//! owns `wait`, and [`agent`] serves the protocol.
+//! owns `wait`, [`agent`] serves the protocol and [`exec`] runs the
+//! commands it asks for.
 
 pub mod agent;
 pub mod boot;
+pub mod exec;
 pub mod log;
 pub mod reaper;
 pub mod sys;

@@ -1,47 +1,26 @@
 //! The host end of the guest channel: connect to the VM's agent socket, say
-//! `hello`, wait for `ready`, then run commands (streaming their output) or
-//! ask for shutdown. Any process may connect, one at a time, so a sandbox
-//! created by one process can be used by another.
+//! `hello`, wait for `ready`, then hand the connection to [`super::exec`]
+//! (commands) or ask for shutdown. Any process may connect, one at a time,
+//! so a sandbox created by one process can be used by another.
 
-use std::collections::BTreeMap;
 use std::io::{self, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use microsandbox_guest::protocol::{self, GuestMessage, HostMessage};
+use microsandbox_guest::protocol::{self, GuestMessage, HostMessage, PROTOCOL_VERSION};
 
 use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 
-/// What a finished command produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecOutput {
-    /// Exit status, or 128 + signal number when a signal ended it.
-    pub exit_code: i32,
-    /// Everything the command wrote to standard output.
-    pub stdout: Vec<u8>,
-    /// Everything the command wrote to standard error.
-    pub stderr: Vec<u8>,
-}
-
-impl ExecOutput {
-    /// Standard output as text (invalid UTF-8 replaced).
-    pub fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    /// Standard error as text (invalid UTF-8 replaced).
-    pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
-    }
-}
+/// The fix for a guest of another protocol version (or a corrupt channel).
+const REBUILD: &str = "if the guest init is from another microsandbox version, \
+     reinstall the guest assets (scripts/setup-runtime.sh DIR)";
 
 /// A live connection to a guest agent.
 pub(crate) struct AgentClient {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
-    next_id: u64,
 }
 
 impl AgentClient {
@@ -72,7 +51,6 @@ impl AgentClient {
         let mut client = Self {
             reader: BufReader::new(stream),
             writer,
-            next_id: 1,
         };
         // Resend hello until ready: a hello sent while the guest is still
         // booting is never read.
@@ -93,9 +71,14 @@ impl AgentClient {
             }
             client.reader.get_ref().set_read_timeout(Some(wait))?;
             match protocol::read_message::<_, GuestMessage>(&mut client.reader) {
-                Ok(Some(GuestMessage::Ready { .. })) => {
+                Ok(Some(GuestMessage::Ready { version })) if version == PROTOCOL_VERSION => {
                     client.reader.get_ref().set_read_timeout(None)?;
                     return Ok(client);
+                }
+                Ok(Some(GuestMessage::Ready { version })) => {
+                    return Err(io::Error::other(format!(
+                        "the guest speaks agent protocol {version}, this SDK {PROTOCOL_VERSION}; {REBUILD}"
+                    )));
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) => {
@@ -105,62 +88,15 @@ impl AgentClient {
                     ));
                 }
                 Err(e) if is_timeout(&e) => continue,
-                Err(e) => return Err(io::Error::other(e)),
+                Err(e) => return Err(io::Error::other(format!("{e}; {REBUILD}"))),
             }
         }
     }
 
-    /// Run `argv` and collect its output; `timeout` bounds the whole call.
-    pub fn exec(
-        &mut self,
-        argv: Vec<String>,
-        env: BTreeMap<String, String>,
-        cwd: Option<String>,
-        timeout: Option<Duration>,
-    ) -> MicrosandboxResult<ExecOutput> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&HostMessage::Exec { id, argv, env, cwd })?;
-        self.reader
-            .get_ref()
-            .set_read_timeout(timeout)
-            .map_err(|e| runtime(format!("agent socket: {e}")))?;
-        let mut out = ExecOutput {
-            exit_code: -1,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        };
-        loop {
-            let msg = protocol::read_message::<_, GuestMessage>(&mut self.reader).map_err(|e| {
-                if is_timeout(&e) {
-                    runtime("command timed out".to_string())
-                } else {
-                    runtime(format!("guest agent: {e}"))
-                }
-            })?;
-            match msg {
-                None => {
-                    return Err(runtime(
-                        "the guest closed the channel mid-command (did the VM die?)".into(),
-                    ));
-                }
-                Some(GuestMessage::Stdout { id: i, data }) if i == id => out.stdout.extend(data),
-                Some(GuestMessage::Stderr { id: i, data }) if i == id => out.stderr.extend(data),
-                Some(GuestMessage::Exit { id: i, code }) if i == id => {
-                    out.exit_code = code;
-                    return Ok(out);
-                }
-                Some(GuestMessage::Error {
-                    id: Some(i),
-                    message,
-                }) if i == id => {
-                    return Err(MicrosandboxError::InvalidConfig(format!(
-                        "cannot run the command: {message}"
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
+    /// The connection's two halves, once the handshake is done (for the
+    /// exec reader thread and writers in [`super::exec`]).
+    pub fn into_parts(self) -> (BufReader<UnixStream>, UnixStream) {
+        (self.reader, self.writer)
     }
 
     /// Ask the guest to sync, unmount and power off.
@@ -170,12 +106,8 @@ impl AgentClient {
 
     fn send(&mut self, msg: &HostMessage) -> MicrosandboxResult<()> {
         protocol::write_message(&mut self.writer, msg)
-            .map_err(|e| runtime(format!("guest agent: {e}")))
+            .map_err(|e| MicrosandboxError::Runtime(format!("guest agent: {e}")))
     }
-}
-
-fn runtime(message: String) -> MicrosandboxError {
-    MicrosandboxError::Runtime(message)
 }
 
 fn is_timeout(err: &protocol::ProtocolError) -> bool {

@@ -1,20 +1,21 @@
 //! The hypervisor runtime: boots a sandbox's disks as a QEMU microVM and
 //! talks to the guest. The rest of the SDK sees only [`boot`], [`shutdown`],
-//! [`exec`] and [`is_running`]; which engine runs the VM (QEMU today) and how
+//! [`start_exec`] (and the [`exec`] types) and [`is_running`]; which engine runs the VM (QEMU today) and how
 //! is private to this module.
 
 pub mod agent;
 pub mod assets;
+pub mod exec;
 pub mod host;
 pub(crate) mod qemu;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent::AgentClient;
-pub use agent::ExecOutput;
 use assets::GuestAssets;
+pub(crate) use exec::ExecSpec;
+pub use exec::{ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, ExitStatus};
 use host::Accel;
 pub use host::AccelMode;
 pub(crate) use qemu::vm_name;
@@ -155,22 +156,15 @@ pub(crate) fn is_running(pid: u32, vm_name: &str) -> bool {
     qemu::is_alive(pid, vm_name)
 }
 
-/// Run a command in the VM.
-pub(crate) fn exec(
+/// Start a command in the VM (blocking: may connect to the agent first).
+pub(crate) fn start_exec(
     sandbox_dir: &Path,
     vm_name: &str,
-    argv: Vec<String>,
-    env: BTreeMap<String, String>,
-    cwd: Option<String>,
-    timeout: Option<Duration>,
-) -> MicrosandboxResult<ExecOutput> {
+    spec: ExecSpec,
+    control: Control,
+) -> MicrosandboxResult<ExecStream> {
     let paths = VmPaths::new(sandbox_dir, vm_name);
-    let mut client = AgentClient::connect(
-        &paths.agent_sock,
-        Duration::from_secs(10),
-        &Control::detached(),
-    )?;
-    client.exec(argv, env, cwd, timeout)
+    exec::start(&paths.agent_sock, spec, control)
 }
 
 /// Stop the VM: ask the guest to shut down cleanly, then force it after

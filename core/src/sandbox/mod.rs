@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-pub use crate::runtime::ExecOutput;
+pub use crate::runtime::{ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, ExitStatus};
 pub use crate::sandbox_store::{UPPER_FILE, registry};
 pub use registry::{SandboxConfig, SandboxState};
 
@@ -19,10 +19,20 @@ use crate::control::{CallOpts, Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image;
-use crate::runtime::{self, BootRequest};
+use crate::runtime::{self, BootRequest, ExecSpec};
 use crate::sandbox_store::{self, DirLock};
 use crate::snapshot::Snapshot;
 use registry::SandboxRecord;
+
+fn argv<I, S>(cmd: impl Into<String>, args: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut argv = vec![cmd.into()];
+    argv.extend(args.into_iter().map(Into::into));
+    argv
+}
 
 /// Apparent size of a new sandbox's upper disk (sparse: costs what it holds).
 pub const DEFAULT_UPPER_SIZE: u64 = 4 << 30;
@@ -118,6 +128,35 @@ impl Sandbox {
         S: Into<String>,
     {
         self.handle.exec(cmd, args).await
+    }
+
+    /// [`exec`](Self::exec) with options (env, cwd, timeout, output limit,
+    /// cancellation); see [`SandboxHandle::exec_with`].
+    pub async fn exec_with<I, S>(
+        &self,
+        cmd: impl Into<String>,
+        args: I,
+        opts: ExecOptions,
+    ) -> MicrosandboxResult<ExecOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.handle.exec_with(cmd, args, opts).await
+    }
+
+    /// Start `cmd` and stream it; see [`SandboxHandle::exec_stream`].
+    pub async fn exec_stream<I, S>(
+        &self,
+        cmd: impl Into<String>,
+        args: I,
+        opts: ExecOptions,
+    ) -> MicrosandboxResult<ExecStream>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.handle.exec_stream(cmd, args, opts).await
     }
 
     /// Shut the sandbox down cleanly (forced after a timeout).
@@ -350,6 +389,7 @@ impl SandboxHandle {
     }
 
     /// Run `cmd` with `args` and wait for it; `SandboxNotRunning` unless running.
+    /// Stdin is `/dev/null`; all output is kept (see [`exec_with`](Self::exec_with)).
     pub async fn exec<I, S>(
         &self,
         cmd: impl Into<String>,
@@ -359,8 +399,55 @@ impl SandboxHandle {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut argv = vec![cmd.into()];
-        argv.extend(args.into_iter().map(Into::into));
+        self.exec_with(cmd, args, ExecOptions::default()).await
+    }
+
+    /// Run `cmd` with `args` under `opts` and wait for it, keeping up to
+    /// `opts.output_limit` bytes of each output. Dropping the future or
+    /// firing its token kills the command (`Cancelled`).
+    pub async fn exec_with<I, S>(
+        &self,
+        cmd: impl Into<String>,
+        args: I,
+        opts: ExecOptions,
+    ) -> MicrosandboxResult<ExecOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let limit = opts.output_limit;
+        let stream = self.start_exec(argv(cmd, args), opts, false).await?;
+        runtime::exec::collect(stream, limit).await
+    }
+
+    /// Start `cmd` with `args` under `opts` and return at once: the
+    /// command's output and exit as [`ExecEvent`]s, its stdin
+    /// ([`ExecStream::take_stdin`]), signals. Output waits in the guest while
+    /// the caller does not read (a few MB at most on the host).
+    pub async fn exec_stream<I, S>(
+        &self,
+        cmd: impl Into<String>,
+        args: I,
+        opts: ExecOptions,
+    ) -> MicrosandboxResult<ExecStream>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.start_exec(argv(cmd, args), opts, true).await
+    }
+
+    async fn start_exec(
+        &self,
+        argv: Vec<String>,
+        opts: ExecOptions,
+        stdin: bool,
+    ) -> MicrosandboxResult<ExecStream> {
+        let control = Control::new(CallOpts {
+            progress: None,
+            cancel: opts.cancel.clone(),
+        });
+        control.check()?;
         let this = self.clone();
         crate::control::blocking(move || {
             let rec = registry::get(&this.home, &this.name)?;
@@ -370,15 +457,16 @@ impl SandboxHandle {
                     state: rec.state.to_string(),
                 });
             }
-            let cwd = Some(rec.config.working_dir.clone());
-            runtime::exec(
-                &this.dir,
-                &rec.config.vm_name,
+            let mut env = rec.config.env.clone();
+            env.extend(opts.env);
+            let spec = ExecSpec {
                 argv,
-                rec.config.env.clone(),
-                cwd,
-                None,
-            )
+                env,
+                cwd: Some(opts.cwd.unwrap_or_else(|| rec.config.working_dir.clone())),
+                stdin,
+                timeout: opts.timeout,
+            };
+            runtime::start_exec(&this.dir, &rec.config.vm_name, spec, control)
         })
         .await
     }

@@ -26,10 +26,14 @@ impl Serialize for SandboxHandle {
 
 impl Serialize for ExecOutput {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("ExecOutput", 3)?;
+        let mut s = serializer.serialize_struct("ExecOutput", 7)?;
         s.serialize_field("exit_code", &self.exit_code)?;
+        s.serialize_field("signal", &self.signal)?;
+        s.serialize_field("timed_out", &self.timed_out)?;
         s.serialize_field("stdout", &String::from_utf8_lossy(&self.stdout))?;
         s.serialize_field("stderr", &String::from_utf8_lossy(&self.stderr))?;
+        s.serialize_field("stdout_truncated", &self.stdout_truncated)?;
+        s.serialize_field("stderr_truncated", &self.stderr_truncated)?;
         s.end()
     }
 }
@@ -44,10 +48,11 @@ mod tests {
             exit_code: 3,
             stdout: b"hi\n".to_vec(),
             stderr: vec![0xff],
+            ..ExecOutput::default()
         };
         assert_eq!(
             serde_json::to_value(&out).unwrap(),
-            serde_json::json!({"exit_code": 3, "stdout": "hi\n", "stderr": "\u{fffd}"})
+            serde_json::json!({"exit_code": 3, "signal": null, "timed_out": false, "stdout": "hi\n", "stderr": "\u{fffd}", "stdout_truncated": false, "stderr_truncated": false})
         );
     }
 }

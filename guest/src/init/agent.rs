@@ -1,8 +1,10 @@
 //! The guest end of the agent channel: finds the virtio-serial port named
 //! [`AGENT_PORT_NAME`], announces `ready`, and serves requests until
-//! `shutdown`, across any number of host connections. Each `exec` runs on its
-//! own thread, which streams the process's stdout/stderr as frames and ends
-//! with its `exit` (or `error`).
+//! `shutdown`, across any number of host connections. The reader here
+//! decodes host frames and hands exec requests, stdin, credit and signals to
+//! [`super::exec`], where each exec runs on its own thread, streams the
+//! process's stdout/stderr as data frames and ends with its `exit` (or
+//! `error`). [`Link`] is the port's write side, shared by all of them.
 //!
 //! # The port while hosts come and go
 //!
@@ -38,38 +40,30 @@
 //! and exit are dropped (logged once per exec), also a frame already waiting
 //! for a host that does not read.
 
+#[cfg(test)]
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use microsandbox_guest::protocol::{
-    self, AGENT_PORT_NAME, GuestMessage, HEADER_LEN, HostMessage, MAX_FRAME_LEN, PROTOCOL_VERSION,
-    ProtocolError,
+    self, AGENT_PORT_NAME, GuestMessage, HEADER_LEN, HostMessage, PROTOCOL_VERSION, ProtocolError,
 };
 
 use nix::fcntl::OFlag;
 use nix::poll::{PollFlags, PollTimeout};
 
-use super::reaper::{self, Reaper};
+use super::exec::{ExecRequest, Execs};
+use super::reaper::Reaper;
 use super::sys;
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// The most `virtio_console` takes in one `write`.
+/// The most `virtio_console` takes in one `write`: a data frame of
+/// [`CHUNK`](super::exec::CHUNK) bytes goes out in several writes.
 const PORT_WRITE_MAX: usize = 32 * 1024;
-/// Bytes read from a process pipe per frame: base64 makes 32 000 bytes of
-/// it, so a whole `stdout`/`stderr` frame stays within [`PORT_WRITE_MAX`].
-const CHUNK: usize = 24_000;
-/// After the process exits, how long to keep draining pipes that a
-/// background descendant may hold open.
-const DRAIN_GRACE: Duration = Duration::from_millis(200);
-/// Upper bound on draining after the process exits.
-const DRAIN_MAX: Duration = Duration::from_secs(2);
 /// How long a write waits on `POLLHUP` before it decides no host is there
 /// (data of a connecting host may be readable a moment before the driver
 /// has processed the connection).
@@ -110,7 +104,7 @@ pub fn find_port(timeout: Duration) -> io::Result<PathBuf> {
 }
 
 /// Which host conversation a message belongs to.
-type Session = u64;
+pub type Session = u64;
 
 struct LinkState {
     session: Session,
@@ -134,7 +128,7 @@ enum Wait {
 /// it (a `shutdown` is never stuck behind a write); `write` is held while
 /// a frame is written, so frames never interleave, and may be held for long
 /// while a connected host does not read.
-struct Link {
+pub struct Link {
     port: File,
     state: Mutex<LinkState>,
     write: Mutex<()>,
@@ -170,14 +164,17 @@ impl Link {
         st.session
     }
 
-    /// Data arrived: if the host had been seen to leave, this is a new one.
-    fn host_active(&self) {
+    /// Data arrived: if the host had been seen to leave, this is a new one
+    /// (returns true then).
+    fn host_active(&self) -> bool {
         let mut st = self.lock();
         if !st.connected {
             st.session += 1;
             st.connected = true;
             crate::log!("host connected (session {})", st.session);
+            return true;
         }
+        false
     }
 
     /// The port reads EOF: no host is connected.
@@ -208,17 +205,20 @@ impl Link {
     }
 
     /// Sends `msg` to the current host. Returns whether it was delivered.
-    fn send_now(&self, msg: &GuestMessage) -> bool {
-        self.send(None, msg)
+    pub fn send_now(&self, msg: &GuestMessage) -> bool {
+        match protocol::encode(msg) {
+            Ok(frame) => self.send_frame(None, &frame),
+            Err(e) => {
+                crate::log!("cannot encode a message: {e}");
+                false
+            }
+        }
     }
 
-    /// Sends `msg` if `session` is still the current one and its host is
-    /// connected. Returns whether it was delivered.
-    fn send_in(&self, session: Session, msg: &GuestMessage) -> bool {
-        self.send(Some(session), msg)
-    }
-
-    fn send(&self, session: Option<Session>, msg: &GuestMessage) -> bool {
+    /// Sends a whole encoded frame to the current host, if `session` (when
+    /// given) is still the current one and its host is connected. Returns
+    /// whether it was delivered.
+    pub fn send_frame(&self, session: Option<Session>, frame: &[u8]) -> bool {
         let _writing = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let Some(target) = self.live_session() else {
             return false;
@@ -226,13 +226,6 @@ impl Link {
         if session.is_some_and(|s| s != target) {
             return false;
         }
-        let frame = match protocol::encode(msg) {
-            Ok(frame) => frame,
-            Err(e) => {
-                crate::log!("cannot encode a message: {e}");
-                return false;
-            }
-        };
         let mut written = 0;
         while written < frame.len() {
             let end = frame.len().min(written + PORT_WRITE_MAX);
@@ -312,31 +305,6 @@ impl Link {
     }
 }
 
-/// One exec's way to the host: drops everything once its session is over,
-/// and says so once.
-struct Reporter {
-    link: Arc<Link>,
-    session: Session,
-    id: u64,
-    dropping: bool,
-}
-
-impl Reporter {
-    fn send(&mut self, msg: &GuestMessage) {
-        if self.dropping {
-            return;
-        }
-        if !self.link.send_in(self.session, msg) {
-            self.dropping = true;
-            crate::log!(
-                "exec {}: session {} is over; dropping its output (the process keeps running)",
-                self.id,
-                self.session
-            );
-        }
-    }
-}
-
 /// Reassembles host frames from the bytes the port delivers.
 #[derive(Default)]
 struct FrameBuf {
@@ -355,14 +323,20 @@ impl FrameBuf {
     /// The next whole frame: a message, or why it was rejected.
     fn next_frame(&mut self) -> Option<Result<HostMessage, String>> {
         let header: [u8; HEADER_LEN] = self.buf.get(..HEADER_LEN)?.try_into().ok()?;
-        let len = u32::from_le_bytes(header) as usize;
-        if len == 0 || len > MAX_FRAME_LEN {
-            self.buf.drain(..HEADER_LEN);
-            let have = len.min(self.buf.len());
-            self.buf.drain(..have);
-            self.skip = len - have;
-            return Some(Err(format!("frame length {len} rejected")));
-        }
+        let len = match protocol::parse_header(&header) {
+            Ok(h) => h.len,
+            Err(e) => {
+                let len = match e {
+                    ProtocolError::BadLength { len } | ProtocolError::BadKind { len, .. } => len,
+                    _ => 0,
+                };
+                self.buf.drain(..HEADER_LEN);
+                let have = len.min(self.buf.len());
+                self.buf.drain(..have);
+                self.skip = len - have;
+                return Some(Err(format!("frame rejected: {e}")));
+            }
+        };
         let end = HEADER_LEN + len;
         if self.buf.len() < end {
             return None;
@@ -371,7 +345,11 @@ impl FrameBuf {
             ProtocolError::Json(e) => format!("undecodable request: {e}"),
             other => format!("undecodable request: {other}"),
         });
+        // Keep a large allocation from lingering after a big stdin frame.
         self.buf.drain(..end);
+        if self.buf.is_empty() && self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
         Some(result)
     }
 
@@ -399,6 +377,7 @@ pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
         }
     };
     let link = Arc::new(Link::new(file));
+    let execs = Arc::new(Execs::default());
     let ready = GuestMessage::Ready {
         version: PROTOCOL_VERSION,
     };
@@ -419,30 +398,38 @@ pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
             match frame {
                 Ok(HostMessage::Hello) => {
                     let session = link.new_session();
+                    execs.end_session();
                     let sent = link.send_now(&ready);
                     crate::log!(
                         "hello: session {session}{}",
                         if sent { "" } else { " (ready not delivered)" }
                     );
                 }
-                Ok(HostMessage::Exec { id, argv, env, cwd }) => {
-                    let mut reporter = Reporter {
-                        link: Arc::clone(&link),
-                        session: link.session(),
+                Ok(HostMessage::Exec {
+                    id,
+                    argv,
+                    env,
+                    cwd,
+                    stdin,
+                    timeout_ms,
+                    window,
+                }) => {
+                    let req = ExecRequest {
                         id,
-                        dropping: false,
+                        argv,
+                        env,
+                        cwd,
+                        stdin,
+                        timeout: timeout_ms.map(Duration::from_millis),
+                        window,
                     };
-                    let reaper = Arc::clone(reaper);
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("exec-{id}"))
-                        .spawn(move || run_exec(&mut reporter, &reaper, &argv, env, cwd));
-                    if let Err(e) = spawned {
-                        link.send_now(&GuestMessage::Error {
-                            id: Some(id),
-                            message: format!("cannot start exec thread: {e}"),
-                        });
-                    }
+                    execs.start(&link, link.session(), reaper, req);
                 }
+                Ok(HostMessage::Stdin { id, data }) => execs.stdin(id, data),
+                Ok(HostMessage::StdinClose { id }) => execs.stdin_close(id),
+                Ok(HostMessage::Credit { id, bytes }) => execs.credit(id, bytes),
+                Ok(HostMessage::Signal { id, signal }) => execs.signal(id, signal),
+                Ok(HostMessage::Kill { id }) => execs.kill(id),
                 Ok(HostMessage::Shutdown) => {
                     crate::log!("shutdown requested");
                     return Ok(());
@@ -457,6 +444,7 @@ pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
             Ok(0) => {
                 // No host connected (and nothing left from the last one).
                 link.host_left();
+                execs.end_session();
                 let dropped = frames.reset();
                 if dropped > 0 {
                     crate::log!(
@@ -473,7 +461,9 @@ pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
                 }
             }
             Ok(n) => {
-                link.host_active();
+                if link.host_active() {
+                    execs.end_session();
+                }
                 frames.push(&buf[..n]);
                 read_error_logged = false;
             }
@@ -498,170 +488,20 @@ pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
     }
 }
 
-fn run_exec(
-    reporter: &mut Reporter,
-    reaper: &Reaper,
-    argv: &[String],
-    mut env: BTreeMap<String, String>,
-    cwd: Option<String>,
-) {
-    let id = reporter.id;
-    let Some((program, args)) = argv.split_first() else {
-        reporter.send(&GuestMessage::Error {
-            id: Some(id),
-            message: "empty argv".into(),
-        });
-        return;
-    };
-    env.entry("PATH".into())
-        .or_insert_with(|| DEFAULT_PATH.into());
-    env.entry("HOME".into()).or_insert_with(|| "/root".into());
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(&env)
-        .current_dir(cwd.as_deref().unwrap_or("/"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match reaper.spawn(&mut cmd) {
-        Ok(child) => child,
-        Err(e) => {
-            reporter.send(&GuestMessage::Error {
-                id: Some(id),
-                message: format!("spawn {program}: {e}"),
-            });
-            return;
-        }
-    };
-    let pid = reaper::pid_of(&child);
-    // Readable once the process exits; None if it is already gone.
-    let pidfd = sys::pidfd_open(pid).ok();
-    let mut outputs = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        outputs.push(Output {
-            file: File::from(OwnedFd::from(out)),
-            stderr: false,
-            open: true,
-        });
-    }
-    if let Some(err) = child.stderr.take() {
-        outputs.push(Output {
-            file: File::from(OwnedFd::from(err)),
-            stderr: true,
-            open: true,
-        });
-    }
-    pump(reporter, &mut outputs, pidfd.as_ref());
-    drop(outputs);
-    let code = reaper.wait(pid);
-    reporter.send(&GuestMessage::Exit { id, code });
-    if reporter.dropping {
-        crate::log!("exec {id} exited with {code} (not reported: session over)");
-    }
-}
-
-/// One of a process's output pipes.
-struct Output {
-    file: File,
-    stderr: bool,
-    open: bool,
-}
-
-/// Forwards pipe output until both pipes close, or until the process has
-/// exited and the pipes have stayed quiet for [`DRAIN_GRACE`] (a background
-/// descendant may hold them open forever); draining stops [`DRAIN_MAX`] after
-/// the exit in any case. Output is read (and dropped) even when it cannot be
-/// delivered, so the process never blocks on a full pipe.
-fn pump(reporter: &mut Reporter, outputs: &mut [Output], pidfd: Option<&OwnedFd>) {
-    let id = reporter.id;
-    let mut exited: Option<(Instant, Instant)> = None; // (exit seen, last data)
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let mut fds = Vec::new();
-        let mut which = Vec::new();
-        for (i, out) in outputs.iter().enumerate() {
-            if out.open {
-                fds.push(out.file.as_fd());
-                which.push(Some(i));
-            }
-        }
-        if fds.is_empty() {
-            return;
-        }
-        if let (Some(p), None) = (pidfd, exited) {
-            fds.push(p.as_fd());
-            which.push(None);
-        }
-        let timeout = match exited {
-            Some((at, last)) => {
-                let left = DRAIN_GRACE
-                    .saturating_sub(last.elapsed())
-                    .min(DRAIN_MAX.saturating_sub(at.elapsed()));
-                if left.is_zero() {
-                    crate::log!("exec {id}: output still open after exit; not waiting for it");
-                    return;
-                }
-                PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
-            }
-            None => PollTimeout::NONE,
-        };
-        let revents = match sys::poll(&fds, PollFlags::POLLIN, timeout) {
-            Ok(r) => r,
-            Err(e) => {
-                crate::log!("exec {id}: poll: {e}");
-                return;
-            }
-        };
-        for (slot, rev) in which.iter().zip(revents) {
-            if rev.is_empty() {
-                continue;
-            }
-            let Some(i) = *slot else {
-                let now = Instant::now();
-                exited = Some((now, now));
-                continue;
-            };
-            let out = &mut outputs[i];
-            match out.file.read(&mut buf) {
-                Ok(0) => out.open = false,
-                Ok(n) => {
-                    let data = buf[..n].to_vec();
-                    reporter.send(&if out.stderr {
-                        GuestMessage::Stderr { id, data }
-                    } else {
-                        GuestMessage::Stdout { id, data }
-                    });
-                    if let Some((_, last)) = exited.as_mut() {
-                        *last = Instant::now();
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    crate::log!("exec {id}: read: {e}");
-                    out.open = false;
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use microsandbox_guest::protocol::MAX_FRAME_LEN;
 
     fn frame(msg: &HostMessage) -> Vec<u8> {
         protocol::encode(msg).unwrap()
     }
 
-    #[test]
-    fn a_full_output_frame_fits_one_port_write() {
-        let msg = GuestMessage::Stderr {
-            id: u64::MAX,
-            data: vec![0xff; CHUNK],
-        };
-        let len = protocol::encode(&msg).unwrap().len();
-        assert!(len <= PORT_WRITE_MAX, "{len} > {PORT_WRITE_MAX}");
+    fn raw_header(kind: u8, len: usize) -> Vec<u8> {
+        let mut h = vec![kind];
+        h.extend_from_slice(&0u64.to_le_bytes());
+        h.extend_from_slice(&(len as u32).to_le_bytes());
+        h
     }
 
     #[test]
@@ -671,6 +511,9 @@ mod tests {
             argv: vec!["true".into()],
             env: BTreeMap::new(),
             cwd: None,
+            stdin: true,
+            timeout_ms: None,
+            window: Some(4096),
         };
         let mut stream = frame(&HostMessage::Hello);
         stream.extend(frame(&exec));
@@ -684,6 +527,13 @@ mod tests {
             }
         }
         assert_eq!(got, vec![HostMessage::Hello, exec, HostMessage::Shutdown]);
+        // Stdin data frames carry their bytes as they are.
+        let stdin = HostMessage::Stdin {
+            id: 1,
+            data: (0..=255).collect(),
+        };
+        fb.push(&frame(&stdin));
+        assert_eq!(fb.next_frame().unwrap().unwrap(), stdin);
         assert_eq!(fb.reset(), 0);
     }
 
@@ -691,20 +541,24 @@ mod tests {
     fn bad_frames_are_reported_and_skipped() {
         let mut fb = FrameBuf::default();
         // Bad length: the announced body is skipped, even across pushes.
-        let mut stream = ((MAX_FRAME_LEN + 3) as u32).to_le_bytes().to_vec();
+        let mut stream = raw_header(0, MAX_FRAME_LEN + 3);
         stream.extend(vec![b'x'; 10]);
         fb.push(&stream);
         assert!(fb.next_frame().unwrap().unwrap_err().contains("rejected"));
         assert!(fb.next_frame().is_none());
         fb.push(&vec![b'y'; MAX_FRAME_LEN - 7]);
+        // Unknown kind, then a good frame.
+        fb.push(&raw_header(7, 3));
+        fb.push(b"abc");
+        assert!(fb.next_frame().unwrap().unwrap_err().contains("kind"));
         fb.push(&frame(&HostMessage::Hello));
         assert_eq!(fb.next_frame().unwrap().unwrap(), HostMessage::Hello);
         // Zero length.
-        fb.push(&[0, 0, 0, 0]);
+        fb.push(&raw_header(0, 0));
         assert!(fb.next_frame().unwrap().is_err());
         // Undecodable body, then a good frame.
         let body = b"{\"type\":\"launch\"}";
-        let mut bad = (body.len() as u32).to_le_bytes().to_vec();
+        let mut bad = raw_header(0, body.len());
         bad.extend_from_slice(body);
         fb.push(&bad);
         fb.push(&frame(&HostMessage::Shutdown));
@@ -728,7 +582,7 @@ mod tests {
         fb.push(&hello);
         assert_eq!(fb.next_frame().unwrap().unwrap(), HostMessage::Hello);
         // A pending skip is forgotten too.
-        fb.push(&u32::MAX.to_le_bytes());
+        fb.push(&raw_header(1, u32::MAX as usize));
         assert!(fb.next_frame().unwrap().is_err());
         assert_eq!(fb.reset(), u32::MAX as usize);
         fb.push(&hello);

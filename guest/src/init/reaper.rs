@@ -16,8 +16,8 @@ use super::sys;
 
 #[derive(Default)]
 struct State {
-    /// Registered pids; `Some(code)` once reaped.
-    slots: HashMap<Pid, Option<i32>>,
+    /// Registered pids; `Some(raw wait status)` once reaped.
+    slots: HashMap<Pid, Option<libc::c_int>>,
     /// Bumped on every spawn, so an idle reaper knows to wait again.
     spawned: u64,
 }
@@ -52,11 +52,12 @@ impl Reaper {
             let seen = self.lock().spawned;
             match sys::wait_any() {
                 Ok((pid, status)) => {
-                    let code = sys::exit_code(status);
                     let mut state = self.lock();
                     match state.slots.get_mut(&pid) {
-                        Some(slot) => *slot = Some(code),
-                        None => crate::log!("reaped orphan {pid} (exit {code})"),
+                        Some(slot) => *slot = Some(status),
+                        None => {
+                            crate::log!("reaped orphan {pid} (exit {})", sys::exit_code(status))
+                        }
                     }
                     drop(state);
                     self.changed.notify_all();
@@ -88,8 +89,9 @@ impl Reaper {
         Ok(child)
     }
 
-    /// Blocks until the registered `pid` has been reaped; returns its exit code.
-    pub fn wait(&self, pid: Pid) -> i32 {
+    /// Blocks until the registered `pid` has been reaped; returns its raw
+    /// wait status (see [`sys::exit_code`], [`sys::exit_signal`]).
+    pub fn wait(&self, pid: Pid) -> libc::c_int {
         let mut state = self.lock();
         loop {
             match state.slots.get(&pid) {
@@ -101,7 +103,8 @@ impl Reaper {
                 Some(None) => {
                     state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
-                None => return 255,
+                // Unknown pid: report "exit 255" (a raw status of 255 << 8).
+                None => return 255 << 8,
             }
         }
     }

@@ -28,6 +28,24 @@ pub fn wait_any() -> io::Result<(Pid, libc::c_int)> {
     Ok((Pid::from_raw(pid), status))
 }
 
+/// The signal that ended a process, from its raw wait status.
+pub fn exit_signal(status: libc::c_int) -> Option<i32> {
+    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
+}
+
+/// Sends signal number `sig` to the process group `pgid` (any number,
+/// real-time ones included, which `nix`'s `Signal` cannot name).
+pub fn kill_group(pgid: Pid, sig: i32) -> io::Result<()> {
+    // SAFETY: kill(2) only sends a signal; a negative pid names a group.
+    Errno::result(unsafe { libc::kill(-pgid.as_raw(), sig) })?;
+    Ok(())
+}
+
+/// Asks for a bigger pipe buffer (best effort: fewer, larger reads).
+pub fn set_pipe_size(fd: BorrowedFd<'_>, bytes: i32) {
+    let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(bytes));
+}
+
 /// Turns a raw wait status into an exit code (`128 + signal` when signalled).
 pub fn exit_code(status: libc::c_int) -> i32 {
     if libc::WIFEXITED(status) {
