@@ -469,7 +469,10 @@ pub(crate) struct Connection {
 }
 
 /// Live connections by agent socket.
-static CONNECTIONS: LazyLock<Mutex<HashMap<PathBuf, Weak<Connection>>>> =
+/// One slot per agent socket. The map's lock is held only to find a
+/// slot; connecting (which may wait for a booting guest) holds only that
+/// socket's slot, so execs on other VMs never wait for it.
+static CONNECTIONS: LazyLock<Mutex<HashMap<PathBuf, Arc<Mutex<Weak<Connection>>>>>> =
     LazyLock::new(Mutex::default);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -484,9 +487,15 @@ fn lost() -> MicrosandboxError {
 impl Connection {
     /// The live connection to `sock`, or a new one.
     fn get(sock: &Path, control: &Control) -> MicrosandboxResult<Arc<Self>> {
-        let mut all = lock(&CONNECTIONS);
-        all.retain(|_, c| c.strong_count() > 0);
-        if let Some(conn) = all.get(sock).and_then(Weak::upgrade)
+        let slot = {
+            let mut all = lock(&CONNECTIONS);
+            all.retain(|path, slot| {
+                path == sock || Arc::strong_count(slot) > 1 || lock(slot).strong_count() > 0
+            });
+            Arc::clone(all.entry(sock.to_path_buf()).or_default())
+        };
+        let mut current = lock(&slot);
+        if let Some(conn) = current.upgrade()
             && lock(&conn.routes).lost.is_none()
         {
             return Ok(conn);
@@ -508,7 +517,7 @@ impl Connection {
             .name("msb-agent-reader".into())
             .spawn(move || read_loop(reader, &routes))
             .map_err(|e| MicrosandboxError::Runtime(format!("agent reader thread: {e}")))?;
-        all.insert(sock.to_path_buf(), Arc::downgrade(&conn));
+        *current = Arc::downgrade(&conn);
         Ok(conn)
     }
 
