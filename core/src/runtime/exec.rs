@@ -472,8 +472,11 @@ pub(crate) struct Connection {
 /// One slot per agent socket. The map's lock is held only to find a
 /// slot; connecting (which may wait for a booting guest) holds only that
 /// socket's slot, so execs on other VMs never wait for it.
-static CONNECTIONS: LazyLock<Mutex<HashMap<PathBuf, Arc<Mutex<Weak<Connection>>>>>> =
+static CONNECTIONS: LazyLock<Mutex<HashMap<PathBuf, Arc<ConnectionSlot>>>> =
     LazyLock::new(Mutex::default);
+
+/// The connection to one agent socket, while some exec uses it.
+type ConnectionSlot = Mutex<Weak<Connection>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock only means another thread panicked; the data is still usable.
