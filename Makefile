@@ -8,6 +8,11 @@ export MSB_KERNEL_DIR := $(CURDIR)/target/runtime
 # Test homes live here, so leftover VMs of this run can be found by path.
 TEST_TMP := $(CURDIR)/target/test-tmp
 CARGO ?= cargo
+# Each SDK's make file (mk/<language>.mk) appends its test target here;
+# `make test` runs them after the Rust tests, with the same TEST_TMP.
+SDK_TESTS :=
+.DEFAULT_GOAL := demo
+include $(wildcard mk/*.mk)
 
 .PHONY: demo test setup build bench conformance-cases check-no-vms clean
 
@@ -20,6 +25,9 @@ test: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)
 	TMPDIR=$(TEST_TMP) $(CARGO) test --workspace --no-fail-fast; status=$$?; \
+	  for t in $(SDK_TESTS); do \
+	    TMPDIR=$(TEST_TMP) $(MAKE) --no-print-directory $$t || status=1; \
+	  done; \
 	  scripts/check-no-vms.sh $(TEST_TMP) && exit $$status
 
 setup:

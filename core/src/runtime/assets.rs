@@ -6,13 +6,16 @@
 //! 1. the configuration's `guest_assets_dir` ([`Config`](crate::Config));
 //! 2. `MSB_KERNEL_DIR`;
 //! 3. `$MSB_HOME/kernel`;
-//! 4. `microsandbox-guest/` next to the native library or executable that
-//!    holds this code (how the npm package, the wheel and the Go module ship
-//!    the assets, so they work with no environment variable).
+//! 4. the directory a binding registered with [`register_shipped_assets_dir`]
+//!    (the Go module links the core statically, so "next to the library" is
+//!    the user's program; it registers the directory it ships instead);
+//! 5. `microsandbox-guest/` next to the native library or executable that
+//!    holds this code (how the npm package and the wheel ship the assets,
+//!    so they work with no environment variable).
 //!
 //! An explicit directory (1 or 2) is used as given, complete or not: a
 //! typo must not silently boot other assets. Otherwise the first complete
-//! one of 3 and 4 is used.
+//! one of 3 to 5 is used.
 
 use std::fs;
 use std::io::Write;
@@ -58,6 +61,16 @@ pub struct AssetsCandidate {
     pub explicit: bool,
 }
 
+/// The shipped assets directory a binding registered, if any.
+static REGISTERED_SHIPPED_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Register the guest assets directory a binding ships (searched after
+/// `$MSB_HOME/kernel`, before the directory next to the native library).
+/// The first registration wins; later ones are ignored.
+pub fn register_shipped_assets_dir(dir: impl Into<PathBuf>) {
+    let _ = REGISTERED_SHIPPED_DIR.set(dir.into());
+}
+
 /// Every place the guest assets of `home` are searched, in order.
 pub fn guest_assets_search(home: &MsbHome) -> Vec<AssetsCandidate> {
     let mut out = Vec::new();
@@ -75,6 +88,9 @@ pub fn guest_assets_search(home: &MsbHome) -> Vec<AssetsCandidate> {
         push(PathBuf::from(dir), MSB_KERNEL_DIR_ENV, true);
     }
     push(home.kernel_dir(), "home", false);
+    if let Some(dir) = REGISTERED_SHIPPED_DIR.get() {
+        push(dir.clone(), "shipped", false);
+    }
     if let Some(dir) = native_library_dir() {
         push(dir.join(SHIPPED_ASSETS_DIR), "shipped", false);
     }
