@@ -1,4 +1,5 @@
-//! Progress reporting for long operations (verify, export, import).
+//! Progress reporting for long operations (verify, export, import, image
+//! load).
 //! A progress callback is a plain `Fn(ProgressEvent)` that any binding can
 //! forward to its own language: the event is `Copy` and holds no borrows.
 //! The events are produced by the tracker in [`control`](crate::control),
@@ -15,6 +16,8 @@ pub enum ProgressPhase {
     Export,
     /// Reading an archive (bytes of the archive file consumed).
     Import,
+    /// Loading an image: bytes of its layer blobs applied to its root.
+    Load,
 }
 
 impl ProgressPhase {
@@ -24,6 +27,7 @@ impl ProgressPhase {
             Self::Hash => "hash",
             Self::Export => "export",
             Self::Import => "import",
+            Self::Load => "load",
         }
     }
 }

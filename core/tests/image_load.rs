@@ -28,8 +28,28 @@ async fn busybox_oci_and_docker_save_archives_load_and_boot_disks_are_erofs() {
 async fn load_and_check(work: &Path, home: &Path) {
     let oci = work.join("busybox-oci.tar");
     build_busybox_archive(Path::new(DEFAULT_BUSYBOX), "local/busybox:test", &oci).unwrap();
-    let image = Image::load(&oci, None).await.unwrap();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let progress: microsandbox::ProgressCallback =
+        std::sync::Arc::new(move |e| sink.lock().unwrap().push(e));
+    let call = microsandbox::CallOpts {
+        progress: Some(progress),
+        ..Default::default()
+    };
+    let image = Image::load_with(&oci, None, call).await.unwrap();
     assert_eq!(image.reference, "local/busybox:test");
+    // Progress of the load: in order, phase `load`, ending at the total
+    // (the layer blob's size).
+    let events = events.lock().unwrap().clone();
+    let last = *events.last().expect("a load reports progress");
+    assert!(events.iter().all(|e| e.phase.as_str() == "load"));
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0].done_bytes <= w[1].done_bytes)
+    );
+    assert!(last.total_bytes > 100_000, "{last:?}");
+    assert_eq!(last.done_bytes, last.total_bytes);
     assert!(image.manifest_digest.starts_with("sha256:"));
     assert!(image.env.iter().any(|e| e.starts_with("PATH=")));
     let fsck = Command::new("fsck.erofs")

@@ -29,11 +29,12 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
 
-use crate::control::{CallOpts, Control};
+use crate::control::{CallOpts, Control, ProgressTracker};
 use crate::db;
 use crate::digest::sha256_hex;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
+use crate::progress::ProgressPhase;
 use crate::publish;
 
 /// A loaded image, ready to boot.
@@ -129,12 +130,26 @@ pub(crate) fn load_blocking(
             ))
         })?;
     let lower = lower_path(home, &staged.manifest_digest);
+    let layer_blobs: Vec<PathBuf> = staged
+        .layer_digests
+        .iter()
+        .map(|layer| blobs.join(&layer[7..]))
+        .collect();
+    let blob_size = |blob: &PathBuf| fs::metadata(blob).map(|m| m.len()).unwrap_or(0);
+    let tracker = ProgressTracker::new(
+        control,
+        ProgressPhase::Load,
+        layer_blobs.iter().map(blob_size).sum(),
+    );
     if !lower.is_file() {
         let rootfs = tmp.path().join("rootfs");
         fs::create_dir_all(&rootfs).map_err(|e| MicrosandboxError::io(&rootfs, e))?;
-        for layer in &staged.layer_digests {
+        for blob in &layer_blobs {
             control.check()?;
-            layers::apply_layer(&blobs.join(&layer[7..]), &rootfs)?;
+            layers::apply_layer(blob, &rootfs)?;
+            tracker
+                .advance(blob_size(blob))
+                .map_err(|e| MicrosandboxError::io(blob, e))?;
         }
         control.check()?;
         let built = tmp.path().join("lower.erofs");
@@ -146,6 +161,7 @@ pub(crate) fn load_blocking(
         publish::place_if_absent(&built, &lower)?;
     }
     control.check()?;
+    tracker.finish();
     let loaded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let conn = db::open(home)?;
     conn.execute(
