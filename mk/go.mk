@@ -1,6 +1,8 @@
 # The Go SDK (sdk-go over bindings/c). `make test` runs test-go; dist-go
 # writes the installable module directory target/dist/go (PROFILE=release
 # for what we publish); bench-go runs bench/go against the release build.
+# The second test run is built with GOEXPERIMENT=cgocheck2: the modern
+# spelling of GODEBUG=cgocheck=2 (which Go >= 1.21 refuses at run time).
 GO := $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 GO_SDK := $(CURDIR)/sdk-go
 GO_DIST := $(CURDIR)/target/dist/go
@@ -35,7 +37,7 @@ test-go: go-native go-header-check
 	cd sdk-go && unformatted="$$($(dir $(GO))gofmt -l .)" && test -z "$$unformatted" || { echo "gofmt: $$unformatted" >&2; exit 1; }
 	cd sdk-go && $(GO) vet ./...
 	cd sdk-go && $(GO) test -count=1 ./...
-	cd sdk-go && GOEXPERIMENT=cgocheck2 GODEBUG=cgocheck=2 $(GO) test -count=1 ./...
+	cd sdk-go && GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory dist-go
 	sdk-go/packaging-test.sh $(GO_DIST)
 
