@@ -286,10 +286,7 @@ func (h *SandboxHandle) Snapshot(ctx context.Context, name string) (*SnapshotArt
 		})
 	})
 	runtime.KeepAlive(h)
-	if err != nil {
-		return nil, err
-	}
-	return newArtifact(out)
+	return artifactResult(out, err)
 }
 
 // SnapshotTo snapshots this stopped (or crashed) sandbox to an explicit
@@ -302,8 +299,5 @@ func (h *SandboxHandle) SnapshotTo(ctx context.Context, path string) (*SnapshotA
 		})
 	})
 	runtime.KeepAlive(h)
-	if err != nil {
-		return nil, err
-	}
-	return newArtifact(out)
+	return artifactResult(out, err)
 }

@@ -281,6 +281,26 @@ func takeHandles(list *C.MsbSnapshotHandleList) ([]*SnapshotHandle, error) {
 	return out, nil
 }
 
+// artifactResult is the artifact of a call that returned p, or its error.
+func artifactResult(p *C.MsbSnapshot, err error) (*SnapshotArtifact, error) {
+	if err != nil {
+		return nil, err
+	}
+	return newArtifact(p)
+}
+
+// firstHandle is the one handle of a call that returned list, or its error.
+func firstHandle(list *C.MsbSnapshotHandleList, err error) (*SnapshotHandle, error) {
+	if err != nil {
+		return nil, err
+	}
+	handles, err := takeHandles(list)
+	if err != nil {
+		return nil, err
+	}
+	return handles[0], nil
+}
+
 func withCString(s string, f func(*C.char) error) error {
 	c := C.CString(s)
 	defer C.free(unsafe.Pointer(c))
@@ -300,10 +320,7 @@ func (snapshotFactory) Create(ctx context.Context, sourceSandbox string, opts Sn
 		return C.msb_snapshot_create(cfg, tok, src, name, path, keys, values, n,
 			C.bool(opts.Force), C.bool(opts.RecordIntegrity), &out)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return newArtifact(out)
+	return artifactResult(out, err)
 }
 
 // Open opens an artifact by bare name, digest or path (metadata only; see Verify).
@@ -312,10 +329,7 @@ func (snapshotFactory) Open(ctx context.Context, pathOrName string) (*SnapshotAr
 	err := withCString(pathOrName, func(key *C.char) error {
 		return callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_snapshot_open(cfg, key, &out) })
 	})
-	if err != nil {
-		return nil, err
-	}
-	return newArtifact(out)
+	return artifactResult(out, err)
 }
 
 // Get looks up a handle in the local index by name, digest or path.
@@ -324,14 +338,7 @@ func (snapshotFactory) Get(ctx context.Context, nameOrDigest string) (*SnapshotH
 	err := withCString(nameOrDigest, func(key *C.char) error {
 		return callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_snapshot_get(cfg, key, &list) })
 	})
-	if err != nil {
-		return nil, err
-	}
-	handles, err := takeHandles(list)
-	if err != nil {
-		return nil, err
-	}
-	return handles[0], nil
+	return firstHandle(list, err)
 }
 
 // List lists the indexed snapshots, newest first.
@@ -415,12 +422,5 @@ func (snapshotFactory) Import(ctx context.Context, archive, dest string) (*Snaps
 	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
 		return C.msb_snapshot_import(cfg, tok, a, d, fn, user, &list)
 	})
-	if err != nil {
-		return nil, err
-	}
-	handles, err := takeHandles(list)
-	if err != nil {
-		return nil, err
-	}
-	return handles[0], nil
+	return firstHandle(list, err)
 }

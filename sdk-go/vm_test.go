@@ -44,12 +44,19 @@ func loadBusybox(t *testing.T, h *testHome) {
 	}
 }
 
-func TestTypicalFlowOnARealVM(t *testing.T) {
+// vmHome is a test home with the busybox image loaded, whose sandboxes
+// are removed when the test ends.
+func vmHome(t *testing.T) *testHome {
 	needVMs(t)
 	h := newHome(t)
 	removeSandboxesAtEnd(t, h)
-	ctx := h.ctx
 	loadBusybox(t, h)
+	return h
+}
+
+func TestTypicalFlowOnARealVM(t *testing.T) {
+	h := vmHome(t)
+	ctx := h.ctx
 
 	sb, err := m.CreateSandbox(ctx, "baseline", m.WithImage(busyboxRef), m.WithMemory(256), m.WithEnv("GREETING", "hello"))
 	if err != nil {
@@ -159,11 +166,8 @@ func TestTypicalFlowOnARealVM(t *testing.T) {
 }
 
 func TestExecStreamAndBufferedOptions(t *testing.T) {
-	needVMs(t)
-	h := newHome(t)
-	removeSandboxesAtEnd(t, h)
+	h := vmHome(t)
 	ctx := h.ctx
-	loadBusybox(t, h)
 	sb, err := m.CreateSandbox(ctx, "streams", m.WithImage(busyboxRef))
 	if err != nil {
 		t.Fatal(err)

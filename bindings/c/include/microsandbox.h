@@ -80,7 +80,7 @@ typedef struct MsbExecOptions {
 // A borrowed run of bytes (not NUL-terminated), valid while the object it
 // was read from lives.
 typedef struct MsbStr {
-  // First byte (dangling but non-null when `len` is 0).
+  // First byte (NULL when `len` is 0).
   const uint8_t *ptr;
   // Number of bytes.
   size_t len;

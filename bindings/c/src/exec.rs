@@ -154,6 +154,27 @@ fn argv(
     Ok((cmd, args))
 }
 
+/// The sandbox, command line and options of an exec call.
+fn command<'a>(
+    h: *const MsbSandboxHandle,
+    cmd: *const c_char,
+    args: *const *const c_char,
+    arg_count: usize,
+    opts: *const MsbExecOptions,
+    cancel: *const MsbCancel,
+) -> Result<
+    (
+        &'a microsandbox::SandboxHandle,
+        String,
+        Vec<String>,
+        ExecOptions,
+    ),
+    MicrosandboxError,
+> {
+    let (cmd, args) = argv(cmd, args, arg_count)?;
+    Ok((handle_ref(h)?, cmd, args, exec_options(opts, cancel)?))
+}
+
 /// Run `cmd` with `arg_count` args in the running sandbox and wait for it.
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
@@ -168,9 +189,7 @@ pub extern "C" fn msb_exec(
     out: *mut *mut MsbExecOutput,
 ) -> MsbResult {
     guard(|| {
-        let handle = handle_ref(h)?;
-        let (cmd, args) = argv(cmd, args, arg_count)?;
-        let opts = exec_options(opts, cancel)?;
+        let (handle, cmd, args, opts) = command(h, cmd, args, arg_count, opts, cancel)?;
         let output = block_on(config, cancel, handle.exec_with(cmd, args, opts))?;
         put(out, Box::into_raw(Box::new(MsbExecOutput { output })))
     })
@@ -187,14 +206,6 @@ pub extern "C" fn msb_exec_output_view(
         let o = &unsafe { out.as_ref() }
             .ok_or_else(|| MicrosandboxError::InvalidConfig("output is NULL".into()))?
             .output;
-        let bytes = |b: &Vec<u8>| MsbStr {
-            ptr: if b.is_empty() {
-                MsbStr::EMPTY.ptr
-            } else {
-                b.as_ptr()
-            },
-            len: b.len(),
-        };
         put(
             view,
             MsbExecOutputView {
@@ -202,8 +213,8 @@ pub extern "C" fn msb_exec_output_view(
                 signal: o.signal.unwrap_or(0),
                 has_signal: o.signal.is_some(),
                 timed_out: o.timed_out,
-                stdout: bytes(&o.stdout),
-                stderr: bytes(&o.stderr),
+                stdout: MsbStr::of(&o.stdout),
+                stderr: MsbStr::of(&o.stderr),
                 stdout_truncated: o.stdout_truncated,
                 stderr_truncated: o.stderr_truncated,
             },
@@ -232,9 +243,7 @@ pub extern "C" fn msb_exec_stream(
     out: *mut *mut MsbExecStream,
 ) -> MsbResult {
     guard(|| {
-        let handle = handle_ref(h)?;
-        let (cmd, args) = argv(cmd, args, arg_count)?;
-        let opts = exec_options(opts, cancel)?;
+        let (handle, cmd, args, opts) = command(h, cmd, args, arg_count, opts, cancel)?;
         let mut stream = block_on(config, cancel, handle.exec_stream(cmd, args, opts))?;
         let stdin = stream.take_stdin();
         put(

@@ -48,22 +48,27 @@ pub struct MsbError {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct MsbStr {
-    /// First byte (dangling but non-null when `len` is 0).
+    /// First byte (NULL when `len` is 0).
     pub ptr: *const u8,
     /// Number of bytes.
     pub len: usize,
 }
 
 impl MsbStr {
-    fn of(text: &str) -> Self {
+    /// The bytes of `bytes`; NULL when empty (an empty slice's pointer is
+    /// dangling, and Go's stack scanner rejects such values).
+    fn of(bytes: &[u8]) -> Self {
+        if bytes.is_empty() {
+            return Self::EMPTY;
+        }
         Self {
-            ptr: text.as_ptr(),
-            len: text.len(),
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
         }
     }
 
     const EMPTY: Self = Self {
-        ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
+        ptr: std::ptr::null(),
         len: 0,
     };
 }

@@ -64,12 +64,14 @@ pub struct MsbSnapshotHandleView {
 fn view_of(h: &SnapshotHandle) -> MsbSnapshotHandleView {
     let created = h.created_at().and_utc();
     MsbSnapshotHandleView {
-        digest: MsbStr::of(h.digest()),
-        name: h.name().map_or(MsbStr::EMPTY, MsbStr::of),
-        parent_digest: h.parent_digest().map_or(MsbStr::EMPTY, MsbStr::of),
-        image_ref: MsbStr::of(h.image_ref()),
-        format: MsbStr::of(h.format().as_str()),
-        path: h.path().to_str().map_or(MsbStr::EMPTY, MsbStr::of),
+        digest: MsbStr::of(h.digest().as_bytes()),
+        name: h.name().map_or(MsbStr::EMPTY, |n| MsbStr::of(n.as_bytes())),
+        parent_digest: h
+            .parent_digest()
+            .map_or(MsbStr::EMPTY, |p| MsbStr::of(p.as_bytes())),
+        image_ref: MsbStr::of(h.image_ref().as_bytes()),
+        format: MsbStr::of(h.format().as_str().as_bytes()),
+        path: MsbStr::of(h.path().as_os_str().as_encoded_bytes()),
         size_bytes: h.size_bytes().unwrap_or(0),
         created_at_unix: created.timestamp(),
         created_at_nanos: created.timestamp_subsec_nanos(),
