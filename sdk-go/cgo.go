@@ -23,6 +23,7 @@ import "C"
 
 import (
 	"context"
+	"sync"
 	"unsafe"
 )
 
@@ -88,6 +89,31 @@ func newCConfig(cfg Config) (*C.MsbConfig, error) {
 	return out, nil
 }
 
+// cConfigs caches the C configuration of each Config a context carried:
+// programs use a handful, and building one per call would cost more than
+// a quick call itself. They live as long as the process.
+var cConfigs sync.Map // Config → *C.MsbConfig
+
+// configOf is the C configuration of ctx (nil: the process default).
+func configOf(ctx context.Context) (*C.MsbConfig, error) {
+	cfg, ok := ctx.Value(configKey{}).(Config)
+	if !ok {
+		return nil, nil
+	}
+	if c, ok := cConfigs.Load(cfg); ok {
+		return c.(*C.MsbConfig), nil
+	}
+	c, err := newCConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := cConfigs.LoadOrStore(cfg, c); loaded {
+		C.msb_config_free(c)
+		return prev.(*C.MsbConfig), nil
+	}
+	return c, nil
+}
+
 // callQuick runs a short, non-cancellable core call under ctx's
 // configuration.
 func callQuick(ctx context.Context, f func(cfg *C.MsbConfig) *C.MsbError) error {
@@ -95,15 +121,10 @@ func callQuick(ctx context.Context, f func(cfg *C.MsbConfig) *C.MsbError) error 
 	if err := ctx.Err(); err != nil {
 		return cancelledBefore(err)
 	}
-	cfg, ok := ctx.Value(configKey{}).(Config)
-	if !ok {
-		return takeError(ctx, f(nil))
-	}
-	c, err := newCConfig(cfg)
+	c, err := configOf(ctx)
 	if err != nil {
 		return err
 	}
-	defer C.msb_config_free(c)
 	return takeError(ctx, f(c))
 }
 

@@ -164,19 +164,15 @@ func (h *SandboxHandle) ExecStream(ctx context.Context, cmd string, args []strin
 	if err := ctx.Err(); err != nil {
 		return nil, cancelledBefore(err)
 	}
-	var cfg *C.MsbConfig
-	if conf, ok := ctx.Value(configKey{}).(Config); ok {
-		var err error
-		if cfg, err = newCConfig(conf); err != nil {
-			return nil, err
-		}
-		defer C.msb_config_free(cfg)
+	cfg, err := configOf(ctx)
+	if err != nil {
+		return nil, err
 	}
 	// The token outlives this call: it kills the command when ctx ends.
 	tok := C.msb_cancel_new()
 	stopWatch := watchContext(ctx, tok)
 	var stream *C.MsbExecStream
-	err := takeError(ctx, C.msb_exec_stream(cfg, tok, h.ptr, c, argv, C.size_t(len(args)), copts, &stream))
+	err = takeError(ctx, C.msb_exec_stream(cfg, tok, h.ptr, c, argv, C.size_t(len(args)), copts, &stream))
 	runtime.KeepAlive(h)
 	if err != nil {
 		stopWatch()

@@ -241,35 +241,55 @@ func (h *SnapshotHandle) Remove(ctx context.Context, force bool) error {
 	return Snapshot.Remove(ctx, h.path, force)
 }
 
-// takeHandles converts (and frees) a handle list. All handles share one
-// backing array; the text of each is copied out of the list.
+// takeHandles converts (and frees) a handle list. The handles share one
+// backing array, and their text one buffer: a listing of thousands costs
+// a few allocations, not several per handle.
 func takeHandles(list *C.MsbSnapshotHandleList) ([]*SnapshotHandle, error) {
 	defer C.msb_snapshot_handle_list_free(list)
-	var views *C.MsbSnapshotHandleView
+	var first *C.MsbSnapshotHandleView
 	var count C.size_t
-	if err := takeError(nil, C.msb_snapshot_handle_list_views(list, &views, &count)); err != nil {
+	if err := takeError(nil, C.msb_snapshot_handle_list_views(list, &first, &count)); err != nil {
 		return nil, err
 	}
 	n := int(count)
 	if n == 0 {
 		return []*SnapshotHandle{}, nil
 	}
+	views := unsafe.Slice(first, n)
+	size := 0
+	for i := range views {
+		v := &views[i]
+		size += int(v.digest.len + v.name.len + v.parent_digest.len + v.image_ref.len + v.format.len + v.path.len)
+	}
+	text := make([]byte, 0, size)
+	// take appends a field to text and returns it as a string sharing
+	// text's memory, which is never written again.
+	take := func(s C.MsbStr) string {
+		if s.len == 0 {
+			return ""
+		}
+		start := len(text)
+		text = append(text, unsafe.Slice((*byte)(unsafe.Pointer(s.ptr)), int(s.len))...)
+		return unsafe.String(&text[start], int(s.len))
+	}
 	items := make([]SnapshotHandle, n)
+	names := make([]string, n)
+	parents := make([]string, n)
 	sizes := make([]uint64, n)
 	out := make([]*SnapshotHandle, n)
-	for i, v := range unsafe.Slice(views, n) {
-		h := &items[i]
-		h.digest = goStr(v.digest)
-		h.imageRef = goStr(v.image_ref)
-		h.format = goStr(v.format)
-		h.path = goStr(v.path)
+	for i := range views {
+		v, h := &views[i], &items[i]
+		h.digest = take(v.digest)
+		h.imageRef = take(v.image_ref)
+		h.format = take(v.format)
+		h.path = take(v.path)
 		if v.has_name {
-			name := goStr(v.name)
-			h.name = &name
+			names[i] = take(v.name)
+			h.name = &names[i]
 		}
 		if v.has_parent {
-			parent := goStr(v.parent_digest)
-			h.parentDigest = &parent
+			parents[i] = take(v.parent_digest)
+			h.parentDigest = &parents[i]
 		}
 		if v.has_size_bytes {
 			sizes[i] = uint64(v.size_bytes)

@@ -22,7 +22,7 @@ import (
 func main() {
 	baseline := flag.String("baseline", "", "path of the bench-sdk-baseline binary")
 	data := flag.String("data", "", "data directory (made once)")
-	runs := flag.Int("runs", 7, "timed runs per measure (median)")
+	runs := flag.Int("runs", 5, "timed rounds (median)")
 	flag.Parse()
 	if err := run(*baseline, *data, *runs); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-go:", err)
@@ -30,23 +30,60 @@ func main() {
 	}
 }
 
-func timeRuns(runs int, work func() error) (time.Duration, error) {
-	if err := work(); err != nil {
-		return 0, err
-	}
-	times := make([]time.Duration, runs)
-	for i := range times {
-		start := time.Now()
-		if err := work(); err != nil {
-			return 0, err
-		}
-		times[i] = time.Since(start)
-	}
-	sort.Slice(times, func(a, b int) bool { return times[a] < times[b] })
-	return times[runs/2], nil
+func median(times []float64) float64 {
+	sort.Float64s(times)
+	return times[len(times)/2]
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+// measures is one round of the three measures, in milliseconds.
+type measures struct {
+	Verify float64 `json:"verify_case_a_ms"`
+	List   float64 `json:"list_10000_ms"`
+	Get    float64 `json:"get_1000_ms"`
+}
+
+// rustRound runs the Rust side once, after one warm-up in its process.
+func rustRound(baseline, data string) (measures, error) {
+	var r measures
+	out, err := exec.Command(baseline, "measure", "--data", data, "--runs", "1", "--warmup", "1").Output()
+	if err != nil {
+		return r, fmt.Errorf("rust baseline: %w", err)
+	}
+	return r, json.Unmarshal(out, &r)
+}
+
+// goRound runs the same work once through the Go SDK.
+func goRound(ctx context.Context, caseA string) (measures, error) {
+	var r measures
+	start := time.Now()
+	snap, err := m.Snapshot.Open(ctx, caseA)
+	if err != nil {
+		return r, err
+	}
+	if _, err := snap.Verify(ctx); err != nil {
+		return r, err
+	}
+	r.Verify = ms(time.Since(start))
+	start = time.Now()
+	handles, err := m.Snapshot.List(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.List = ms(time.Since(start))
+	if len(handles) != 10000 {
+		return r, fmt.Errorf("%d handles", len(handles))
+	}
+	start = time.Now()
+	for i := 0; i < 1000; i++ {
+		if _, err := m.Snapshot.Get(ctx, fmt.Sprintf("snap-%05d", i*10)); err != nil {
+			return r, err
+		}
+	}
+	r.Get = ms(time.Since(start))
+	return r, nil
+}
 
 func run(baseline, data string, runs int) error {
 	if baseline == "" || data == "" {
@@ -60,71 +97,48 @@ func run(baseline, data string, runs int) error {
 	if err := prep.Run(); err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
-	out, err := exec.Command(baseline, "measure", "--data", data, "--runs", fmt.Sprint(runs)).Output()
-	if err != nil {
-		return fmt.Errorf("rust baseline: %w", err)
-	}
-	var rust struct {
-		Verify float64 `json:"verify_case_a_ms"`
-		List   float64 `json:"list_10000_ms"`
-		Get    float64 `json:"get_1000_ms"`
-	}
-	if err := json.Unmarshal(out, &rust); err != nil {
-		return err
-	}
-
 	ctx := m.WithConfig(context.Background(), m.Config{Home: filepath.Join(data, "home")})
 	caseA := filepath.Join(data, "case-a")
-	verify, err := timeRuns(runs, func() error {
-		snap, err := m.Snapshot.Open(ctx, caseA)
+	// Rounds alternate Rust and Go so that both see the same machine load;
+	// the first round of each is a warm-up.
+	var rust, gos []measures
+	for round := 0; round <= runs; round++ {
+		r, err := rustRound(baseline, data)
 		if err != nil {
 			return err
 		}
-		_, err = snap.Verify(ctx)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	list, err := timeRuns(runs, func() error {
-		handles, err := m.Snapshot.List(ctx)
-		if err == nil && len(handles) != 10000 {
-			err = fmt.Errorf("%d handles", len(handles))
+		g, err := goRound(ctx, caseA)
+		if err != nil {
+			return err
 		}
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	gets, err := timeRuns(runs, func() error {
-		for i := 0; i < 1000; i++ {
-			if _, err := m.Snapshot.Get(ctx, fmt.Sprintf("snap-%05d", i*10)); err != nil {
-				return err
-			}
+		if round > 0 {
+			rust, gos = append(rust, r), append(gos, g)
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	fmt.Printf("Go SDK beside Rust, same data, median of %d runs\n", runs)
-	fmt.Printf("%-34s %10s %10s %8s %8s\n", "what", "Go", "Rust", "ratio", "target")
+	pick := func(ms []measures, f func(measures) float64) float64 {
+		values := make([]float64, len(ms))
+		for i, x := range ms {
+			values[i] = f(x)
+		}
+		return median(values)
+	}
+	fmt.Printf("Go SDK beside Rust, same data, alternating rounds, median of %d\n", runs)
+	fmt.Printf("%-34s %11s %11s %7s %7s\n", "what", "Go", "Rust", "ratio", "target")
 	for _, row := range []struct {
 		what   string
-		goMs   float64
-		rustMs float64
+		field  func(measures) float64
 		target float64
 	}{
-		{"open + verify Case A", ms(verify), rust.Verify, 1.1},
-		{"List() of 10,000 (+ conversion)", ms(list), rust.List, 1.5},
-		{"1,000 Get by name", ms(gets), rust.Get, 1.5},
+		{"open + verify Case A", func(x measures) float64 { return x.Verify }, 1.1},
+		{"List() of 10,000 (+ conversion)", func(x measures) float64 { return x.List }, 1.5},
+		{"1,000 Get by name", func(x measures) float64 { return x.Get }, 1.5},
 	} {
-		ratio := row.goMs / row.rustMs
+		goMs, rustMs := pick(gos, row.field), pick(rust, row.field)
 		verdict := "ok"
-		if ratio > row.target {
+		if goMs/rustMs > row.target {
 			verdict = "OVER"
 		}
-		fmt.Printf("%-34s %7.2f ms %7.2f ms %7.2fx %7.1fx %s\n", row.what, row.goMs, row.rustMs, ratio, row.target, verdict)
+		fmt.Printf("%-34s %8.2f ms %8.2f ms %6.2fx %6.1fx %s\n", row.what, goMs, rustMs, goMs/rustMs, row.target, verdict)
 	}
 	return nil
 }

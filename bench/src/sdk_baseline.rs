@@ -5,9 +5,10 @@
 //! `bench-sdk-baseline prepare --data DIR` makes the data once: Case A
 //! (integrity recorded with msb-sparse-sha256-v1) at `DIR/case-a`, and a
 //! home `DIR/home` whose index holds 10,000 small snapshots.
-//! `bench-sdk-baseline measure --data DIR [--runs N]` prints one JSON line
-//! of medians: open + verify of Case A, `Snapshot::list()`, 1,000 `get` by
-//! name.
+//! `bench-sdk-baseline measure --data DIR [--runs N] [--warmup N]` prints
+//! one JSON line of medians: open + verify of Case A, `Snapshot::list()`,
+//! 1,000 `get` by name. The SDK benchmarks call it once per round, between
+//! their own runs, so that both sides see the same machine load.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -29,10 +30,13 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let data = PathBuf::from(flag(&args, "--data").ok_or("--data DIR is required")?);
     let runs: usize = flag(&args, "--runs").map_or(Ok(7), |v| v.parse())?;
+    let warmup: usize = flag(&args, "--warmup").map_or(Ok(1), |v| v.parse())?;
     match args.get(1).map(String::as_str) {
         Some("prepare") => prepare(&data),
-        Some("measure") => measure(&data, runs),
-        _ => Err("usage: bench-sdk-baseline prepare|measure --data DIR [--runs N]".into()),
+        Some("measure") => measure(&data, runs, warmup),
+        _ => Err(
+            "usage: bench-sdk-baseline prepare|measure --data DIR [--runs N] [--warmup N]".into(),
+        ),
     }
 }
 
@@ -103,9 +107,11 @@ fn prepare(data: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Median of `runs` timed calls after one warm-up.
-fn time_runs(runs: usize, mut work: impl FnMut() -> Result<()>) -> Result<Duration> {
-    work()?;
+/// Median of `runs` timed calls after `warmup` untimed ones.
+fn time_runs(runs: usize, warmup: usize, mut work: impl FnMut() -> Result<()>) -> Result<Duration> {
+    for _ in 0..warmup {
+        work()?;
+    }
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let start = Instant::now();
@@ -115,7 +121,7 @@ fn time_runs(runs: usize, mut work: impl FnMut() -> Result<()>) -> Result<Durati
     Ok(median(times))
 }
 
-fn measure(data: &Path, runs: usize) -> Result<()> {
+fn measure(data: &Path, runs: usize, warmup: usize) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let config = Config::new().home(data.join("home"));
     let case_a = data
@@ -123,20 +129,20 @@ fn measure(data: &Path, runs: usize) -> Result<()> {
         .to_str()
         .ok_or("non-UTF-8 path")?
         .to_string();
-    let verify = time_runs(runs, || {
+    let verify = time_runs(runs, warmup, || {
         rt.block_on(config.clone().scope(async {
             Snapshot::open(&case_a).await?.verify().await?;
             Ok(())
         }))
     })?;
-    let list = time_runs(runs, || {
+    let list = time_runs(runs, warmup, || {
         let handles = rt.block_on(config.clone().scope(Snapshot::list()))?;
         if handles.len() != INDEXED {
             return Err(format!("{} handles", handles.len()).into());
         }
         Ok(())
     })?;
-    let gets = time_runs(runs, || {
+    let gets = time_runs(runs, warmup, || {
         rt.block_on(config.clone().scope(async {
             for i in 0..GETS {
                 Snapshot::get(format!("snap-{:05}", i * (INDEXED / GETS))).await?;
