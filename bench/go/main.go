@@ -54,35 +54,46 @@ func rustRound(baseline, data string) (measures, error) {
 	return r, json.Unmarshal(out, &r)
 }
 
-// goRound runs the same work once through the Go SDK.
-func goRound(ctx context.Context, caseA string) (measures, error) {
-	var r measures
+// timedAfterWarmup times one call of work after one untimed call, as the
+// Rust side does each measure.
+func timedAfterWarmup(work func() error) (float64, error) {
+	if err := work(); err != nil {
+		return 0, err
+	}
 	start := time.Now()
-	snap, err := m.Snapshot.Open(ctx, caseA)
-	if err != nil {
-		return r, err
-	}
-	if _, err := snap.Verify(ctx); err != nil {
-		return r, err
-	}
-	r.Verify = ms(time.Since(start))
-	start = time.Now()
-	handles, err := m.Snapshot.List(ctx)
-	if err != nil {
-		return r, err
-	}
-	r.List = ms(time.Since(start))
-	if len(handles) != 10000 {
-		return r, fmt.Errorf("%d handles", len(handles))
-	}
-	start = time.Now()
-	for i := 0; i < 1000; i++ {
-		if _, err := m.Snapshot.Get(ctx, fmt.Sprintf("snap-%05d", i*10)); err != nil {
-			return r, err
+	err := work()
+	return ms(time.Since(start)), err
+}
+
+// goRound runs the same work through the Go SDK.
+func goRound(ctx context.Context, caseA string) (r measures, err error) {
+	if r.Verify, err = timedAfterWarmup(func() error {
+		snap, err := m.Snapshot.Open(ctx, caseA)
+		if err == nil {
+			_, err = snap.Verify(ctx)
 		}
+		return err
+	}); err != nil {
+		return r, err
 	}
-	r.Get = ms(time.Since(start))
-	return r, nil
+	if r.List, err = timedAfterWarmup(func() error {
+		handles, err := m.Snapshot.List(ctx)
+		if err == nil && len(handles) != 10000 {
+			err = fmt.Errorf("%d handles", len(handles))
+		}
+		return err
+	}); err != nil {
+		return r, err
+	}
+	r.Get, err = timedAfterWarmup(func() error {
+		for i := 0; i < 1000; i++ {
+			if _, err := m.Snapshot.Get(ctx, fmt.Sprintf("snap-%05d", i*10)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return r, err
 }
 
 func run(baseline, data string, runs int) error {
@@ -100,9 +111,9 @@ func run(baseline, data string, runs int) error {
 	ctx := m.WithConfig(context.Background(), m.Config{Home: filepath.Join(data, "home")})
 	caseA := filepath.Join(data, "case-a")
 	// Rounds alternate Rust and Go so that both see the same machine load;
-	// the first round of each is a warm-up.
+	// each side warms each measure up once per round.
 	var rust, gos []measures
-	for round := 0; round <= runs; round++ {
+	for round := 0; round < runs; round++ {
 		r, err := rustRound(baseline, data)
 		if err != nil {
 			return err
@@ -111,9 +122,7 @@ func run(baseline, data string, runs int) error {
 		if err != nil {
 			return err
 		}
-		if round > 0 {
-			rust, gos = append(rust, r), append(gos, g)
-		}
+		rust, gos = append(rust, r), append(gos, g)
 	}
 	pick := func(ms []measures, f func(measures) float64) float64 {
 		values := make([]float64, len(ms))
