@@ -287,6 +287,12 @@ fn put_json(out: *mut *mut c_char, value: &impl serde::Serialize) -> Result<(), 
     put_string(out, text)
 }
 
+/// Run an export that reports no error: a panic yields `fallback` instead
+/// of unwinding into the caller.
+fn shielded<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
 /// Release a boxed object; a panic in its drop stays on this side.
 fn free_box<T>(ptr: *mut T) {
     if !ptr.is_null() {
@@ -299,21 +305,25 @@ fn free_box<T>(ptr: *mut T) {
 /// The kind of `err` (static; never free it).
 #[unsafe(no_mangle)]
 pub extern "C" fn msb_error_kind(err: *const MsbError) -> *const c_char {
-    // SAFETY: NULL or a live error.
-    match unsafe { err.as_ref() } {
-        Some(e) => e.kind.as_ptr(),
-        None => c"".as_ptr(),
-    }
+    shielded(c"Runtime".as_ptr(), || {
+        // SAFETY: NULL or a live error.
+        match unsafe { err.as_ref() } {
+            Some(e) => e.kind.as_ptr(),
+            None => c"".as_ptr(),
+        }
+    })
 }
 
 /// The message of `err` (owned by `err`).
 #[unsafe(no_mangle)]
 pub extern "C" fn msb_error_message(err: *const MsbError) -> *const c_char {
-    // SAFETY: NULL or a live error.
-    match unsafe { err.as_ref() } {
-        Some(e) => e.message.as_ptr(),
-        None => c"".as_ptr(),
-    }
+    shielded(c"".as_ptr(), || {
+        // SAFETY: NULL or a live error.
+        match unsafe { err.as_ref() } {
+            Some(e) => e.message.as_ptr(),
+            None => c"".as_ptr(),
+        }
+    })
 }
 
 /// Release an error.
@@ -331,9 +341,11 @@ pub extern "C" fn msb_error_kinds_count() -> usize {
 /// The `index`th error kind (static), or NULL past the end.
 #[unsafe(no_mangle)]
 pub extern "C" fn msb_error_kind_at(index: usize) -> *const c_char {
-    kind_names()
-        .get(index)
-        .map_or(std::ptr::null(), |k| k.as_ptr())
+    shielded(std::ptr::null(), || {
+        kind_names()
+            .get(index)
+            .map_or(std::ptr::null(), |k| k.as_ptr())
+    })
 }
 
 /// Release a string this ABI returned.
@@ -341,7 +353,8 @@ pub extern "C" fn msb_error_kind_at(index: usize) -> *const c_char {
 pub extern "C" fn msb_string_free(text: *mut c_char) {
     if !text.is_null() {
         // SAFETY: `text` came from `CString::into_raw` of this ABI.
-        drop(unsafe { CString::from_raw(text) });
+        let owned = unsafe { CString::from_raw(text) };
+        shielded((), move || drop(owned));
     }
 }
 
@@ -350,7 +363,8 @@ pub extern "C" fn msb_string_free(text: *mut c_char) {
 pub extern "C" fn msb_bytes_free(ptr: *mut u8, len: usize) {
     if !ptr.is_null() {
         // SAFETY: `ptr`/`len` came from a boxed slice of this ABI.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) });
+        let owned = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) };
+        shielded((), move || drop(owned));
     }
 }
 
@@ -422,9 +436,11 @@ pub extern "C" fn msb_register_shipped_assets_dir(dir: *const c_char) -> MsbResu
 /// A token that has not fired.
 #[unsafe(no_mangle)]
 pub extern "C" fn msb_cancel_new() -> *mut MsbCancel {
-    Box::into_raw(Box::new(MsbCancel {
-        token: CancellationToken::new(),
-    }))
+    shielded(std::ptr::null_mut(), || {
+        Box::into_raw(Box::new(MsbCancel {
+            token: CancellationToken::new(),
+        }))
+    })
 }
 
 /// Fire `token`: the calls it was passed to stop with kind `Cancelled`.
@@ -432,7 +448,7 @@ pub extern "C" fn msb_cancel_new() -> *mut MsbCancel {
 pub extern "C" fn msb_cancel_fire(token: *const MsbCancel) {
     // SAFETY: NULL or a live token.
     if let Some(t) = unsafe { token.as_ref() } {
-        t.token.cancel();
+        shielded((), || t.token.cancel());
     }
 }
 

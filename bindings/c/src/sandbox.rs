@@ -137,8 +137,10 @@ pub extern "C" fn msb_sandbox_list(
 /// How many handles `list` holds.
 #[unsafe(no_mangle)]
 pub extern "C" fn msb_sandbox_handle_list_count(list: *const MsbSandboxHandleList) -> usize {
-    // SAFETY: NULL or a live list.
-    unsafe { list.as_ref() }.map_or(0, |l| l.handles.len())
+    crate::shielded(0, || {
+        // SAFETY: NULL or a live list.
+        unsafe { list.as_ref() }.map_or(0, |l| l.handles.len())
+    })
 }
 
 /// A new handle on the `index`th sandbox of `list` (free it on its own).

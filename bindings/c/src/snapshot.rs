@@ -252,8 +252,10 @@ pub extern "C" fn msb_snapshot_list_dir(
 /// How many artifacts `list` holds.
 #[unsafe(no_mangle)]
 pub extern "C" fn msb_snapshot_list_count(list: *const MsbSnapshotList) -> usize {
-    // SAFETY: NULL or a live list.
-    unsafe { list.as_ref() }.map_or(0, |l| l.snapshots.len())
+    crate::shielded(0, || {
+        // SAFETY: NULL or a live list.
+        unsafe { list.as_ref() }.map_or(0, |l| l.snapshots.len())
+    })
 }
 
 /// A new handle on the `index`th artifact of `list` (free it on its own).
