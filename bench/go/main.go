@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -44,25 +45,35 @@ type measures struct {
 	Get    float64 `json:"get_1000_ms"`
 }
 
-// rustRound runs the Rust side once, after one warm-up in its process.
+// perRound is how many timed calls of each measure a round makes (after
+// one warm-up), on each side; a round reports their median.
+const perRound = 3
+
+// rustRound runs the Rust side's round in its own process.
 func rustRound(baseline, data string) (measures, error) {
 	var r measures
-	out, err := exec.Command(baseline, "measure", "--data", data, "--runs", "1", "--warmup", "1").Output()
+	out, err := exec.Command(baseline, "measure", "--data", data, "--runs", fmt.Sprint(perRound), "--warmup", "1").Output()
 	if err != nil {
 		return r, fmt.Errorf("rust baseline: %w", err)
 	}
 	return r, json.Unmarshal(out, &r)
 }
 
-// timedAfterWarmup times one call of work after one untimed call, as the
-// Rust side does each measure.
+// timedAfterWarmup is the median of perRound timed calls of work after
+// one untimed call, as the Rust side does each measure.
 func timedAfterWarmup(work func() error) (float64, error) {
 	if err := work(); err != nil {
 		return 0, err
 	}
-	start := time.Now()
-	err := work()
-	return ms(time.Since(start)), err
+	times := make([]float64, perRound)
+	for i := range times {
+		start := time.Now()
+		if err := work(); err != nil {
+			return 0, err
+		}
+		times[i] = ms(time.Since(start))
+	}
+	return median(times), nil
 }
 
 // goRound runs the same work through the Go SDK.
@@ -124,15 +135,18 @@ func run(baseline, data string, runs int) error {
 		}
 		rust, gos = append(rust, r), append(gos, g)
 	}
-	pick := func(ms []measures, f func(measures) float64) float64 {
-		values := make([]float64, len(ms))
+	values := func(ms []measures, f func(measures) float64) []float64 {
+		out := make([]float64, len(ms))
 		for i, x := range ms {
-			values[i] = f(x)
+			out[i] = f(x)
 		}
-		return median(values)
+		return out
 	}
-	fmt.Printf("Go SDK beside Rust, same data, alternating rounds, median of %d\n", runs)
-	fmt.Printf("%-34s %11s %11s %7s %7s\n", "what", "Go", "Rust", "ratio", "target")
+	pick := func(ms []measures, f func(measures) float64) float64 { return median(values(ms, f)) }
+	best := func(ms []measures, f func(measures) float64) float64 { return slices.Min(values(ms, f)) }
+	fmt.Printf("Go SDK beside Rust, same data: %d alternating rounds of %d timed calls per measure and side;\n", runs, perRound)
+	fmt.Printf("medians over the rounds (best round of each side in brackets)\n")
+	fmt.Printf("%-34s %11s %11s %7s %7s %-5s %s\n", "what", "Go", "Rust", "ratio", "target", "", "(best: Go / Rust = ratio)")
 	for _, row := range []struct {
 		what   string
 		field  func(measures) float64
@@ -143,11 +157,13 @@ func run(baseline, data string, runs int) error {
 		{"1,000 Get by name", func(x measures) float64 { return x.Get }, 1.5},
 	} {
 		goMs, rustMs := pick(gos, row.field), pick(rust, row.field)
+		goBest, rustBest := best(gos, row.field), best(rust, row.field)
 		verdict := "ok"
 		if goMs/rustMs > row.target {
 			verdict = "OVER"
 		}
-		fmt.Printf("%-34s %8.2f ms %8.2f ms %6.2fx %6.1fx %s\n", row.what, goMs, rustMs, goMs/rustMs, row.target, verdict)
+		fmt.Printf("%-34s %8.2f ms %8.2f ms %6.2fx %6.1fx %-5s (%.2f / %.2f = %.2fx)\n", row.what, goMs, rustMs,
+			goMs/rustMs, row.target, verdict, goBest, rustBest, goBest/rustBest)
 	}
 	return nil
 }

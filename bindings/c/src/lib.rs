@@ -177,9 +177,18 @@ fn guard(body: impl FnOnce() -> Result<(), MicrosandboxError>) -> MsbResult {
 fn block_on<F: Future>(config: *const MsbConfig, cancel: *const MsbCancel, work: F) -> F::Output {
     // SAFETY: the caller passes NULL or a live config / token from this ABI.
     let (config, token) = unsafe { (config.as_ref(), cancel.as_ref()) };
-    let config = config.map(|c| c.config.clone()).unwrap_or_default();
-    let token = token.map(|t| t.token.clone()).unwrap_or_default();
-    runtime().block_on(config.scope(token.scope(work)))
+    // Quick calls (get, list) pass neither a token nor, often, a config:
+    // no scope is cheaper than an empty one.
+    let scoped = async move {
+        match token {
+            Some(t) => t.token.scope(work).await,
+            None => work.await,
+        }
+    };
+    match config {
+        Some(c) => runtime().block_on(c.config.clone().scope(scoped)),
+        None => runtime().block_on(scoped),
+    }
 }
 
 fn call_opts(cancel: *const MsbCancel, progress: MsbProgressFn, user: *mut c_void) -> CallOpts {
