@@ -1,0 +1,3 @@
+module github.com/superradcompany/microsandbox/sdk/go
+
+go 1.22

@@ -1,0 +1,30 @@
+package microsandbox
+
+// The C side of the progress trampoline (kept apart from the //export
+// file, whose preamble may only declare).
+
+/*
+#include <stdint.h>
+#include "microsandbox.h"
+extern void msbGoProgress(void *user, MsbProgressEvent *event);
+static MsbProgressFn msb_go_progress_fn(void) { return (MsbProgressFn)msbGoProgress; }
+static void *msb_go_user(uintptr_t handle) { return (void *)handle; }
+*/
+import "C"
+
+import (
+	"context"
+	"runtime/cgo"
+	"unsafe"
+)
+
+// progressArgs returns the callback and user data for ctx's progress func
+// (none when ctx has none); release frees the handle after the call.
+func progressArgs(ctx context.Context) (fn C.MsbProgressFn, user unsafe.Pointer, release func()) {
+	f, ok := ctx.Value(progressKey{}).(func(ProgressEvent))
+	if !ok || f == nil {
+		return nil, nil, func() {}
+	}
+	h := cgo.NewHandle(f)
+	return C.msb_go_progress_fn(), C.msb_go_user(C.uintptr_t(h)), h.Delete
+}

@@ -1,0 +1,303 @@
+package microsandbox
+
+// Sandboxes: create (from an image or a snapshot), get, list, remove; a
+// running Sandbox and the registry's SandboxHandle, which snapshots a
+// stopped sandbox.
+
+/*
+#include <stdlib.h>
+#include "microsandbox.h"
+*/
+import "C"
+
+import (
+	"context"
+	"encoding/json"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// SandboxOption configures CreateSandbox.
+type SandboxOption func(*sandboxOptions)
+
+type sandboxOptions struct {
+	image, snapshot string
+	memoryMiB, cpus uint32
+	upperSizeBytes  uint64
+	env             map[string]string
+}
+
+// WithImage boots the sandbox from an image reference or manifest digest.
+func WithImage(ref string) SandboxOption { return func(o *sandboxOptions) { o.image = ref } }
+
+// WithSnapshot boots the sandbox from a snapshot (bare name, digest or path).
+func WithSnapshot(pathOrName string) SandboxOption {
+	return func(o *sandboxOptions) { o.snapshot = pathOrName }
+}
+
+// WithMemory sets the guest memory in MiB.
+func WithMemory(mib uint32) SandboxOption { return func(o *sandboxOptions) { o.memoryMiB = mib } }
+
+// WithCPUs sets the number of virtual CPUs.
+func WithCPUs(n uint32) SandboxOption { return func(o *sandboxOptions) { o.cpus = n } }
+
+// WithUpperSize sets the apparent size of the sandbox's writable disk.
+func WithUpperSize(bytes uint64) SandboxOption {
+	return func(o *sandboxOptions) { o.upperSizeBytes = bytes }
+}
+
+// WithEnv adds an environment variable of the sandbox's commands.
+func WithEnv(key, value string) SandboxOption {
+	return func(o *sandboxOptions) {
+		if o.env == nil {
+			o.env = map[string]string{}
+		}
+		o.env[key] = value
+	}
+}
+
+// Sandbox is a running sandbox. Close releases the Go handle (the VM keeps
+// running until Stop or RemoveSandbox).
+type Sandbox struct {
+	mu     sync.Mutex
+	ptr    *C.MsbSandbox
+	handle *SandboxHandle
+}
+
+// SandboxHandle is a sandbox as recorded in the registry.
+type SandboxHandle struct {
+	ptr  *C.MsbSandboxHandle
+	view sandboxView
+}
+
+type sandboxView struct {
+	Name                string            `json:"name"`
+	State               string            `json:"state"`
+	ImageRef            string            `json:"image_ref"`
+	ImageManifestDigest string            `json:"image_manifest_digest"`
+	MemoryMiB           uint32            `json:"memory_mib"`
+	CPUs                uint32            `json:"cpus"`
+	Env                 map[string]string `json:"env"`
+	WorkingDir          string            `json:"working_dir"`
+	CreatedAt           string            `json:"created_at"`
+	Path                string            `json:"path"`
+}
+
+// newSandboxHandle takes ownership of p.
+func newSandboxHandle(p *C.MsbSandboxHandle) (*SandboxHandle, error) {
+	var text *C.char
+	if err := takeError(nil, C.msb_sandbox_handle_json(p, &text)); err != nil {
+		C.msb_sandbox_handle_free(p)
+		return nil, err
+	}
+	h := &SandboxHandle{ptr: p}
+	if err := json.Unmarshal([]byte(takeString(text)), &h.view); err != nil {
+		C.msb_sandbox_handle_free(p)
+		return nil, &Error{Kind: ErrRuntime.Kind, Message: "cannot decode the sandbox view: " + err.Error()}
+	}
+	runtime.SetFinalizer(h, func(h *SandboxHandle) { C.msb_sandbox_handle_free(h.ptr) })
+	return h, nil
+}
+
+// newSandbox takes ownership of p.
+func newSandbox(p *C.MsbSandbox) (*Sandbox, error) {
+	var hp *C.MsbSandboxHandle
+	if err := takeError(nil, C.msb_sandbox_handle(p, &hp)); err != nil {
+		C.msb_sandbox_free(p)
+		return nil, err
+	}
+	h, err := newSandboxHandle(hp)
+	if err != nil {
+		C.msb_sandbox_free(p)
+		return nil, err
+	}
+	sb := &Sandbox{ptr: p, handle: h}
+	runtime.SetFinalizer(sb, (*Sandbox).Close)
+	return sb, nil
+}
+
+// CreateSandbox creates the sandbox name and boots it: WithImage or
+// WithSnapshot (exactly one), plus any other options.
+func CreateSandbox(ctx context.Context, name string, opts ...SandboxOption) (*Sandbox, error) {
+	var o sandboxOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	n, img, snap := C.CString(name), optCString(o.image), optCString(o.snapshot)
+	defer C.free(unsafe.Pointer(n))
+	defer C.free(unsafe.Pointer(img))
+	defer C.free(unsafe.Pointer(snap))
+	keys, values, count, free := cPairs(o.env)
+	defer free()
+	var out *C.MsbSandbox
+	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+		return C.msb_sandbox_create(cfg, tok, n, img, snap, C.uint32_t(o.memoryMiB), C.uint32_t(o.cpus),
+			C.uint64_t(o.upperSizeBytes), keys, values, count, &out)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return newSandbox(out)
+}
+
+// GetSandbox returns the sandbox called name (ErrSandboxNotFound otherwise).
+func GetSandbox(ctx context.Context, name string) (*SandboxHandle, error) {
+	var out *C.MsbSandboxHandle
+	err := withCString(name, func(n *C.char) error {
+		return callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_sandbox_get(cfg, n, &out) })
+	})
+	if err != nil {
+		return nil, err
+	}
+	return newSandboxHandle(out)
+}
+
+// ListSandboxes returns every sandbox, by name.
+func ListSandboxes(ctx context.Context) ([]*SandboxHandle, error) {
+	var list *C.MsbSandboxHandleList
+	if err := callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_sandbox_list(cfg, &list) }); err != nil {
+		return nil, err
+	}
+	defer C.msb_sandbox_handle_list_free(list)
+	n := int(C.msb_sandbox_handle_list_count(list))
+	out := make([]*SandboxHandle, 0, n)
+	for i := 0; i < n; i++ {
+		var p *C.MsbSandboxHandle
+		if err := takeError(nil, C.msb_sandbox_handle_list_get(list, C.size_t(i), &p)); err != nil {
+			return nil, err
+		}
+		h, err := newSandboxHandle(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// RemoveSandbox stops (if running) and deletes the sandbox called name.
+func RemoveSandbox(ctx context.Context, name string) error {
+	return withCString(name, func(n *C.char) error {
+		return callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_sandbox_remove(cfg, n) })
+	})
+}
+
+// Name is the sandbox's name.
+func (sb *Sandbox) Name() string { return sb.handle.view.Name }
+
+// Handle is the sandbox's registry handle.
+func (sb *Sandbox) Handle() *SandboxHandle { return sb.handle }
+
+// Stop shuts the sandbox down cleanly (forced after a timeout).
+func (sb *Sandbox) Stop(ctx context.Context) error { return sb.handle.Stop(ctx) }
+
+// Close releases the Go handle of the sandbox; the VM is not stopped.
+func (sb *Sandbox) Close() error {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.ptr != nil {
+		C.msb_sandbox_free(sb.ptr)
+		sb.ptr = nil
+	}
+	return nil
+}
+
+// Name is the sandbox's name.
+func (h *SandboxHandle) Name() string { return h.view.Name }
+
+// State is "running", "stopped" or "crashed" when the handle was read (see Status).
+func (h *SandboxHandle) State() string { return h.view.State }
+
+// ImageRef is the image reference the sandbox was created from.
+func (h *SandboxHandle) ImageRef() string { return h.view.ImageRef }
+
+// ImageManifestDigest is the pinned image manifest digest.
+func (h *SandboxHandle) ImageManifestDigest() string { return h.view.ImageManifestDigest }
+
+// MemoryMiB is the guest memory.
+func (h *SandboxHandle) MemoryMiB() uint32 { return h.view.MemoryMiB }
+
+// CPUs is the number of virtual CPUs.
+func (h *SandboxHandle) CPUs() uint32 { return h.view.CPUs }
+
+// Env is the commands' environment (a copy).
+func (h *SandboxHandle) Env() map[string]string {
+	out := make(map[string]string, len(h.view.Env))
+	for k, v := range h.view.Env {
+		out[k] = v
+	}
+	return out
+}
+
+// WorkingDir is the commands' working directory.
+func (h *SandboxHandle) WorkingDir() string { return h.view.WorkingDir }
+
+// CreatedAt is the RFC 3339 creation time.
+func (h *SandboxHandle) CreatedAt() string { return h.view.CreatedAt }
+
+// Path is the sandbox directory.
+func (h *SandboxHandle) Path() string { return h.view.Path }
+
+// Status reads the sandbox's current state.
+func (h *SandboxHandle) Status(ctx context.Context) (string, error) {
+	var out *C.char
+	err := callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_sandbox_handle_status(cfg, h.ptr, &out) })
+	runtime.KeepAlive(h)
+	if err != nil {
+		return "", err
+	}
+	return takeString(out), nil
+}
+
+// Start boots a stopped or crashed sandbox again.
+func (h *SandboxHandle) Start(ctx context.Context) (*Sandbox, error) {
+	var out *C.MsbSandbox
+	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+		return C.msb_sandbox_handle_start(cfg, tok, h.ptr, &out)
+	})
+	runtime.KeepAlive(h)
+	if err != nil {
+		return nil, err
+	}
+	return newSandbox(out)
+}
+
+// Stop shuts the sandbox down cleanly (forced after a timeout); not cancellable.
+func (h *SandboxHandle) Stop(ctx context.Context) error {
+	err := callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_sandbox_handle_stop(cfg, h.ptr) })
+	runtime.KeepAlive(h)
+	return err
+}
+
+// Remove stops the VM if it runs and deletes the sandbox.
+func (h *SandboxHandle) Remove(ctx context.Context) error {
+	err := callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_sandbox_handle_remove(cfg, h.ptr) })
+	runtime.KeepAlive(h)
+	return err
+}
+
+// Snapshot snapshots this stopped (or crashed) sandbox under a bare name.
+func (h *SandboxHandle) Snapshot(ctx context.Context, name string) (*SnapshotArtifact, error) {
+	var out *C.MsbSnapshot
+	err := withCString(name, func(n *C.char) error {
+		return call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+			return C.msb_sandbox_handle_snapshot(cfg, tok, h.ptr, n, &out)
+		})
+	})
+	runtime.KeepAlive(h)
+	return artifactResult(out, err)
+}
+
+// SnapshotTo snapshots this stopped (or crashed) sandbox to an explicit
+// artifact directory.
+func (h *SandboxHandle) SnapshotTo(ctx context.Context, path string) (*SnapshotArtifact, error) {
+	var out *C.MsbSnapshot
+	err := withCString(path, func(p *C.char) error {
+		return call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+			return C.msb_sandbox_handle_snapshot_to(cfg, tok, h.ptr, p, &out)
+		})
+	})
+	runtime.KeepAlive(h)
+	return artifactResult(out, err)
+}
