@@ -1,0 +1,136 @@
+//! How a core call becomes a Python awaitable: it runs on the binding's
+//! tokio runtime (off the event loop, GIL released) inside the core's
+//! `Config::scope` of the configuration in force at the call (the
+//! `contextvars` scope of `microsandbox.use_config`), panics are caught, and
+//! errors are converted by `errors.rs`. Long calls also get a
+//! `CancellationToken`: the awaitable is wrapped by
+//! `microsandbox._support.guard`, which fires the token when the asyncio task
+//! is cancelled and waits for the core to clean up before re-raising.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use microsandbox::{CancellationToken, MicrosandboxResult, ProgressCallback, ProgressEvent};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+use crate::config::current_config;
+use crate::errors::{panic_error, to_py_err};
+
+/// `microsandbox._support`, imported once.
+static SUPPORT: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+pub(crate) fn support(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    SUPPORT
+        .get_or_try_init(py, || Ok(py.import("microsandbox._support")?.unbind()))
+        .map(|m| m.bind(py))
+}
+
+/// A short call: an awaitable of `work`'s result under the configuration in
+/// force. Cancelling it drops the work.
+pub(crate) fn spawn<'py, T, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = MicrosandboxResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let config = current_config(py)?;
+    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        match AssertUnwindSafe(config.scope(work)).catch_unwind().await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(to_py_err(err)),
+            Err(payload) => Err(to_py_err(panic_error(payload))),
+        }
+    })
+}
+
+/// A long call: `start` gets the call's token (for the calls that take it in
+/// their options); the work also runs in the token's scope. Cancelling the
+/// asyncio task fires the token and waits for the core to clean up.
+pub(crate) fn spawn_cancellable<'py, T, F>(
+    py: Python<'py>,
+    start: impl FnOnce(CancellationToken) -> F,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = MicrosandboxResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let token = CancellationToken::new();
+    let work = start(token.clone());
+    let scoped = token.clone();
+    let awaitable = spawn(py, async move { scoped.scope(work).await })?;
+    let token = Bound::new(py, PyCancelToken { token })?;
+    support(py)?.getattr("guard")?.call1((awaitable, token))
+}
+
+/// The core's cancellation token, fired by `microsandbox._support.guard`.
+#[pyclass(name = "CancelToken", module = "microsandbox._native", frozen)]
+pub(crate) struct PyCancelToken {
+    token: CancellationToken,
+}
+
+#[pymethods]
+impl PyCancelToken {
+    /// Fire the token: the call stops and cleans up.
+    fn cancel(&self) {
+        self.token.cancel();
+    }
+
+    /// Whether the token fired.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+/// One progress report of a long call.
+#[pyclass(name = "ProgressEvent", module = "microsandbox._native", frozen)]
+pub(crate) struct PyProgressEvent {
+    /// `hash`, `export` or `import`.
+    #[pyo3(get)]
+    phase: &'static str,
+    /// Bytes finished so far.
+    #[pyo3(get)]
+    done_bytes: u64,
+    /// Bytes in all.
+    #[pyo3(get)]
+    total_bytes: u64,
+}
+
+#[pymethods]
+impl PyProgressEvent {
+    fn __repr__(&self) -> String {
+        format!(
+            "ProgressEvent(phase={:?}, done_bytes={}, total_bytes={})",
+            self.phase, self.done_bytes, self.total_bytes
+        )
+    }
+}
+
+/// A core progress callback that hands each event to the Python `callback`
+/// on the event loop running now (`call_soon_threadsafe`, so events arrive in
+/// order, on the loop's thread, before the call's result).
+pub(crate) fn progress_callback(
+    py: Python<'_>,
+    callback: Option<Py<PyAny>>,
+) -> PyResult<Option<ProgressCallback>> {
+    let Some(callback) = callback else {
+        return Ok(None);
+    };
+    let event_loop = pyo3_async_runtimes::get_running_loop(py)?.unbind();
+    let forward = move |event: ProgressEvent| {
+        Python::attach(|py| {
+            let event = PyProgressEvent {
+                phase: event.phase.as_str(),
+                done_bytes: event.done_bytes,
+                total_bytes: event.total_bytes,
+            };
+            // A closed loop has no one left to tell.
+            let _ = event_loop
+                .bind(py)
+                .call_method1("call_soon_threadsafe", (callback.bind(py), event));
+        })
+    };
+    Ok(Some(Arc::new(forward)))
+}
