@@ -38,6 +38,12 @@ def use_config(config: "Config") -> Iterator["Config"]:
         CONFIG.reset(reset)
 
 
+async def run(work: Awaitable[T]) -> T:
+    """A native call's asyncio future as a coroutine (so that
+    ``asyncio.create_task`` and friends take it); cancelling it drops the work."""
+    return await work
+
+
 async def guard(work: Awaitable[T], token: "CancelToken") -> T:
     """Await a long native call; when the task is cancelled, fire the core's
     token, wait until the core has stopped and removed what it staged, then

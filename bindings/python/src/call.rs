@@ -28,9 +28,19 @@ pub(crate) fn support(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .map(|m| m.bind(py))
 }
 
-/// A short call: an awaitable of `work`'s result under the configuration in
+/// A short call: a coroutine of `work`'s result under the configuration in
 /// force. Cancelling it drops the work.
 pub(crate) fn spawn<'py, T, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = MicrosandboxResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let future = spawn_future(py, work)?;
+    support(py)?.getattr("run")?.call1((future,))
+}
+
+/// [`spawn`]'s asyncio future, not yet wrapped in a coroutine.
+fn spawn_future<'py, T, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = MicrosandboxResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
@@ -59,9 +69,9 @@ where
     let token = CancellationToken::new();
     let work = start(token.clone());
     let scoped = token.clone();
-    let awaitable = spawn(py, async move { scoped.scope(work).await })?;
+    let future = spawn_future(py, async move { scoped.scope(work).await })?;
     let token = Bound::new(py, PyCancelToken { token })?;
-    support(py)?.getattr("guard")?.call1((awaitable, token))
+    support(py)?.getattr("guard")?.call1((future, token))
 }
 
 /// The core's cancellation token, fired by `microsandbox._support.guard`.

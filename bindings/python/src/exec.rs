@@ -318,15 +318,13 @@ impl PyExecProcess {
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let events = self.events.clone();
-        spawn(py, async move {
+        let next = spawn(py, async move {
             let event = events.lock().await.next().await?;
             Ok(event.map(|inner| PyExecEvent { inner }))
-        })
-        .and_then(|awaitable| {
-            crate::call::support(py)?
-                .getattr("end_on_none")?
-                .call1((awaitable,))
-        })
+        })?;
+        crate::call::support(py)?
+            .getattr("end_on_none")?
+            .call1((next,))
     }
 
     /// The command's stdin.
