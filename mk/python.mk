@@ -34,7 +34,7 @@ py-wheel-dev: py-setup py-guest-assets
 	$(PY_VENV)/bin/pip install -q --force-reinstall --no-deps $(PY_WHEELS_DEV)/microsandbox-*.whl
 
 test-python: py-wheel-dev
-	cd sdk-python/tests && $(PY_VENV)/bin/mypy --strict --config-file ../pyproject.toml typing_sample.py ../microsandbox
+	cd sdk-python && $(PY_VENV)/bin/mypy --strict --config-file pyproject.toml tests/typing_sample.py microsandbox
 	cd sdk-python && $(PY_VENV)/bin/pytest -q -p no:cacheprovider tests
 	sdk-python/tests/packaging_test.sh $(PY_WHEELS_DEV)/microsandbox-*.whl
 

@@ -6,15 +6,22 @@ the end of an async iteration."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 from collections.abc import Awaitable, Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
+
+from microsandbox import _native
 
 if TYPE_CHECKING:
-    from microsandbox._native import CancelToken, Config
+    from microsandbox._native import CancelToken, Config, NativeTask
 
 T = TypeVar("T")
+
+# A native worker that enters Python while the interpreter finalizes would
+# crash the process: at exit, wait for the calls about to hand back results.
+atexit.register(_native.drain, 5.0)
 
 CONFIG: ContextVar[Optional["Config"]] = ContextVar("microsandbox_config", default=None)
 """The ``use_config`` scope in force; read by every native call when it starts."""
@@ -38,10 +45,29 @@ def use_config(config: "Config") -> Iterator["Config"]:
         CONFIG.reset(reset)
 
 
-async def run(work: Awaitable[T]) -> T:
+async def run(work: "asyncio.Future[T]", task: "NativeTask") -> T:
     """A native call's asyncio future as a coroutine (so that
     ``asyncio.create_task`` and friends take it); cancelling it drops the work."""
-    return await work
+    try:
+        return await work
+    except asyncio.CancelledError:
+        task.abort()
+        raise
+
+
+def deliver(loop: asyncio.AbstractEventLoop, future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
+    """Settle ``future`` on its loop's thread (called by a native worker)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+        loop.call_soon_threadsafe(_settle, future, ok, value)
+
+
+def _settle(future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
+    if future.done():  # cancelled meanwhile
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 async def guard(work: Awaitable[T], token: "CancelToken") -> T:

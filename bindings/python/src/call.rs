@@ -10,9 +10,12 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use microsandbox::{CancellationToken, MicrosandboxResult, ProgressCallback, ProgressEvent};
+use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
@@ -35,24 +38,8 @@ where
     F: Future<Output = MicrosandboxResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    let future = spawn_future(py, work)?;
-    support(py)?.getattr("run")?.call1((future,))
-}
-
-/// [`spawn`]'s asyncio future, not yet wrapped in a coroutine.
-fn spawn_future<'py, T, F>(py: Python<'py>, work: F) -> PyResult<Bound<'py, PyAny>>
-where
-    F: Future<Output = MicrosandboxResult<T>> + Send + 'static,
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
-{
-    let config = current_config(py)?;
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        match AssertUnwindSafe(config.scope(work)).catch_unwind().await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(to_py_err(err)),
-            Err(payload) => Err(to_py_err(panic_error(payload))),
-        }
-    })
+    let (future, task) = spawn_future(py, work)?;
+    support(py)?.getattr("run")?.call1((future, task))
 }
 
 /// A long call: `start` gets the call's token (for the calls that take it in
@@ -69,9 +56,118 @@ where
     let token = CancellationToken::new();
     let work = start(token.clone());
     let scoped = token.clone();
-    let future = spawn_future(py, async move { scoped.scope(work).await })?;
+    let (future, _task) = spawn_future(py, async move { scoped.scope(work).await })?;
     let token = Bound::new(py, PyCancelToken { token })?;
     support(py)?.getattr("guard")?.call1((future, token))
+}
+
+/// Spawn `work` on the runtime under the configuration in force; its
+/// outcome settles a new asyncio future of the running loop (through
+/// `call_soon_threadsafe`, so on the loop's thread). Returns the future and
+/// the task's abort handle.
+fn spawn_future<'py, T, F>(py: Python<'py>, work: F) -> PyResult<(Bound<'py, PyAny>, PyNativeTask)>
+where
+    F: Future<Output = MicrosandboxResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let config = current_config(py)?;
+    let event_loop = pyo3_async_runtimes::get_running_loop(py)?;
+    let future = event_loop.call_method0("create_future")?;
+    let (event_loop, target) = (event_loop.unbind(), future.clone().unbind());
+    let in_flight = InFlight::start();
+    let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+        let outcome = AssertUnwindSafe(config.scope(work)).catch_unwind().await;
+        // Settling needs the GIL, which the loop's thread may hold for a
+        // while: let the runtime move its other tasks off this worker.
+        tokio::task::block_in_place(|| {
+            Python::attach(|py| settle(py, &event_loop, &target, outcome));
+        });
+        drop(in_flight);
+    });
+    Ok((
+        future,
+        PyNativeTask {
+            abort: task.abort_handle(),
+        },
+    ))
+}
+
+/// Hand `outcome` to the loop that owns `target`.
+fn settle<T>(
+    py: Python<'_>,
+    event_loop: &Py<PyAny>,
+    target: &Py<PyAny>,
+    outcome: std::thread::Result<MicrosandboxResult<T>>,
+) where
+    T: for<'a> IntoPyObject<'a>,
+{
+    let (ok, value) = match outcome {
+        Ok(Ok(value)) => match value.into_py_any(py) {
+            Ok(obj) => (true, obj),
+            Err(err) => (false, err.into_value(py).into_any()),
+        },
+        Ok(Err(err)) => (false, to_py_err(err).into_value(py).into_any()),
+        Err(payload) => (
+            false,
+            to_py_err(panic_error(payload)).into_value(py).into_any(),
+        ),
+    };
+    let delivered = support(py).and_then(|support| {
+        support
+            .getattr("deliver")?
+            .call1((event_loop.bind(py), target.bind(py), ok, value))
+    });
+    if let Err(err) = delivered {
+        // Nobody awaits a call whose loop is gone; say why on stderr.
+        err.write_unraisable(py, None);
+    }
+}
+
+/// Counts the calls whose outcome has not been handed to Python yet, so
+/// that interpreter exit can wait for them (`drain`): a thread that enters
+/// Python while the interpreter finalizes crashes the process.
+struct InFlight;
+
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+impl InFlight {
+    fn start() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// At interpreter exit (`atexit`): wait, GIL released, until no call is
+/// about to enter Python, for at most `timeout` seconds.
+#[pyfunction]
+pub(crate) fn drain(py: Python<'_>, timeout: f64) {
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+    py.detach(|| {
+        while IN_FLIGHT.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
+
+/// The runtime task of a short call, aborted when its asyncio task is
+/// cancelled (dropping the core's future cancels it).
+#[pyclass(name = "NativeTask", module = "microsandbox._native", frozen)]
+pub(crate) struct PyNativeTask {
+    abort: tokio::task::AbortHandle,
+}
+
+#[pymethods]
+impl PyNativeTask {
+    /// Drop the work.
+    fn abort(&self) {
+        self.abort.abort();
+    }
 }
 
 /// The core's cancellation token, fired by `microsandbox._support.guard`.

@@ -21,6 +21,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<config::PyConfig>()?;
     m.add_function(wrap_pyfunction!(config::set_default_config, m)?)?;
     m.add_class::<call::PyCancelToken>()?;
+    m.add_class::<call::PyNativeTask>()?;
+    m.add_function(wrap_pyfunction!(call::drain, m)?)?;
     m.add_class::<call::PyProgressEvent>()?;
     m.add_class::<snapshot::PySnapshot>()?;
     m.add_class::<snapshot::PySnapshotHandle>()?;
