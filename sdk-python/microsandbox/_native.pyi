@@ -204,59 +204,6 @@ class ExecProcess:
     def signal(self, signal: int) -> None: ...
     def wait(self) -> Coroutine[Any, Any, ExitStatus]: ...
 
-@final
-class Sandbox:
-    """A running sandbox; ``async with`` stops it on exit."""
-
-    @staticmethod
-    def create(
-        name: str,
-        *,
-        image: str | None = None,
-        from_snapshot: _Path | None = None,
-        memory_mib: int | None = None,
-        cpus: int | None = None,
-        env: dict[str, str] | None = None,
-    ) -> Coroutine[Any, Any, Sandbox]: ...
-    @staticmethod
-    def get(name: str) -> Coroutine[Any, Any, SandboxHandle]: ...
-    @staticmethod
-    def list() -> Coroutine[Any, Any, builtins.list[SandboxHandle]]: ...
-    @staticmethod
-    def remove(name: str) -> Coroutine[Any, Any, None]: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def handle(self) -> SandboxHandle: ...
-    def exec(
-        self,
-        cmd: str,
-        args: Sequence[str] | None = None,
-        *,
-        env: dict[str, str] | None = None,
-        cwd: str | None = None,
-        timeout: float | None = None,
-        output_limit: int | None = None,
-    ) -> Coroutine[Any, Any, ExecOutput]: ...
-    def exec_stream(
-        self,
-        cmd: str,
-        args: Sequence[str] | None = None,
-        *,
-        env: dict[str, str] | None = None,
-        cwd: str | None = None,
-        timeout: float | None = None,
-    ) -> Coroutine[Any, Any, ExecProcess]: ...
-    def stop(self) -> Coroutine[Any, Any, None]: ...
-    def __aenter__(self) -> Coroutine[Any, Any, Sandbox]: ...
-    def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Coroutine[Any, Any, None]: ...
-
-@final
 class SandboxHandle:
     """A sandbox as recorded in the registry."""
 
@@ -295,6 +242,37 @@ class SandboxHandle:
     def remove(self) -> Coroutine[Any, Any, None]: ...
     def snapshot(self, name: str) -> Coroutine[Any, Any, Snapshot]: ...
     def snapshot_to(self, path: _Path) -> Coroutine[Any, Any, Snapshot]: ...
+
+@final
+class Sandbox(SandboxHandle):
+    """A running sandbox (a ``SandboxHandle`` booted by this process);
+    ``async with`` stops it on exit."""
+
+    @staticmethod
+    def create(
+        name: str,
+        *,
+        image: str | None = None,
+        from_snapshot: _Path | None = None,
+        memory_mib: int | None = None,
+        cpus: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Coroutine[Any, Any, Sandbox]: ...
+    @staticmethod
+    def get(name: str) -> Coroutine[Any, Any, SandboxHandle]: ...
+    @staticmethod
+    def list() -> Coroutine[Any, Any, builtins.list[SandboxHandle]]: ...
+    @staticmethod
+    def remove(name: str) -> Coroutine[Any, Any, None]: ...  # type: ignore[override]
+    @property
+    def handle(self) -> SandboxHandle: ...
+    def __aenter__(self) -> Coroutine[Any, Any, Sandbox]: ...
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Coroutine[Any, Any, None]: ...
 
 @final
 class ImageInfo:

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use microsandbox::{CancellationToken, MicrosandboxResult, ProgressCallback, ProgressEvent};
+use microsandbox::{
+    CallOpts, CancellationToken, MicrosandboxResult, ProgressCallback, ProgressEvent,
+};
 use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -59,6 +61,31 @@ where
     let (future, _task) = spawn_future(py, async move { scoped.scope(work).await })?;
     let token = Bound::new(py, PyCancelToken { token })?;
     support(py)?.getattr("guard")?.call1((future, token))
+}
+
+/// A long call taking `CallOpts`: `start` gets the caller's progress
+/// callback (forwarded to the event loop) and the call's token.
+pub(crate) fn spawn_with_call_opts<'py, T, F>(
+    py: Python<'py>,
+    progress: Option<Py<PyAny>>,
+    start: impl FnOnce(CallOpts) -> F,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = MicrosandboxResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let progress = progress_callback(py, progress)?;
+    spawn_cancellable(py, |cancel| {
+        start(CallOpts {
+            progress,
+            cancel: Some(cancel),
+        })
+    })
+}
+
+/// Every core object of a listing as its Python class.
+pub(crate) fn convert_all<A, B: From<A>>(items: Vec<A>) -> Vec<B> {
+    items.into_iter().map(B::from).collect()
 }
 
 /// Spawn `work` on the runtime under the configuration in force; its
@@ -217,7 +244,7 @@ impl PyProgressEvent {
 /// A core progress callback that hands each event to the Python `callback`
 /// on the event loop running now (`call_soon_threadsafe`, so events arrive in
 /// order, on the loop's thread, before the call's result).
-pub(crate) fn progress_callback(
+fn progress_callback(
     py: Python<'_>,
     callback: Option<Py<PyAny>>,
 ) -> PyResult<Option<ProgressCallback>> {

@@ -3,12 +3,11 @@
 
 use std::path::PathBuf;
 
-use microsandbox::CallOpts;
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, DEFAULT_BUSYBOX_REF};
 use microsandbox::image::{Image, ImageInfo};
 use pyo3::prelude::*;
 
-use crate::call::{progress_callback, spawn, spawn_cancellable};
+use crate::call::{convert_all, spawn, spawn_with_call_opts};
 
 /// Entry points for images.
 #[pyclass(name = "Image", module = "microsandbox._native", frozen)]
@@ -25,12 +24,7 @@ impl PyImage {
         reference: Option<String>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'_, PyAny>> {
-        let progress = progress_callback(py, progress)?;
-        spawn_cancellable(py, |cancel| async move {
-            let call = CallOpts {
-                progress,
-                cancel: Some(cancel),
-            };
+        spawn_with_call_opts(py, progress, |call| async move {
             Image::load_with(archive, reference, call)
                 .await
                 .map(PyImageInfo::from)
@@ -49,8 +43,7 @@ impl PyImage {
     #[staticmethod]
     fn list(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         spawn(py, async move {
-            let all = Image::list().await?;
-            Ok(all.into_iter().map(PyImageInfo::from).collect::<Vec<_>>())
+            Image::list().await.map(convert_all::<_, PyImageInfo>)
         })
     }
 

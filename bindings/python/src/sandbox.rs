@@ -8,19 +8,27 @@ use std::path::PathBuf;
 use microsandbox::{Sandbox, SandboxHandle};
 use pyo3::prelude::*;
 
-use crate::call::{spawn, spawn_cancellable};
+use crate::call::{convert_all, spawn, spawn_cancellable};
 use crate::exec::{ExecArgs, exec_buffered, exec_stream};
 use crate::snapshot::PySnapshot;
 
-/// A running sandbox.
-#[pyclass(name = "Sandbox", module = "microsandbox._native", frozen)]
-pub(crate) struct PySandbox {
-    inner: Sandbox,
-}
+/// A running sandbox: a `SandboxHandle` (whose methods it inherits) that was
+/// booted by this process, plus the sandbox entry points. `async with` stops
+/// it on exit.
+#[pyclass(name = "Sandbox", module = "microsandbox._native", frozen, extends = PySandboxHandle)]
+pub(crate) struct PySandbox;
 
-impl From<Sandbox> for PySandbox {
-    fn from(inner: Sandbox) -> Self {
-        Self { inner }
+/// A booted sandbox on its way to Python (a subclass instance needs its base).
+pub(crate) struct Booted(Sandbox);
+
+impl<'py> IntoPyObject<'py> for Booted {
+    type Target = PySandbox;
+    type Output = Bound<'py, PySandbox>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PySandbox>> {
+        let base = PySandboxHandle::from(self.0.handle().clone());
+        Bound::new(py, PyClassInitializer::from(base).add_subclass(PySandbox))
     }
 }
 
@@ -54,9 +62,7 @@ impl PySandbox {
         for (key, value) in env.unwrap_or_default() {
             builder = builder.env(key, value);
         }
-        spawn_cancellable(py, |_| async move {
-            builder.create().await.map(PySandbox::from)
-        })
+        spawn_cancellable(py, |_| async move { builder.create().await.map(Booted) })
     }
 
     /// The sandbox called `name`.
@@ -71,11 +77,7 @@ impl PySandbox {
     #[staticmethod]
     fn list(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         spawn(py, async move {
-            let all = Sandbox::list().await?;
-            Ok(all
-                .into_iter()
-                .map(PySandboxHandle::from)
-                .collect::<Vec<_>>())
+            Sandbox::list().await.map(convert_all::<_, PySandboxHandle>)
         })
     }
 
@@ -85,54 +87,10 @@ impl PySandbox {
         spawn(py, async move { Sandbox::remove(name).await })
     }
 
-    /// The sandbox's name.
-    #[getter]
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
     /// Its registry entry.
     #[getter]
-    fn handle(&self) -> PySandboxHandle {
-        PySandboxHandle::from(self.inner.handle().clone())
-    }
-
-    /// Run a command and wait for it.
-    #[pyo3(signature = (cmd, args=None, *, env=None, cwd=None, timeout=None, output_limit=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn exec<'py>(
-        &self,
-        py: Python<'py>,
-        cmd: String,
-        args: Option<Vec<String>>,
-        env: Option<BTreeMap<String, String>>,
-        cwd: Option<String>,
-        timeout: Option<f64>,
-        output_limit: Option<usize>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let args = ExecArgs::new(cmd, args, env, cwd, timeout, output_limit)?;
-        exec_buffered(py, self.inner.handle().clone(), args)
-    }
-
-    /// Start a command and return its process (events, stdin, signals).
-    #[pyo3(signature = (cmd, args=None, *, env=None, cwd=None, timeout=None))]
-    fn exec_stream<'py>(
-        &self,
-        py: Python<'py>,
-        cmd: String,
-        args: Option<Vec<String>>,
-        env: Option<BTreeMap<String, String>>,
-        cwd: Option<String>,
-        timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let args = ExecArgs::new(cmd, args, env, cwd, timeout, None)?;
-        exec_stream(py, self.inner.handle().clone(), args)
-    }
-
-    /// Shut down cleanly.
-    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let sandbox = self.inner.clone();
-        spawn(py, async move { sandbox.stop().await })
+    fn handle(slf: PyRef<'_, Self>) -> PySandboxHandle {
+        PySandboxHandle::from(slf.as_super().inner.clone())
     }
 
     fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
@@ -143,20 +101,25 @@ impl PySandbox {
 
     #[pyo3(signature = (*_exc))]
     fn __aexit__<'py>(
-        &self,
-        py: Python<'py>,
+        slf: PyRef<'py, Self>,
         _exc: &Bound<'py, pyo3::types::PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.stop(py)
+        let handle = slf.as_super().inner.clone();
+        spawn(slf.py(), async move { handle.stop().await })
     }
 
-    fn __repr__(&self) -> String {
-        format!("Sandbox(name={:?})", self.inner.name())
+    fn __repr__(slf: PyRef<'_, Self>) -> String {
+        format!("Sandbox(name={:?})", slf.as_super().inner.name())
     }
 }
 
 /// A sandbox as recorded in the registry.
-#[pyclass(name = "SandboxHandle", module = "microsandbox._native", frozen)]
+#[pyclass(
+    name = "SandboxHandle",
+    module = "microsandbox._native",
+    frozen,
+    subclass
+)]
 pub(crate) struct PySandboxHandle {
     inner: SandboxHandle,
 }
@@ -242,7 +205,7 @@ impl PySandboxHandle {
         let handle = self.inner.clone();
         spawn_cancellable(
             py,
-            |_| async move { handle.start().await.map(PySandbox::from) },
+            |_| async move { handle.start().await.map(Booted) },
         )
     }
 

@@ -6,13 +6,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use microsandbox::{
-    CallOpts, ExportOpts, Snapshot, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,
-};
+use microsandbox::{ExportOpts, Snapshot, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::call::{progress_callback, spawn, spawn_cancellable};
+use crate::call::{convert_all, spawn, spawn_cancellable, spawn_with_call_opts};
 
 /// An opened snapshot artifact: its manifest, digest and location.
 #[pyclass(name = "Snapshot", module = "microsandbox._native", frozen)]
@@ -96,8 +94,9 @@ impl PySnapshot {
     #[staticmethod]
     fn list_dir(py: Python<'_>, dir: PathBuf) -> PyResult<Bound<'_, PyAny>> {
         spawn(py, async move {
-            let snaps = Snapshot::list_dir(dir).await?;
-            Ok(snaps.into_iter().map(PySnapshot::from).collect::<Vec<_>>())
+            Snapshot::list_dir(dir)
+                .await
+                .map(convert_all::<_, PySnapshot>)
         })
     }
 
@@ -141,12 +140,7 @@ impl PySnapshot {
             with_image,
             plain_tar,
         };
-        let progress = progress_callback(py, progress)?;
-        spawn_cancellable(py, |cancel| async move {
-            let call = CallOpts {
-                progress,
-                cancel: Some(cancel),
-            };
+        spawn_with_call_opts(py, progress, |call| async move {
             Snapshot::export_with(key, out, opts, call).await
         })
     }
@@ -161,12 +155,7 @@ impl PySnapshot {
         dest: Option<PathBuf>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'_, PyAny>> {
-        let progress = progress_callback(py, progress)?;
-        spawn_cancellable(py, |cancel| async move {
-            let call = CallOpts {
-                progress,
-                cancel: Some(cancel),
-            };
+        spawn_with_call_opts(py, progress, |call| async move {
             Snapshot::import_with(archive, dest.as_deref(), call)
                 .await
                 .map(PySnapshotHandle::from)
@@ -181,12 +170,7 @@ impl PySnapshot {
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let snapshot = self.inner.clone();
-        let progress = progress_callback(py, progress)?;
-        spawn_cancellable(py, |cancel| async move {
-            let call = CallOpts {
-                progress,
-                cancel: Some(cancel),
-            };
+        spawn_with_call_opts(py, progress, |call| async move {
             snapshot.verify_with(call).await.map(VerifyReport)
         })
     }
