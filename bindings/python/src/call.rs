@@ -104,11 +104,9 @@ where
     let in_flight = InFlight::start();
     let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
         let outcome = AssertUnwindSafe(config.scope(work)).catch_unwind().await;
-        // Settling needs the GIL, which the loop's thread may hold for a
-        // while: let the runtime move its other tasks off this worker.
-        tokio::task::block_in_place(|| {
-            Python::attach(|py| settle(py, &event_loop, &target, outcome));
-        });
+        // The GIL is held only to convert the result and queue it on the
+        // loop (the loop's thread waits in its selector without it).
+        Python::attach(|py| settle(py, &event_loop, &target, outcome));
         drop(in_flight);
     });
     Ok((

@@ -203,10 +203,7 @@ impl PySandboxHandle {
     /// Boot the stopped or crashed sandbox again.
     fn start<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let handle = self.inner.clone();
-        spawn_cancellable(
-            py,
-            |_| async move { handle.start().await.map(Booted) },
-        )
+        spawn_cancellable(py, |_| async move { handle.start().await.map(Booted) })
     }
 
     /// Shut down cleanly.
