@@ -66,6 +66,10 @@ async def test_real_failures_raise_their_subclass(home: pathlib.Path) -> None:
     with pytest.raises(msb.InvalidConfigError):
         await msb.Sandbox.create("both", image="x", from_snapshot="y")
 
+    with pytest.raises(msb.IoError) as io:
+        await msb.Snapshot.import_(home / "missing.tar")
+    assert io.value.kind == "Io" and "missing.tar" in str(io.value)
+
     archive = home / "junk.tar.zst"
     archive.write_bytes(b"\x28\xb5\x2f\xfd" + b"garbage" * 100)
     with pytest.raises(msb.ArchiveInvalidError):

@@ -114,6 +114,12 @@ async def test_exec_buffered_and_streaming(home: pathlib.Path, busybox: str) -> 
         assert stdout == b"data " * 1000 and stderr == b"done\n"
         assert exits == [(0, None, False)]
 
+        # Writing to the stdin of a command that exited is a broken pipe.
+        proc = await sb.exec_stream("true")
+        assert (await proc.wait()).code == 0
+        with pytest.raises(msb.IoError):
+            await proc.stdin.write(b"late")
+
         # A signal reaches the process group while another task reads.
         proc = await sb.exec_stream("sh", ["-c", "echo ready; sleep 30"])
         first = await proc.__anext__()
