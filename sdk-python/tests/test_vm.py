@@ -140,3 +140,20 @@ async def test_exec_buffered_and_streaming(home: pathlib.Path, busybox: str) -> 
         assert time.perf_counter() - started < 1.0
         ps = await sb.exec("ps")
         assert b"sleep 30" not in ps.stdout, ps.stdout
+
+
+async def test_cancelling_a_boot_leaves_no_vm_and_no_sandbox(home: pathlib.Path, busybox: str) -> None:
+    task = asyncio.create_task(msb.Sandbox.create("half-booted", image=busybox))
+    await asyncio.sleep(0.8)  # QEMU is up, the guest is still booting
+    assert not task.done()
+    cancelled_at = time.perf_counter()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    latency = time.perf_counter() - cancelled_at
+    assert latency < 0.5, f"a cancelled boot took {latency * 1000:.0f} ms to stop"
+    assert not processes_mentioning(str(home)), "the half-booted VM survived"
+    assert await msb.Sandbox.list() == []
+    # The name is free again.
+    async with await msb.Sandbox.create("half-booted", image=busybox) as sb:
+        assert (await sb.exec("true")).code == 0
