@@ -14,7 +14,9 @@ PY_DIST := $(CURDIR)/target/dist/python
 # manylinux_2_28), so it is tagged manylinux_2_34.
 PY_COMPAT ?= manylinux_2_34
 MATURIN := $(PY_VENV)/bin/maturin
-PROFILE ?= dev
+# PROFILE=release (as for every SDK's dist target) builds with cargo's
+# release profile; anything else, the dev profile.
+PY_PROFILE = $(if $(filter release,$(PROFILE)),release,dev)
 
 .PHONY: test-python dist-python bench-python py-setup py-guest-assets py-wheel-dev
 
@@ -40,7 +42,7 @@ test-python: py-wheel-dev
 
 dist-python: py-setup py-guest-assets
 	rm -rf $(PY_DIST)
-	cd sdk-python && nice $(MATURIN) build --profile $(if $(filter release,$(PROFILE)),release,$(PROFILE)) \
+	cd sdk-python && nice $(MATURIN) build --profile $(PY_PROFILE) \
 	  --compatibility $(PY_COMPAT) --interpreter $(PY_VENV)/bin/python -o $(PY_DIST) --quiet
 	@ls -l $(PY_DIST)
 
