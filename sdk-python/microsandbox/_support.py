@@ -55,13 +55,9 @@ async def run(work: "asyncio.Future[T]", task: "NativeTask") -> T:
         raise
 
 
-def deliver(loop: asyncio.AbstractEventLoop, future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
-    """Settle ``future`` on its loop's thread (called by a native worker)."""
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-        loop.call_soon_threadsafe(_settle, future, ok, value)
-
-
-def _settle(future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
+def settle(future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
+    """Settle ``future`` with a native call's outcome (the native worker
+    schedules this on the loop with ``call_soon_threadsafe``)."""
     if future.done():  # cancelled meanwhile
         return
     if ok:

@@ -18,19 +18,42 @@ use microsandbox::{
     CallOpts, CancellationToken, MicrosandboxResult, ProgressCallback, ProgressEvent,
 };
 use pyo3::IntoPyObjectExt;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 use crate::config::current_config;
 use crate::errors::{panic_error, to_py_err};
 
-/// `microsandbox._support`, imported once.
-static SUPPORT: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+/// What the binding uses from `microsandbox._support`, looked up once.
+pub(crate) struct Support {
+    /// The `use_config` scope (`ContextVar`).
+    pub(crate) config: Py<PyAny>,
+    /// Wraps a short call's future in a coroutine.
+    run: Py<PyAny>,
+    /// Wraps a long call's future: cancellation fires its token.
+    guard: Py<PyAny>,
+    /// Settles a future on its loop's thread.
+    settle: Py<PyAny>,
+    /// Ends an async iteration on `None`.
+    pub(crate) end_on_none: Py<PyAny>,
+}
 
-pub(crate) fn support(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    SUPPORT
-        .get_or_try_init(py, || Ok(py.import("microsandbox._support")?.unbind()))
-        .map(|m| m.bind(py))
+static SUPPORT: PyOnceLock<Support> = PyOnceLock::new();
+
+pub(crate) fn support(py: Python<'_>) -> PyResult<&Support> {
+    SUPPORT.get_or_try_init(py, || {
+        let module = py.import("microsandbox._support")?;
+        let get = |name: &str| module.getattr(name).map(Bound::unbind);
+        Ok(Support {
+            config: get("CONFIG")?,
+            run: get("run")?,
+            guard: get("guard")?,
+            settle: get("settle")?,
+            end_on_none: get("end_on_none")?,
+        })
+    })
 }
 
 /// A short call: a coroutine of `work`'s result under the configuration in
@@ -41,7 +64,7 @@ where
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     let (future, task) = spawn_future(py, work)?;
-    support(py)?.getattr("run")?.call1((future, task))
+    support(py)?.run.bind(py).call1((future, task))
 }
 
 /// A long call: `start` gets the call's token (for the calls that take it in
@@ -60,7 +83,7 @@ where
     let scoped = token.clone();
     let (future, _task) = spawn_future(py, async move { scoped.scope(work).await })?;
     let token = Bound::new(py, PyCancelToken { token })?;
-    support(py)?.getattr("guard")?.call1((future, token))
+    support(py)?.guard.bind(py).call1((future, token))
 }
 
 /// A long call taking `CallOpts`: `start` gets the caller's progress
@@ -138,13 +161,16 @@ fn settle<T>(
         ),
     };
     let delivered = support(py).and_then(|support| {
-        support
-            .getattr("deliver")?
-            .call1((event_loop.bind(py), target.bind(py), ok, value))
+        event_loop.bind(py).call_method1(
+            intern!(py, "call_soon_threadsafe"),
+            (support.settle.bind(py), target.bind(py), ok, value),
+        )
     });
-    if let Err(err) = delivered {
-        // Nobody awaits a call whose loop is gone; say why on stderr.
-        err.write_unraisable(py, None);
+    match delivered {
+        // The loop is closed: nobody waits for this result.
+        Err(err) if err.is_instance_of::<PyRuntimeError>(py) => {}
+        Err(err) => err.write_unraisable(py, None),
+        Ok(_) => {}
     }
 }
 

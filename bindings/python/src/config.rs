@@ -97,7 +97,10 @@ pub(crate) fn set_default_config(config: &PyConfig) {
 
 /// The configuration of the `use_config` scope in force (empty outside any).
 pub(crate) fn current_config(py: Python<'_>) -> PyResult<Config> {
-    let scoped = support(py)?.getattr("CONFIG")?.call_method0("get")?;
+    let scoped = support(py)?
+        .config
+        .bind(py)
+        .call_method0(pyo3::intern!(py, "get"))?;
     if scoped.is_none() {
         return Ok(Config::new());
     }

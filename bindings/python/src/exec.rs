@@ -323,7 +323,8 @@ impl PyExecProcess {
             Ok(event.map(|inner| PyExecEvent { inner }))
         })?;
         crate::call::support(py)?
-            .getattr("end_on_none")?
+            .end_on_none
+            .bind(py)
             .call1((next,))
     }
 
