@@ -1,8 +1,10 @@
-//! How a core call becomes a Python awaitable: it runs on the binding's
-//! tokio runtime (off the event loop, GIL released) inside the core's
-//! `Config::scope` of the configuration in force at the call (the
-//! `contextvars` scope of `microsandbox.use_config`), panics are caught, and
-//! errors are converted by `errors.rs`. Long calls also get a
+//! How a core call becomes a Python awaitable: it runs on the tokio runtime
+//! of pyo3-async-runtimes (off the event loop, GIL released) inside the
+//! core's `Config::scope` of the configuration in force at the call (the
+//! `contextvars` scope of `microsandbox.use_config`); panics are caught and
+//! errors converted by `errors.rs`; the outcome settles an asyncio future on
+//! the loop's thread (`call_soon_threadsafe`), and interpreter exit waits for
+//! outcomes on their way (`drain`). Long calls also get a
 //! `CancellationToken`: the awaitable is wrapped by
 //! `microsandbox._support.guard`, which fires the token when the asyncio task
 //! is cancelled and waits for the core to clean up before re-raising.
