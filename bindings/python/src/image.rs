@@ -1,0 +1,106 @@
+//! `Image`: load an OCI or `docker save` archive, build the busybox image
+//! archive, list and get loaded images (`ImageInfo`).
+
+use std::path::PathBuf;
+
+use microsandbox::image::busybox::{DEFAULT_BUSYBOX, DEFAULT_BUSYBOX_REF};
+use microsandbox::image::{Image, ImageInfo};
+use pyo3::prelude::*;
+
+use crate::call::{convert_all, spawn, spawn_with_call_opts};
+
+/// Entry points for images.
+#[pyclass(name = "Image", module = "microsandbox._native", frozen)]
+pub(crate) struct PyImage;
+
+#[pymethods]
+impl PyImage {
+    /// Load an OCI layout tar or `docker save` tar and build its root disk.
+    #[staticmethod]
+    #[pyo3(signature = (archive, *, reference=None, progress=None))]
+    fn load(
+        py: Python<'_>,
+        archive: PathBuf,
+        reference: Option<String>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        spawn_with_call_opts(py, progress, |call| async move {
+            Image::load_with(archive, reference, call)
+                .await
+                .map(PyImageInfo::from)
+        })
+    }
+
+    /// The image with this reference or manifest digest.
+    #[staticmethod]
+    fn get(py: Python<'_>, reference_or_digest: String) -> PyResult<Bound<'_, PyAny>> {
+        spawn(py, async move {
+            Image::get(reference_or_digest).await.map(PyImageInfo::from)
+        })
+    }
+
+    /// Every loaded image, by reference.
+    #[staticmethod]
+    fn list(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        spawn(py, async move {
+            Image::list().await.map(convert_all::<_, PyImageInfo>)
+        })
+    }
+
+    /// Write a tiny busybox OCI archive to `out` from the host's static busybox.
+    #[staticmethod]
+    #[pyo3(signature = (out, *, reference=DEFAULT_BUSYBOX_REF.to_string(), busybox=PathBuf::from(DEFAULT_BUSYBOX)))]
+    fn build_busybox(
+        py: Python<'_>,
+        out: PathBuf,
+        reference: String,
+        busybox: PathBuf,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        spawn(py, async move {
+            Image::build_busybox(busybox, reference, out).await
+        })
+    }
+}
+
+/// A loaded image.
+#[pyclass(name = "ImageInfo", module = "microsandbox._native", frozen, get_all)]
+pub(crate) struct PyImageInfo {
+    /// The image reference.
+    reference: String,
+    /// The OCI manifest digest.
+    manifest_digest: String,
+    /// The config blob digest.
+    config_digest: String,
+    /// The built root disk.
+    lower_path: PathBuf,
+    /// The image's environment, `KEY=VALUE`.
+    env: Vec<String>,
+    /// The image's working directory.
+    working_dir: String,
+    /// RFC 3339 load time.
+    loaded_at: String,
+}
+
+impl From<ImageInfo> for PyImageInfo {
+    fn from(info: ImageInfo) -> Self {
+        Self {
+            reference: info.reference,
+            manifest_digest: info.manifest_digest,
+            config_digest: info.config_digest,
+            lower_path: info.lower_path,
+            env: info.env,
+            working_dir: info.working_dir,
+            loaded_at: info.loaded_at,
+        }
+    }
+}
+
+#[pymethods]
+impl PyImageInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "ImageInfo(reference={:?}, manifest_digest={:?})",
+            self.reference, self.manifest_digest
+        )
+    }
+}
