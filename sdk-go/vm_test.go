@@ -27,10 +27,12 @@ func loadBusybox(t *testing.T, h *testHome) {
 	if err := m.Image.BuildBusybox(h.ctx, "", busyboxRef, archive); err != nil {
 		t.Fatal(err)
 	}
-	info, err := m.Image.Load(h.ctx, archive, busyboxRef)
+	loadProgress := newProgressLog(0)
+	info, err := m.Image.Load(m.WithProgress(h.ctx, loadProgress.record), archive, busyboxRef)
 	if err != nil {
 		t.Fatal(err)
 	}
+	loadProgress.checkOrdered(t, "load")
 	if info.Reference != busyboxRef || !strings.HasPrefix(info.ManifestDigest, "sha256:") {
 		t.Fatalf("image %+v", info)
 	}

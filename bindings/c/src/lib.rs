@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 
 use microsandbox::{
     AccelMode, CallOpts, CancellationToken, Config, MicrosandboxError, ProgressCallback,
-    ProgressEvent,
+    ProgressEvent, ProgressPhase,
 };
 
 pub use exec::*;
@@ -87,7 +87,7 @@ pub struct MsbCancel {
 /// One progress report of a long call.
 #[repr(C)]
 pub struct MsbProgressEvent {
-    /// `"hash"`, `"export"` or `"import"` (static, NUL-terminated).
+    /// `"hash"`, `"export"`, `"import"` or `"load"` (static, NUL-terminated).
     pub phase: *const c_char,
     /// Bytes finished so far.
     pub done_bytes: u64,
@@ -204,15 +204,10 @@ fn progress_callback(
     f: unsafe extern "C" fn(*mut c_void, *const MsbProgressEvent),
     user: *mut c_void,
 ) -> ProgressCallback {
-    static PHASES: [&CStr; 3] = [c"hash", c"export", c"import"];
     let user = user as usize;
     std::sync::Arc::new(move |event: ProgressEvent| {
-        let phase = PHASES
-            .iter()
-            .find(|p| p.to_bytes() == event.phase.as_str().as_bytes())
-            .unwrap_or(&PHASES[0]);
         let event = MsbProgressEvent {
-            phase: phase.as_ptr(),
+            phase: phase_name(event.phase).as_ptr(),
             done_bytes: event.done_bytes,
             total_bytes: event.total_bytes,
         };
@@ -220,6 +215,19 @@ fn progress_callback(
         // any thread until the call that took it returns.
         unsafe { f(user as *mut c_void, &event) };
     })
+}
+
+/// The phase's stable name as a static C string. The match is exhaustive,
+/// so a phase added to the core does not build here until it is named.
+fn phase_name(phase: ProgressPhase) -> &'static CStr {
+    let name = match phase {
+        ProgressPhase::Hash => c"hash",
+        ProgressPhase::Export => c"export",
+        ProgressPhase::Import => c"import",
+        ProgressPhase::Load => c"load",
+    };
+    debug_assert_eq!(name.to_bytes(), phase.as_str().as_bytes());
+    name
 }
 
 /// A required string argument.
