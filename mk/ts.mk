@@ -33,4 +33,4 @@ dist-ts: ts-build
 bench-ts:
 	$(MAKE) --no-print-directory ts-build PROFILE=release
 	nice $(CARGO) build --release -p msb-bench
-	cd $(TS_SDK) && node dist-test/bench/run.js --bench-bin $(CURDIR)/target/release
+	nice node bench/ts/bench.js --bench-bin $(CURDIR)/target/release
