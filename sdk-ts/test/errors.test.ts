@@ -10,7 +10,7 @@ import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as m from "microsandbox";
-import { TestHome, makeArtifact } from "./helpers";
+import { inHome, makeArtifact } from "./helpers";
 
 test("every kind of the core's KINDS list maps to its own subclass", async () => {
   const kinds = m.kinds();
@@ -57,44 +57,34 @@ test("u64 travels exactly as BigInt both ways; lossy input is refused", async ()
 });
 
 test("real failures carry their kind", async () => {
-  const home = new TestHome();
-  try {
-    await m.withConfig(home.config, async () => {
-      await assert.rejects(m.Snapshot.open("missing"), m.SnapshotNotFoundError);
-      await assert.rejects(m.Snapshot.get("missing"), m.SnapshotNotFoundError);
-      await assert.rejects(m.Sandbox.get("missing"), m.SandboxNotFoundError);
-      await assert.rejects(m.Image.get("missing:latest"), m.ImageNotFoundError);
-      await assert.rejects(m.Snapshot.builder("sb").create(), m.InvalidConfigError);
-      const dir = path.join(home.snapshotsDir, "broken");
-      fs.mkdirSync(dir, { recursive: true });
-      fs.writeFileSync(path.join(dir, "manifest.json"), "{not json");
-      await assert.rejects(m.Snapshot.open(dir), m.ManifestInvalidError);
-      const archive = path.join(home.path, "bad.tar");
-      fs.writeFileSync(archive, "not an archive at all");
-      await assert.rejects(m.Snapshot.import(archive), m.ArchiveInvalidError);
-      makeArtifact(path.join(home.snapshotsDir, "exists"), 1n << 20n);
-      await assert.rejects(m.withConfig({ accel: "bogus" as "kvm" }, () => m.Snapshot.list()), m.InvalidConfigError);
-    });
-  } finally {
-    home.cleanup();
-  }
+  await inHome(async (home) => {
+    await assert.rejects(m.Snapshot.open("missing"), m.SnapshotNotFoundError);
+    await assert.rejects(m.Snapshot.get("missing"), m.SnapshotNotFoundError);
+    await assert.rejects(m.Sandbox.get("missing"), m.SandboxNotFoundError);
+    await assert.rejects(m.Image.get("missing:latest"), m.ImageNotFoundError);
+    await assert.rejects(m.Snapshot.builder("sb").create(), m.InvalidConfigError);
+    const dir = path.join(home.snapshotsDir, "broken");
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, "manifest.json"), "{not json");
+    await assert.rejects(m.Snapshot.open(dir), m.ManifestInvalidError);
+    const archive = path.join(home.path, "bad.tar");
+    fs.writeFileSync(archive, "not an archive at all");
+    await assert.rejects(m.Snapshot.import(archive), m.ArchiveInvalidError);
+    makeArtifact(path.join(home.snapshotsDir, "exists"), 1n << 20n);
+    await assert.rejects(m.withConfig({ accel: "bogus" as "kvm" }, () => m.Snapshot.list()), m.InvalidConfigError);
+  });
 });
 
 test("handles from Snapshot.list() are read-only", async () => {
-  const home = new TestHome();
-  try {
-    await m.withConfig(home.config, async () => {
-      makeArtifact(path.join(home.snapshotsDir, "one"), 1n << 20n);
-      assert.equal(await m.Snapshot.reindex(), 1);
-      const [h] = await m.Snapshot.list();
-      assert.ok(h && h.readOnly);
-      await assert.rejects(h.open(), (e: unknown) => e instanceof m.ReadOnlyHandleError && /Snapshot\.get\(\)/.test((e as Error).message));
-      await assert.rejects(h.remove(), m.ReadOnlyHandleError);
-      const live = await m.Snapshot.get("one");
-      assert.equal(live.readOnly, false);
-      assert.equal((await live.open()).digest, h.digest);
-    });
-  } finally {
-    home.cleanup();
-  }
+  await inHome(async (home) => {
+    makeArtifact(path.join(home.snapshotsDir, "one"), 1n << 20n);
+    assert.equal(await m.Snapshot.reindex(), 1);
+    const [h] = await m.Snapshot.list();
+    assert.ok(h && h.readOnly);
+    await assert.rejects(h.open(), (e: unknown) => e instanceof m.ReadOnlyHandleError && /Snapshot\.get\(\)/.test((e as Error).message));
+    await assert.rejects(h.remove(), m.ReadOnlyHandleError);
+    const live = await m.Snapshot.get("one");
+    assert.equal(live.readOnly, false);
+    assert.equal((await live.open()).digest, h.digest);
+  });
 });

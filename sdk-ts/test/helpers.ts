@@ -9,7 +9,7 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { configure, type Config } from "microsandbox";
+import { configure, withConfig, type Config } from "microsandbox";
 
 /** The repository root (tests run from the checkout). */
 export const REPO = path.resolve(__dirname, "..", "..", "..");
@@ -160,4 +160,14 @@ export function tree(root: string): string[] {
   };
   if (fs.existsSync(root)) walk(root);
   return out.sort();
+}
+
+/** Run `body` with a fresh home in force (`withConfig`); clean it up after. */
+export async function inHome(body: (home: TestHome) => Promise<void>): Promise<void> {
+  const home = new TestHome();
+  try {
+    await withConfig(home.config, () => body(home));
+  } finally {
+    home.cleanup();
+  }
 }

@@ -11,7 +11,7 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as m from "microsandbox";
-import { TestHome, makeArtifact, manifestJson, tree } from "./helpers";
+import { TestHome, inHome, makeArtifact, manifestJson, tree } from "./helpers";
 
 function makeMany(dir: string, n: number): void {
   const base = Date.parse("2026-01-01T00:00:00Z");
@@ -27,68 +27,58 @@ function makeMany(dir: string, n: number): void {
 }
 
 test("list() of 10,000 snapshots comes back whole", async () => {
-  const home = new TestHome();
-  try {
-    await m.withConfig(home.config, async () => {
-      makeMany(home.snapshotsDir, 10_000);
-      assert.equal(await m.Snapshot.reindex(), 10_000);
-      const list = await m.Snapshot.list();
-      assert.equal(list.length, 10_000);
-      assert.equal(new Set(list.map((h) => h.digest)).size, 10_000);
-      // Newest first.
-      assert.equal(list[0]!.name, "snap-09999");
-      assert.equal(list[9999]!.name, "snap-00000");
-      assert.ok(list[0]!.createdAt instanceof Date);
-      assert.equal(list[0]!.createdAt.toISOString(), "2026-01-01T02:46:39.000Z");
-      assert.equal(list[0]!.sizeBytes, 1n << 20n);
-      const h = await m.Snapshot.get("snap-04242");
-      assert.equal(h.name, "snap-04242");
-      assert.equal(h.path, path.join(home.snapshotsDir, "snap-04242"));
-      assert.equal(h.format, "raw");
-      assert.equal(h.parentDigest, null);
-      const dir = await m.Snapshot.listDir(home.snapshotsDir);
-      assert.equal(dir.length, 10_000);
-    });
-  } finally {
-    home.cleanup();
-  }
+  await inHome(async (home) => {
+    makeMany(home.snapshotsDir, 10_000);
+    assert.equal(await m.Snapshot.reindex(), 10_000);
+    const list = await m.Snapshot.list();
+    assert.equal(list.length, 10_000);
+    assert.equal(new Set(list.map((h) => h.digest)).size, 10_000);
+    // Newest first.
+    assert.equal(list[0]!.name, "snap-09999");
+    assert.equal(list[9999]!.name, "snap-00000");
+    assert.ok(list[0]!.createdAt instanceof Date);
+    assert.equal(list[0]!.createdAt.toISOString(), "2026-01-01T02:46:39.000Z");
+    assert.equal(list[0]!.sizeBytes, 1n << 20n);
+    const h = await m.Snapshot.get("snap-04242");
+    assert.equal(h.name, "snap-04242");
+    assert.equal(h.path, path.join(home.snapshotsDir, "snap-04242"));
+    assert.equal(h.format, "raw");
+    assert.equal(h.parentDigest, null);
+    const dir = await m.Snapshot.listDir(home.snapshotsDir);
+    assert.equal(dir.length, 10_000);
+  });
 });
 
 test("accessors, labels sorted, open by name/digest/path, remove", async () => {
-  const home = new TestHome();
-  try {
-    await m.withConfig(home.config, async () => {
-      const dir = path.join(home.snapshotsDir, "labelled");
-      makeArtifact(dir, 4n << 20n, { labels: { zeta: "1", alpha: "2", mid: "3" } });
-      const snap = await m.Snapshot.open("labelled");
-      assert.deepEqual(snap.labels, [["alpha", "2"], ["mid", "3"], ["zeta", "1"]]);
-      assert.equal(snap.path, dir);
-      assert.match(snap.digest, /^sha256:[0-9a-f]{64}$/);
-      assert.equal(snap.sizeBytes, 4n << 20n);
-      assert.equal(snap.format, "raw");
-      assert.equal(snap.fstype, "ext4");
-      assert.equal(snap.parent, null);
-      assert.equal(snap.sourceSandbox, "api");
-      assert.equal(snap.createdAt, "2026-11-20T10:00:00Z");
-      assert.equal((await m.Snapshot.open(dir)).digest, snap.digest);
-      const report = await snap.verify();
-      assert.equal(report.upper.kind, "notRecorded");
-      assert.equal(report.digest, snap.digest);
-      await m.Snapshot.reindex();
-      assert.equal((await m.Snapshot.open(snap.digest)).path, dir);
-      const h = await m.Snapshot.get(snap.digest);
-      assert.equal(h.name, "labelled");
-      await h.remove({ force: false });
-      assert.equal(fs.existsSync(dir), false);
-      await assert.rejects(m.Snapshot.get("labelled"), m.SnapshotNotFoundError);
-      makeArtifact(dir, 1n << 20n);
-      await m.Snapshot.reindex();
-      await m.Snapshot.remove("labelled", { force: true });
-      assert.equal((await m.Snapshot.list()).length, 0);
-    });
-  } finally {
-    home.cleanup();
-  }
+  await inHome(async (home) => {
+    const dir = path.join(home.snapshotsDir, "labelled");
+    makeArtifact(dir, 4n << 20n, { labels: { zeta: "1", alpha: "2", mid: "3" } });
+    const snap = await m.Snapshot.open("labelled");
+    assert.deepEqual(snap.labels, [["alpha", "2"], ["mid", "3"], ["zeta", "1"]]);
+    assert.equal(snap.path, dir);
+    assert.match(snap.digest, /^sha256:[0-9a-f]{64}$/);
+    assert.equal(snap.sizeBytes, 4n << 20n);
+    assert.equal(snap.format, "raw");
+    assert.equal(snap.fstype, "ext4");
+    assert.equal(snap.parent, null);
+    assert.equal(snap.sourceSandbox, "api");
+    assert.equal(snap.createdAt, "2026-11-20T10:00:00Z");
+    assert.equal((await m.Snapshot.open(dir)).digest, snap.digest);
+    const report = await snap.verify();
+    assert.equal(report.upper.kind, "notRecorded");
+    assert.equal(report.digest, snap.digest);
+    await m.Snapshot.reindex();
+    assert.equal((await m.Snapshot.open(snap.digest)).path, dir);
+    const h = await m.Snapshot.get(snap.digest);
+    assert.equal(h.name, "labelled");
+    await h.remove({ force: false });
+    assert.equal(fs.existsSync(dir), false);
+    await assert.rejects(m.Snapshot.get("labelled"), m.SnapshotNotFoundError);
+    makeArtifact(dir, 1n << 20n);
+    await m.Snapshot.reindex();
+    await m.Snapshot.remove("labelled", { force: true });
+    assert.equal((await m.Snapshot.list()).length, 0);
+  });
 });
 
 test("sizeBytes is an exact bigint at 2^53-1 and a size above 2^53 is refused, not rounded", async () => {

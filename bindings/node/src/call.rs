@@ -117,7 +117,10 @@ impl Progress {
 }
 
 /// `CallOpts` for a core call under `cancel` and `progress`.
-pub(crate) fn call_opts(cancel: Option<&CancellationToken>, progress: Option<&Progress>) -> CallOpts {
+pub(crate) fn call_opts(
+    cancel: Option<&CancellationToken>,
+    progress: Option<&Progress>,
+) -> CallOpts {
     CallOpts {
         progress: progress.map(Progress::callback),
         cancel: cancel.cloned(),

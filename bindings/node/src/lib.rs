@@ -6,11 +6,11 @@
 //! Every fallible call rejects with a JS `Error` whose `code` is the core's
 //! error kind (see `call.rs`); panics become kind `Runtime`.
 
-mod call;
-mod exec;
-mod image;
-mod sandbox;
-mod snapshot;
+pub mod call;
+pub mod exec;
+pub mod image;
+pub mod sandbox;
+pub mod snapshot;
 
 use microsandbox::MicrosandboxError;
 use napi::Env;
@@ -49,7 +49,10 @@ pub fn test_hook_panic<'env>(env: &'env Env) -> napi::Result<PromiseRaw<'env, ()
 /// Test hook: a u64 through the BigInt conversion both ways (rejects
 /// lossy input with `InvalidConfig`, as every size argument does).
 #[napi(ts_return_type = "Promise<bigint>")]
-pub fn test_hook_u64<'env>(env: &'env Env, value: BigInt) -> napi::Result<PromiseRaw<'env, BigInt>> {
+pub fn test_hook_u64<'env>(
+    env: &'env Env,
+    value: BigInt,
+) -> napi::Result<PromiseRaw<'env, BigInt>> {
     let work = async move { call::to_u64(&value, "value") };
     call::spawn(env, None, None, None, work, |n| Ok(BigInt::from(n)))
 }
@@ -60,25 +63,45 @@ fn error_of_kind(kind: &str) -> MicrosandboxError {
     use MicrosandboxError as E;
     let s = || "test".to_string();
     match kind {
-        "SnapshotAlreadyExists" => E::SnapshotAlreadyExists { path: "/test".into() },
+        "SnapshotAlreadyExists" => E::SnapshotAlreadyExists {
+            path: "/test".into(),
+        },
         "SnapshotNotFound" => E::SnapshotNotFound { what: s() },
         "SnapshotSandboxRunning" => E::SnapshotSandboxRunning { name: s() },
-        "SnapshotIntegrity" => E::SnapshotIntegrity { path: "/test".into(), reason: s() },
-        "ManifestInvalid" => E::ManifestInvalid { path: "/test".into(), reason: s() },
+        "SnapshotIntegrity" => E::SnapshotIntegrity {
+            path: "/test".into(),
+            reason: s(),
+        },
+        "ManifestInvalid" => E::ManifestInvalid {
+            path: "/test".into(),
+            reason: s(),
+        },
         "IntegrityAlgorithmUnsupported" => E::IntegrityAlgorithmUnsupported {
             path: "/test".into(),
             algorithm: s(),
             supported: s(),
         },
-        "ArchiveInvalid" => E::ArchiveInvalid { path: "/test".into(), reason: s() },
-        "SnapshotHasChildren" => E::SnapshotHasChildren { digest: s(), children: 1 },
+        "ArchiveInvalid" => E::ArchiveInvalid {
+            path: "/test".into(),
+            reason: s(),
+        },
+        "SnapshotHasChildren" => E::SnapshotHasChildren {
+            digest: s(),
+            children: 1,
+        },
         "SandboxNotFound" => E::SandboxNotFound { name: s() },
         "SandboxAlreadyExists" => E::SandboxAlreadyExists { name: s() },
-        "SandboxNotRunning" => E::SandboxNotRunning { name: s(), state: "stopped".into() },
+        "SandboxNotRunning" => E::SandboxNotRunning {
+            name: s(),
+            state: "stopped".into(),
+        },
         "ImageNotFound" => E::ImageNotFound { reference: s() },
         "Runtime" => E::Runtime(s()),
         "Cancelled" => E::Cancelled,
-        "Io" => E::Io { path: "/test".into(), source: std::io::Error::other("test") },
+        "Io" => E::Io {
+            path: "/test".into(),
+            source: std::io::Error::other("test"),
+        },
         "InvalidConfig" => E::InvalidConfig(s()),
         other => E::InvalidConfig(format!("test hook: unknown kind {other}")),
     }

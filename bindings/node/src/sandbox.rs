@@ -164,9 +164,14 @@ impl NativeSandbox {
         config: Option<NativeConfig>,
     ) -> napi::Result<PromiseRaw<'env, String>> {
         let h = self.inner.clone();
-        spawn(env, config, None, None, async move { h.status().await }, |s| {
-            Ok(s.to_string())
-        })
+        spawn(
+            env,
+            config,
+            None,
+            None,
+            async move { h.status().await },
+            |s| Ok(s.to_string()),
+        )
     }
 
     /// Run a command and wait for it.
@@ -227,9 +232,14 @@ impl NativeSandbox {
         cancel: Option<&CancelToken>,
     ) -> napi::Result<PromiseRaw<'env, NativeSandbox>> {
         let h = self.inner.clone();
-        spawn(env, config, cancel, None, async move { h.start().await }, |sb| {
-            Ok(NativeSandbox::from(sb.handle().clone()))
-        })
+        spawn(
+            env,
+            config,
+            cancel,
+            None,
+            async move { h.start().await },
+            |sb| Ok(NativeSandbox::from(sb.handle().clone())),
+        )
     }
 
     /// Stop if running and delete.
@@ -254,7 +264,9 @@ impl NativeSandbox {
     ) -> napi::Result<PromiseRaw<'env, NativeSnapshot>> {
         let h = self.inner.clone();
         let work = async move { h.snapshot(&name).await };
-        spawn(env, config, cancel, None, work, |s| Ok(NativeSnapshot::from(s)))
+        spawn(env, config, cancel, None, work, |s| {
+            Ok(NativeSnapshot::from(s))
+        })
     }
 
     /// Snapshot to an explicit path.
@@ -268,7 +280,9 @@ impl NativeSandbox {
     ) -> napi::Result<PromiseRaw<'env, NativeSnapshot>> {
         let h = self.inner.clone();
         let work = async move { h.snapshot_to(path).await };
-        spawn(env, config, cancel, None, work, |s| Ok(NativeSnapshot::from(s)))
+        spawn(env, config, cancel, None, work, |s| {
+            Ok(NativeSnapshot::from(s))
+        })
     }
 }
 

@@ -3,11 +3,9 @@
 
 use std::path::PathBuf;
 
-use microsandbox::{
-    ExportOpts, Snapshot, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,
-};
-use napi::bindgen_prelude::{BigInt, PromiseRaw};
+use microsandbox::{ExportOpts, Snapshot, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus};
 use napi::Env;
+use napi::bindgen_prelude::{BigInt, PromiseRaw};
 use napi_derive::napi;
 
 use crate::call::{CancelToken, NativeConfig, Progress, ProgressFn, call_opts, spawn};
@@ -211,9 +209,14 @@ impl NativeSnapshotHandle {
         config: Option<NativeConfig>,
     ) -> napi::Result<PromiseRaw<'env, NativeSnapshot>> {
         let handle = self.inner.clone();
-        spawn(env, config, None, None, async move { handle.open().await }, |s| {
-            Ok(NativeSnapshot::from(s))
-        })
+        spawn(
+            env,
+            config,
+            None,
+            None,
+            async move { handle.open().await },
+            |s| Ok(NativeSnapshot::from(s)),
+        )
     }
 
     /// Remove the artifact and its index row.
