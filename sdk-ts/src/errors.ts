@@ -92,7 +92,8 @@ export const ERROR_CLASSES: Readonly<Record<string, ErrorClass>> = Object.freeze
  * The SDK error for a rejection of the addon: the subclass of its `code`.
  * A code the core added after this package was built stays a
  * `MicrosandboxError` with that code; an argument napi itself refused
- * (wrong JS type) is `InvalidConfig`.
+ * (wrong JS type) is `InvalidConfig`; napi's `GenericFailure` (a panic
+ * caught in a synchronous native call) is `Runtime`.
  */
 export function toMicrosandboxError(err: unknown): unknown {
   if (err instanceof MicrosandboxError || !(err instanceof Error)) {
@@ -105,6 +106,10 @@ export function toMicrosandboxError(err: unknown): unknown {
   const cls = ERROR_CLASSES[code];
   if (cls) {
     return new cls(err.message, { cause: err });
+  }
+  if (code === "GenericFailure") {
+    // napi's own failures, e.g. a panic caught in a synchronous native call.
+    return new RuntimeError(err.message, { cause: err });
   }
   if (code === "InvalidArg" || code === "NumberExpected" || code === "StringExpected" || code === "BigintExpected" || code === "ObjectExpected") {
     return new InvalidConfigError(err.message, { cause: err });

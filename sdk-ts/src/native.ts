@@ -53,19 +53,28 @@ export interface NativeSnapshot {
   ): Promise<NativeVerifyReport>;
 }
 
-export interface NativeHandleData {
-  digest: string;
-  name?: string | null;
-  parentDigest?: string | null;
-  imageRef: string;
-  format: string;
-  sizeBytes?: bigint | null;
-  createdAtMs: number;
-  path: string;
+/** Index rows as one table (see `NativeHandleTable` in the addon). */
+export interface NativeHandleTable {
+  count: number;
+  /** Digest, name, parent digest, image reference and path of each row, concatenated. */
+  text: string;
+  /** End of each of those five fields per row, in UTF-16 units of `text`. */
+  ends: Uint32Array;
+  /** Bit 0: has a name; 1: has a parent; 2: has a size; 3: format qcow2. */
+  flags: Uint8Array;
+  sizes: BigUint64Array;
+  createdAtMs: Float64Array;
 }
 
 export interface NativeSnapshotHandle {
-  data(): NativeHandleData;
+  readonly digest: string;
+  readonly name: string | null;
+  readonly parentDigest: string | null;
+  readonly imageRef: string;
+  readonly format: string;
+  readonly sizeBytes: bigint | null;
+  readonly createdAtMs: number;
+  readonly path: string;
   open(config: NativeConfig | undefined): Promise<NativeSnapshot>;
   remove(config: NativeConfig | undefined, force: boolean): Promise<void>;
 }
@@ -172,7 +181,7 @@ export interface NativeAddon {
   snapshotCreate(config: C, spec: NativeSnapshotSpec, cancel: T): Promise<NativeSnapshot>;
   snapshotOpen(config: C, pathOrName: string): Promise<NativeSnapshot>;
   snapshotGet(config: C, nameOrDigest: string): Promise<NativeSnapshotHandle>;
-  snapshotList(config: C): Promise<NativeHandleData[]>;
+  snapshotList(config: C): Promise<NativeHandleTable>;
   snapshotListDir(config: C, dir: string): Promise<NativeSnapshot[]>;
   snapshotRemove(config: C, pathOrName: string, force: boolean): Promise<void>;
   snapshotReindex(config: C, dir: string | undefined, cancel: T): Promise<number>;

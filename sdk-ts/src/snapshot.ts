@@ -10,7 +10,7 @@ import { InvalidConfigError } from "./errors";
 import {
   native,
   type NativeConfig,
-  type NativeHandleData,
+  type NativeHandleTable,
   type NativeSnapshot,
   type NativeSnapshotHandle,
   type NativeVerifyReport,
@@ -90,14 +90,14 @@ export class Snapshot {
   static async get(nameOrDigest: string): Promise<SnapshotHandle> {
     const config = nativeConfig();
     const h = await wrap(native.snapshotGet(config, nameOrDigest));
-    return new SnapshotHandle(h.data(), h, config);
+    return SnapshotHandle.live(h, config);
   }
 
   /** Every indexed snapshot, newest first (read-only handles). */
   static async list(): Promise<SnapshotHandle[]> {
-    const rows = await wrap(native.snapshotList(nativeConfig()));
-    const out = new Array<SnapshotHandle>(rows.length);
-    for (let i = 0; i < rows.length; i++) out[i] = new SnapshotHandle(rows[i]!, null, null);
+    const table = await wrap(native.snapshotList(nativeConfig()));
+    const out = new Array<SnapshotHandle>(table.count);
+    for (let i = 0; i < table.count; i++) out[i] = new SnapshotHandle(table, i, null, null);
     return out;
   }
 
@@ -142,7 +142,7 @@ export class Snapshot {
     const h = await cancellable(opts?.signal, (token) =>
       native.snapshotImport(config, archive, dest, token, progressFn(opts?.onProgress)),
     );
-    return new SnapshotHandle(h.data(), h, config);
+    return SnapshotHandle.live(h, config);
   }
 
   /** Artifact directory. */
@@ -291,50 +291,76 @@ export class ReadOnlyHandleError extends InvalidConfigError {
   }
 }
 
-/** A snapshot as the local index records it. */
+/** Field `field` (0 digest, 1 name, 2 parent, 3 image ref, 4 path) of row `row`. */
+function text(t: NativeHandleTable, row: number, field: number): string {
+  const k = row * 5 + field;
+  return t.text.slice(k === 0 ? 0 : t.ends[k - 1]!, t.ends[k]!);
+}
+
+/**
+ * A snapshot as the local index records it. A live handle (from
+ * `Snapshot.get()`, `Snapshot.import()`) reads its fields from the native
+ * handle; a read-only one (from `Snapshot.list()`) from the table the addon
+ * returned, when asked: a list of 10,000 crosses the boundary as one table.
+ */
 export class SnapshotHandle {
-  readonly #row: NativeHandleData;
+  readonly #table: NativeHandleTable | null;
+  readonly #row: number;
   readonly #live: NativeSnapshotHandle | null;
   readonly #config: NativeConfig | null;
 
   /** @internal */
-  constructor(row: NativeHandleData, live: NativeSnapshotHandle | null, config: NativeConfig | null) {
+  constructor(table: NativeHandleTable | null, row: number, live: NativeSnapshotHandle | null, config: NativeConfig | null) {
+    this.#table = table;
     this.#row = row;
     this.#live = live;
     this.#config = config;
   }
 
+  /** @internal A live handle. */
+  static live(h: NativeSnapshotHandle, config: NativeConfig): SnapshotHandle {
+    return new SnapshotHandle(null, 0, h, config);
+  }
+
+  #flag(bit: number): boolean {
+    return (this.#table!.flags[this.#row]! & bit) !== 0;
+  }
+
   /** Manifest digest (`sha256:…`). */
   get digest(): string {
-    return this.#row.digest;
+    return this.#live ? this.#live.digest : text(this.#table!, this.#row, 0);
   }
   /** Bare name, or null. */
   get name(): string | null {
-    return this.#row.name ?? null;
+    if (this.#live) return this.#live.name ?? null;
+    return this.#flag(1) ? text(this.#table!, this.#row, 1) : null;
   }
   /** Parent digest, or null (null today). */
   get parentDigest(): string | null {
-    return this.#row.parentDigest ?? null;
+    if (this.#live) return this.#live.parentDigest ?? null;
+    return this.#flag(2) ? text(this.#table!, this.#row, 2) : null;
   }
   /** Source image reference. */
   get imageRef(): string {
-    return this.#row.imageRef;
+    return this.#live ? this.#live.imageRef : text(this.#table!, this.#row, 3);
   }
   /** On-disk format of the upper. */
   get format(): "raw" | "qcow2" {
-    return this.#row.format as "raw" | "qcow2";
+    if (this.#live) return this.#live.format as "raw" | "qcow2";
+    return this.#flag(8) ? "qcow2" : "raw";
   }
   /** Apparent upper size at index time, or null. */
   get sizeBytes(): bigint | null {
-    return this.#row.sizeBytes ?? null;
+    if (this.#live) return this.#live.sizeBytes ?? null;
+    return this.#flag(4) ? this.#table!.sizes[this.#row]! : null;
   }
   /** Creation time (from the manifest). */
   get createdAt(): Date {
-    return new Date(this.#row.createdAtMs);
+    return new Date(this.#live ? this.#live.createdAtMs : this.#table!.createdAtMs[this.#row]!);
   }
   /** Local artifact directory. */
   get path(): string {
-    return this.#row.path;
+    return this.#live ? this.#live.path : text(this.#table!, this.#row, 4);
   }
   /** Whether this handle came from `Snapshot.list()` (then it cannot open or remove). */
   get readOnly(): boolean {

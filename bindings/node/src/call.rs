@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use microsandbox::{
-    AccelMode, CallOpts, CancellationToken, Config, MicrosandboxError, ProgressCallback,
+    AccelMode, CallOpts, CancellationToken, Config, MicrosandboxError, MsbHome, ProgressCallback,
     ProgressEvent,
 };
-use napi::bindgen_prelude::{BigInt, PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{AsyncTask, BigInt, PromiseRaw, ToNapiValue, TypeName, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, JsError, Status};
+use napi::{Env, JsError, Status, Task};
 use napi_derive::napi;
 
 /// The configuration a JS call runs under (`Config` of the TS layer; unset
@@ -53,13 +53,13 @@ pub struct CancelToken {
 #[napi]
 impl CancelToken {
     /// A token that has not fired.
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Fire the token: calls running under it stop with `Cancelled`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn cancel(&self) {
         self.inner.cancel();
     }
@@ -161,16 +161,11 @@ where
         Ok::<_, napi::Error>(result)
     };
     env.spawn_future_with_callback(fut, move |env, result| match result {
-        Ok(value) => guard(|| convert(value)),
+        // Converting to JS values runs on the JS thread: a panic there is
+        // caught too and rejects like any other `Runtime` error.
+        Ok(value) => std::panic::catch_unwind(AssertUnwindSafe(|| convert(value)))
+            .unwrap_or_else(|panic| Err(js_error(env, &panic_error(panic)))),
         Err(err) => Err(js_error(env, &err)),
-    })
-}
-
-/// Run a synchronous conversion, a panic becoming a `Runtime` error.
-pub(crate) fn guard<V>(f: impl FnOnce() -> napi::Result<V>) -> napi::Result<V> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let err = panic_error(panic);
-        Err(napi::Error::new(Status::GenericFailure, err.to_string()))
     })
 }
 
@@ -206,4 +201,57 @@ pub(crate) fn to_u64(value: &BigInt, what: &str) -> Result<u64, MicrosandboxErro
         )));
     }
     Ok(low)
+}
+
+/// Converts a blocking call's result to JS, on the JS thread.
+type Convert<V> = Box<dyn FnOnce() -> napi::Result<V> + Send>;
+
+/// A blocking core call run on libuv's worker pool: one thread hop out and
+/// one back, for lookups too small to pay for the tokio runtime's hops.
+pub struct BlockingTask<V> {
+    work: Option<Box<dyn FnOnce() -> Result<Convert<V>, MicrosandboxError> + Send>>,
+}
+
+/// A Promise of `work` run in the home `config` resolves to, on libuv's
+/// worker pool; `work` returns the conversion to run on the JS thread.
+pub(crate) fn blocking_task<V, C, F>(
+    config: Option<NativeConfig>,
+    work: F,
+) -> AsyncTask<BlockingTask<V>>
+where
+    V: ToNapiValue + TypeName + 'static,
+    F: FnOnce(MsbHome) -> Result<C, MicrosandboxError> + Send + 'static,
+    C: FnOnce() -> napi::Result<V> + Send + 'static,
+{
+    let config = config.unwrap_or_default().to_core();
+    AsyncTask::new(BlockingTask {
+        work: Some(Box::new(move || {
+            let home = config?.resolve_self()?;
+            work(home).map(|c| Box::new(c) as Convert<V>)
+        })),
+    })
+}
+
+impl<V: ToNapiValue + TypeName + 'static> Task for BlockingTask<V> {
+    type Output = Result<Convert<V>, MicrosandboxError>;
+    type JsValue = V;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let work = self
+            .work
+            .take()
+            .ok_or_else(|| napi::Error::from_reason("task ran twice"))?;
+        Ok(
+            std::panic::catch_unwind(AssertUnwindSafe(work))
+                .unwrap_or_else(|p| Err(panic_error(p))),
+        )
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<V> {
+        match output {
+            Ok(convert) => std::panic::catch_unwind(AssertUnwindSafe(convert))
+                .unwrap_or_else(|panic| Err(js_error(&env, &panic_error(panic)))),
+            Err(err) => Err(js_error(&env, &err)),
+        }
+    }
 }

@@ -163,7 +163,7 @@ impl NativeExecStream {
     }
 
     /// Send signal number `signal` to the command's process group.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn signal(&self, signal: i32) {
         let _ = self.signals.send(signal);
     }

@@ -18,7 +18,7 @@ use napi::bindgen_prelude::{BigInt, PromiseRaw};
 use napi_derive::napi;
 
 /// Every error kind of the core, in its order (`MicrosandboxError::KINDS`).
-#[napi]
+#[napi(catch_unwind)]
 pub fn kinds() -> Vec<String> {
     MicrosandboxError::KINDS
         .iter()

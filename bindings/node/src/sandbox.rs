@@ -127,31 +127,31 @@ impl From<SandboxHandle> for NativeSandbox {
 #[napi]
 impl NativeSandbox {
     /// The sandbox's name.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn name(&self) -> String {
         self.inner.name().to_string()
     }
 
     /// State when this handle was read.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn state(&self) -> String {
         self.inner.state().to_string()
     }
 
     /// Image reference it was created from.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn image_ref(&self) -> String {
         self.inner.image_ref().to_string()
     }
 
     /// RFC 3339 creation time.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn created_at(&self) -> String {
         self.inner.created_at().to_string()
     }
 
     /// The sandbox directory.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn path(&self) -> String {
         self.inner.path().to_string_lossy().into_owned()
     }

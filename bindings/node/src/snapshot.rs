@@ -5,10 +5,14 @@ use std::path::PathBuf;
 
 use microsandbox::{ExportOpts, Snapshot, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus};
 use napi::Env;
-use napi::bindgen_prelude::{BigInt, PromiseRaw};
+use napi::bindgen_prelude::{
+    AsyncTask, BigInt, BigUint64Array, Float64Array, PromiseRaw, Uint8Array, Uint32Array,
+};
 use napi_derive::napi;
 
-use crate::call::{CancelToken, NativeConfig, Progress, ProgressFn, call_opts, spawn};
+use crate::call::{
+    BlockingTask, CancelToken, NativeConfig, Progress, ProgressFn, blocking_task, call_opts, spawn,
+};
 
 /// An opened artifact (the core's `Snapshot`).
 #[napi]
@@ -19,61 +23,61 @@ pub struct NativeSnapshot {
 #[napi]
 impl NativeSnapshot {
     /// The artifact directory.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn path(&self) -> String {
         self.inner.path().to_string_lossy().into_owned()
     }
 
     /// Canonical manifest digest.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn digest(&self) -> String {
         self.inner.digest().to_string()
     }
 
     /// Apparent size of the upper layer.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn size_bytes(&self) -> BigInt {
         BigInt::from(self.inner.size_bytes())
     }
 
     /// Source image reference.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn image_ref(&self) -> String {
         self.inner.image_ref().to_string()
     }
 
     /// Pinned image manifest digest.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn image_manifest_digest(&self) -> String {
         self.inner.image_manifest_digest().to_string()
     }
 
     /// `raw` or `qcow2`.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn format(&self) -> String {
         self.inner.format().as_str().to_string()
     }
 
     /// Filesystem inside the upper.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn fstype(&self) -> String {
         self.inner.fstype().to_string()
     }
 
     /// Parent digest, or null.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn parent(&self) -> Option<String> {
         self.inner.parent().map(str::to_string)
     }
 
     /// RFC 3339 creation time.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn created_at(&self) -> String {
         self.inner.created_at().to_string()
     }
 
     /// Labels as `[key, value]` pairs sorted by key.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn labels(&self) -> Vec<Vec<String>> {
         self.inner
             .labels()
@@ -83,7 +87,7 @@ impl NativeSnapshot {
     }
 
     /// Recorded source sandbox, or null.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn source_sandbox(&self) -> Option<String> {
         self.inner.source_sandbox().map(str::to_string)
     }
@@ -150,38 +154,76 @@ impl From<SnapshotVerifyReport> for NativeVerifyReport {
     }
 }
 
-/// An index row as plain data (what `Snapshot.list()` returns: read-only).
+/// Index rows as one compact table (what `Snapshot.list()` returns): the text fields of every row concatenated in
+/// one string, with typed arrays for offsets, sizes, times and flags. The
+/// TS layer's handles read their fields from it when asked, so 10,000 rows
+/// cross the boundary as a handful of values instead of 80,000.
 #[napi(object)]
-pub struct NativeHandleData {
-    /// Manifest digest.
-    pub digest: String,
-    /// Bare name, if any.
-    pub name: Option<String>,
-    /// Parent digest, if any.
-    pub parent_digest: Option<String>,
-    /// Image reference.
-    pub image_ref: String,
-    /// `raw` or `qcow2`.
-    pub format: String,
-    /// Apparent upper size at index time.
-    pub size_bytes: Option<BigInt>,
+pub struct NativeHandleTable {
+    /// Rows.
+    pub count: u32,
+    /// Digest, name, parent digest, image reference and path of each row.
+    pub text: String,
+    /// End of each of those five fields per row, in UTF-16 units of `text`.
+    pub ends: Uint32Array,
+    /// Bit 0: has a name; 1: has a parent; 2: has a size; 3: format qcow2.
+    pub flags: Uint8Array,
+    /// Apparent upper size at index time (when bit 2 is set).
+    pub sizes: BigUint64Array,
     /// Creation time, milliseconds since the epoch (UTC).
-    pub created_at_ms: f64,
-    /// Artifact directory.
-    pub path: String,
+    pub created_at_ms: Float64Array,
 }
 
-impl From<&SnapshotHandle> for NativeHandleData {
-    fn from(h: &SnapshotHandle) -> Self {
-        Self {
-            digest: h.digest().to_string(),
-            name: h.name().map(str::to_string),
-            parent_digest: h.parent_digest().map(str::to_string),
-            image_ref: h.image_ref().to_string(),
-            format: h.format().as_str().to_string(),
-            size_bytes: h.size_bytes().map(BigInt::from),
-            created_at_ms: h.created_at().and_utc().timestamp_millis() as f64,
-            path: h.path().to_string_lossy().into_owned(),
+/// [`NativeHandleTable`] before it reaches JS (built off the JS thread).
+#[derive(Default)]
+pub struct HandleRows {
+    text: String,
+    ends: Vec<u32>,
+    flags: Vec<u8>,
+    sizes: Vec<u64>,
+    created_at_ms: Vec<f64>,
+    utf16_len: u32,
+}
+
+impl HandleRows {
+    fn push(&mut self, h: &SnapshotHandle) {
+        let fields = [
+            h.digest(),
+            h.name().unwrap_or_default(),
+            h.parent_digest().unwrap_or_default(),
+            h.image_ref(),
+            &h.path().to_string_lossy(),
+        ];
+        for field in fields {
+            self.text.push_str(field);
+            let units = if field.is_ascii() {
+                field.len()
+            } else {
+                field.encode_utf16().count()
+            };
+            self.utf16_len += units as u32;
+            self.ends.push(self.utf16_len);
+        }
+        let flag = |on: bool, bit: u8| if on { 1 << bit } else { 0 };
+        self.flags.push(
+            flag(h.name().is_some(), 0)
+                | flag(h.parent_digest().is_some(), 1)
+                | flag(h.size_bytes().is_some(), 2)
+                | flag(h.format().as_str() == "qcow2", 3),
+        );
+        self.sizes.push(h.size_bytes().unwrap_or(0));
+        self.created_at_ms
+            .push(h.created_at().and_utc().timestamp_millis() as f64);
+    }
+
+    fn into_table(self) -> NativeHandleTable {
+        NativeHandleTable {
+            count: self.flags.len() as u32,
+            text: self.text,
+            ends: Uint32Array::new(self.ends),
+            flags: Uint8Array::new(self.flags),
+            sizes: BigUint64Array::new(self.sizes),
+            created_at_ms: Float64Array::new(self.created_at_ms),
         }
     }
 }
@@ -195,10 +237,52 @@ pub struct NativeSnapshotHandle {
 
 #[napi]
 impl NativeSnapshotHandle {
-    /// The row's fields.
-    #[napi]
-    pub fn data(&self) -> NativeHandleData {
-        NativeHandleData::from(&self.inner)
+    /// Manifest digest.
+    #[napi(getter, catch_unwind)]
+    pub fn digest(&self) -> String {
+        self.inner.digest().to_string()
+    }
+
+    /// Bare name, if any.
+    #[napi(getter, catch_unwind)]
+    pub fn name(&self) -> Option<String> {
+        self.inner.name().map(str::to_string)
+    }
+
+    /// Parent digest, if any.
+    #[napi(getter, catch_unwind)]
+    pub fn parent_digest(&self) -> Option<String> {
+        self.inner.parent_digest().map(str::to_string)
+    }
+
+    /// Image reference.
+    #[napi(getter, catch_unwind)]
+    pub fn image_ref(&self) -> String {
+        self.inner.image_ref().to_string()
+    }
+
+    /// `raw` or `qcow2`.
+    #[napi(getter, catch_unwind)]
+    pub fn format(&self) -> String {
+        self.inner.format().as_str().to_string()
+    }
+
+    /// Apparent upper size at index time, if recorded.
+    #[napi(getter, catch_unwind)]
+    pub fn size_bytes(&self) -> Option<BigInt> {
+        self.inner.size_bytes().map(BigInt::from)
+    }
+
+    /// Creation time, milliseconds since the epoch (UTC).
+    #[napi(getter, catch_unwind)]
+    pub fn created_at_ms(&self) -> f64 {
+        self.inner.created_at().and_utc().timestamp_millis() as f64
+    }
+
+    /// Artifact directory.
+    #[napi(getter, catch_unwind)]
+    pub fn path(&self) -> String {
+        self.inner.path().to_string_lossy().into_owned()
     }
 
     /// Open the underlying artifact.
@@ -303,32 +387,37 @@ pub fn snapshot_open<'env>(
     )
 }
 
-/// The indexed snapshot with this name, digest or path.
+/// The indexed snapshot with this name, digest or path. A small lookup:
+/// it runs on libuv's worker pool in one hop (see [`BlockingTask`]).
 #[napi(ts_return_type = "Promise<NativeSnapshotHandle>")]
-pub fn snapshot_get<'env>(
-    env: &'env Env,
+pub fn snapshot_get(
     config: Option<NativeConfig>,
     name_or_digest: String,
-) -> napi::Result<PromiseRaw<'env, NativeSnapshotHandle>> {
-    spawn(
-        env,
-        config,
-        None,
-        None,
-        Snapshot::get(name_or_digest),
-        |inner| Ok(NativeSnapshotHandle { inner }),
-    )
+) -> AsyncTask<BlockingTask<NativeSnapshotHandle>> {
+    blocking_task(config, move |home| {
+        Snapshot::get_blocking(&home, &name_or_digest)
+            .map(|inner| move || Ok(NativeSnapshotHandle { inner }))
+    })
 }
 
-/// Every indexed snapshot, newest first, as plain rows.
-#[napi(ts_return_type = "Promise<NativeHandleData[]>")]
+/// Every indexed snapshot, newest first, as one table.
+#[napi(ts_return_type = "Promise<NativeHandleTable>")]
 pub fn snapshot_list<'env>(
     env: &'env Env,
     config: Option<NativeConfig>,
-) -> napi::Result<PromiseRaw<'env, Vec<NativeHandleData>>> {
-    spawn(env, config, None, None, Snapshot::list(), |handles| {
-        Ok(handles.iter().map(NativeHandleData::from).collect())
-    })
+) -> napi::Result<PromiseRaw<'env, NativeHandleTable>> {
+    let work = async move {
+        let rows = std::sync::Arc::new(std::sync::Mutex::new(HandleRows::default()));
+        let sink = rows.clone();
+        Snapshot::list_each(move |h| {
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(&h);
+            true
+        })
+        .await?;
+        let rows = std::mem::take(&mut *rows.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(rows)
+    };
+    spawn(env, config, None, None, work, |rows| Ok(rows.into_table()))
 }
 
 /// The valid artifacts directly inside `dir`.
