@@ -3,8 +3,9 @@
 //! line. Modes:
 //! `bench-sdk-rust prepare DIR N` makes Case A (`DIR/case-a`, integrity
 //! `msb-sparse-sha256-v1`) and N small indexed artifacts (home `DIR/home`);
-//! `bench-sdk-rust measure DIR N RUNS` times open + verify of Case A, `list()`
-//! of the N snapshots (median of RUNS) and 1,000 `get` by name (total).
+//! `bench-sdk-rust measure DIR N RUNS [verify|index]` times open + verify of
+//! Case A, `list()` of the N snapshots (median of RUNS) and 1,000 `get` by
+//! name (total); only the verify or only the index part when asked.
 
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -33,7 +34,7 @@ fn main() -> Res<()> {
     let n: usize = arg(3)?.parse()?;
     match arg(1)?.as_str() {
         "prepare" => prepare(&dir, n),
-        "measure" => measure(&dir, n, arg(4)?.parse()?),
+        "measure" => measure(&dir, n, arg(4)?.parse()?, args.get(5).map(String::as_str)),
         other => Err(format!("unknown mode {other}").into()),
     }
 }
@@ -105,20 +106,21 @@ fn prepare(dir: &Path, n: usize) -> Res<()> {
     Ok(())
 }
 
-fn measure(dir: &Path, n: usize, runs: usize) -> Res<()> {
+fn measure(dir: &Path, n: usize, runs: usize, only: Option<&str>) -> Res<()> {
+    let (do_verify, do_index) = (only != Some("index"), only != Some("verify"));
     let rt = tokio::runtime::Runtime::new()?;
     let case_a = dir.join("case-a").to_string_lossy().into_owned();
     let home = dir.join("home");
     rt.block_on(Config::new().home(&home).scope(async {
         let mut verify = Vec::new();
-        for _ in 0..runs {
+        for _ in 0..if do_verify { runs } else { 0 } {
             let t = Instant::now();
             let snap = Snapshot::open(&case_a).await?;
             snap.verify().await?;
             verify.push(t.elapsed());
         }
         let mut list = Vec::new();
-        for _ in 0..runs {
+        for _ in 0..if do_index { runs } else { 0 } {
             let t = Instant::now();
             let all = Snapshot::list().await?;
             list.push(t.elapsed());
@@ -127,17 +129,24 @@ fn measure(dir: &Path, n: usize, runs: usize) -> Res<()> {
             }
         }
         let mut gets = Vec::new();
-        for _ in 0..runs.min(5) {
+        for _ in 0..if do_index { runs.min(5) } else { 0 } {
             let t = Instant::now();
             for k in 0..GETS {
                 Snapshot::get(format!("snap-{:05}", (k * 7919) % n)).await?;
             }
             gets.push(t.elapsed());
         }
+        let med = |v: Vec<std::time::Duration>| {
+            if v.is_empty() {
+                None
+            } else {
+                Some(ms(median(v)))
+            }
+        };
         let out = json!({
-            "verify_ms": ms(median(verify)),
-            "list_ms": ms(median(list)),
-            "get1000_ms": ms(median(gets)),
+            "verify_ms": med(verify),
+            "list_ms": med(list),
+            "get1000_ms": med(gets),
         });
         println!("{out}");
         Ok::<_, Box<dyn std::error::Error>>(())
