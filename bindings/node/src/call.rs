@@ -206,10 +206,13 @@ pub(crate) fn to_u64(value: &BigInt, what: &str) -> Result<u64, MicrosandboxErro
 /// Converts a blocking call's result to JS, on the JS thread.
 type Convert<V> = Box<dyn FnOnce() -> napi::Result<V> + Send>;
 
+/// The blocking part of a [`BlockingTask`], run on the worker thread.
+type BlockingWork<V> = Box<dyn FnOnce() -> Result<Convert<V>, MicrosandboxError> + Send>;
+
 /// A blocking core call run on libuv's worker pool: one thread hop out and
 /// one back, for lookups too small to pay for the tokio runtime's hops.
 pub struct BlockingTask<V> {
-    work: Option<Box<dyn FnOnce() -> Result<Convert<V>, MicrosandboxError> + Send>>,
+    work: Option<BlockingWork<V>>,
 }
 
 /// A Promise of `work` run in the home `config` resolves to, on libuv's
