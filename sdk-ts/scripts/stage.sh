@@ -12,7 +12,10 @@ rm -rf "$stage" && mkdir -p "$stage/main" "$stage/platform" "$out"
 rm -f "$out"/*.tgz
 
 sdk=$root/sdk-ts
-cp "$sdk/package.json" "$sdk/README.md" "$stage/main/"
+cp "$sdk/README.md" "$stage/main/"
+# The workspace link to the platform package serves the checkout only.
+node -e 'const p = require(process.argv[1]); delete p.workspaces; delete p.devDependencies; delete p.scripts;
+  require("fs").writeFileSync(process.argv[2], JSON.stringify(p, null, 2) + "\n")' "$sdk/package.json" "$stage/main/package.json"
 cp -r "$sdk/dist" "$stage/main/dist"
 
 plat=$sdk/npm/linux-x64-gnu
