@@ -61,6 +61,16 @@ impl Snapshot {
         crate::control::blocking(move || index::get(&home, &key)).await
     }
 
+    /// [`get`](Self::get) in `home`, on the calling thread: for bindings
+    /// that run it on their own worker thread (one thread hop per call
+    /// instead of three, which dominates a lookup this small).
+    pub fn get_blocking(
+        home: &MsbHome,
+        name_or_digest: &str,
+    ) -> MicrosandboxResult<SnapshotHandle> {
+        index::get(home, name_or_digest)
+    }
+
     /// Every indexed snapshot, newest first.
     pub async fn list() -> MicrosandboxResult<Vec<SnapshotHandle>> {
         let home = MsbHome::resolve()?;

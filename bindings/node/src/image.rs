@@ -1,0 +1,105 @@
+//! Image entry points: load an archive (with progress and cancellation),
+//! build the busybox archive from the host's busybox-static, list, get.
+
+use microsandbox::image::busybox::{DEFAULT_BUSYBOX, DEFAULT_BUSYBOX_REF};
+use microsandbox::image::{Image, ImageInfo};
+use napi::Env;
+use napi::bindgen_prelude::PromiseRaw;
+use napi_derive::napi;
+
+use crate::call::{CancelToken, NativeConfig, Progress, ProgressFn, call_opts, spawn};
+
+/// A loaded image.
+#[napi(object)]
+pub struct NativeImageInfo {
+    /// Reference it was loaded under.
+    pub reference: String,
+    /// OCI manifest digest (what snapshots pin).
+    pub manifest_digest: String,
+    /// Config blob digest.
+    pub config_digest: String,
+    /// The read-only root disk.
+    pub lower_path: String,
+    /// Default environment (`KEY=VALUE`).
+    pub env: Vec<String>,
+    /// Default working directory.
+    pub working_dir: String,
+    /// RFC 3339 load time.
+    pub loaded_at: String,
+}
+
+impl From<ImageInfo> for NativeImageInfo {
+    fn from(i: ImageInfo) -> Self {
+        Self {
+            reference: i.reference,
+            manifest_digest: i.manifest_digest,
+            config_digest: i.config_digest,
+            lower_path: i.lower_path.to_string_lossy().into_owned(),
+            env: i.env,
+            working_dir: i.working_dir,
+            loaded_at: i.loaded_at,
+        }
+    }
+}
+
+/// Load an OCI layout or `docker save` archive.
+#[napi(ts_return_type = "Promise<NativeImageInfo>")]
+pub fn image_load<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    archive: String,
+    reference: Option<String>,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, NativeImageInfo>> {
+    let progress = Progress::new(progress);
+    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
+    spawn(
+        env,
+        config,
+        cancel,
+        progress,
+        Image::load_with(archive, reference, call),
+        |i| Ok(NativeImageInfo::from(i)),
+    )
+}
+
+/// Write the busybox OCI archive to `out` (default busybox binary and
+/// reference when not given).
+#[napi(ts_return_type = "Promise<void>")]
+pub fn image_build_busybox<'env>(
+    env: &'env Env,
+    out: String,
+    reference: Option<String>,
+    busybox: Option<String>,
+) -> napi::Result<PromiseRaw<'env, ()>> {
+    let work = Image::build_busybox(
+        busybox.unwrap_or_else(|| DEFAULT_BUSYBOX.into()),
+        reference.unwrap_or_else(|| DEFAULT_BUSYBOX_REF.into()),
+        out,
+    );
+    spawn(env, None, None, None, work, Ok)
+}
+
+/// The image with this reference or digest.
+#[napi(ts_return_type = "Promise<NativeImageInfo>")]
+pub fn image_get<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference: String,
+) -> napi::Result<PromiseRaw<'env, NativeImageInfo>> {
+    spawn(env, config, None, None, Image::get(reference), |i| {
+        Ok(NativeImageInfo::from(i))
+    })
+}
+
+/// Every loaded image.
+#[napi(ts_return_type = "Promise<NativeImageInfo[]>")]
+pub fn image_list<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+) -> napi::Result<PromiseRaw<'env, Vec<NativeImageInfo>>> {
+    spawn(env, config, None, None, Image::list(), |list| {
+        Ok(list.into_iter().map(NativeImageInfo::from).collect())
+    })
+}

@@ -1,0 +1,63 @@
+/**
+ * Images: load an archive (OCI layout or `docker save`), build the busybox
+ * archive from the host's busybox-static, list and get loaded images.
+ */
+
+import { nativeConfig } from "./config";
+import { cancellable, progressFn, wrap, type ProgressOptions } from "./control";
+import { native, type NativeImageInfo } from "./native";
+
+/** A loaded image. */
+export interface ImageInfo {
+  /** Reference it was loaded under. */
+  readonly reference: string;
+  /** OCI manifest digest: what snapshots pin. */
+  readonly manifestDigest: string;
+  /** Config blob digest. */
+  readonly configDigest: string;
+  /** The read-only root disk. */
+  readonly lowerPath: string;
+  /** Default environment (`KEY=VALUE`). */
+  readonly env: readonly string[];
+  /** Default working directory. */
+  readonly workingDir: string;
+  /** RFC 3339 load time. */
+  readonly loadedAt: string;
+}
+
+function info(i: NativeImageInfo): ImageInfo {
+  return { ...i };
+}
+
+/** Entry points for images. */
+export class Image {
+  private constructor() {}
+
+  /** Load an archive; `reference` names it (else the archive's own name). */
+  static async load(archive: string, reference?: string, opts?: ProgressOptions): Promise<ImageInfo> {
+    const config = nativeConfig();
+    return info(
+      await cancellable(opts?.signal, (token) =>
+        native.imageLoad(config, archive, reference, token, progressFn(opts?.onProgress)),
+      ),
+    );
+  }
+
+  /**
+   * Write a tiny busybox OCI archive to `out` from the host's
+   * busybox-static (default `/bin/busybox`, reference `local/busybox:latest`).
+   */
+  static async buildBusybox(out: string, opts?: { reference?: string; busybox?: string }): Promise<void> {
+    await wrap(native.imageBuildBusybox(out, opts?.reference, opts?.busybox));
+  }
+
+  /** The image with this reference or manifest digest. */
+  static async get(referenceOrDigest: string): Promise<ImageInfo> {
+    return info(await wrap(native.imageGet(nativeConfig(), referenceOrDigest)));
+  }
+
+  /** Every loaded image. */
+  static async list(): Promise<ImageInfo[]> {
+    return (await wrap(native.imageList(nativeConfig()))).map(info);
+  }
+}
