@@ -48,7 +48,12 @@ async def busybox(home: pathlib.Path) -> AsyncIterator[str]:
     the home is removed afterwards."""
     archive = home / "busybox.tar"
     await msb.Image.build_busybox(archive, reference=BUSYBOX_REF)
-    await msb.Image.load(archive)
+    events: list[msb.ProgressEvent] = []
+    await msb.Image.load(archive, progress=events.append)
+    # The load's progress: phase "load", in order, the last at the total.
+    assert len(events) >= 2 and all(e.phase == "load" for e in events)
+    assert all(a.done_bytes <= b.done_bytes for a, b in zip(events, events[1:]))
+    assert events[-1].done_bytes == events[-1].total_bytes > 0
     try:
         yield BUSYBOX_REF
     finally:

@@ -15,8 +15,8 @@ export interface CallOptions {
 
 /** One progress report: `doneBytes` of `totalBytes` are finished. */
 export interface ProgressEvent {
-  /** `hash` (verify), `export` or `import`. */
-  readonly phase: "hash" | "export" | "import";
+  /** `hash` (verify), `export`, `import` or `load` (image load). */
+  readonly phase: "hash" | "export" | "import" | "load";
   readonly doneBytes: bigint;
   readonly totalBytes: bigint;
 }

@@ -20,6 +20,12 @@ async function loadBusybox(home: TestHome): Promise<void> {
   const events: m.ProgressEvent[] = [];
   const info = await m.Image.load(archive, undefined, { onProgress: (e) => events.push(e) });
   assert.equal(info.reference, BUSYBOX_REF);
+  // The load's progress: phase "load", in order, the last event at the total.
+  assert.ok(events.length >= 2, `${events.length} progress events`);
+  assert.ok(events.every((e) => e.phase === "load"));
+  assert.ok(events.every((e, i) => i === 0 || e.doneBytes >= events[i - 1]!.doneBytes));
+  const last = events[events.length - 1]!;
+  assert.ok(last.totalBytes > 0n && last.doneBytes === last.totalBytes);
   assert.match(info.manifestDigest, /^sha256:/);
   assert.deepEqual((await m.Image.list()).map((i) => i.reference), [BUSYBOX_REF]);
   assert.equal((await m.Image.get(BUSYBOX_REF)).manifestDigest, info.manifestDigest);
