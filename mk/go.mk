@@ -57,7 +57,7 @@ dist-go: go-native
 	cp -r sdk-go/microsandbox-guest $(GO_DIST)/
 	@echo "dist-go: $(GO_DIST) ($(go_profile))"
 
-bench-go:
+bench-go: bench-sdk-baseline
 	$(MAKE) --no-print-directory go-native PROFILE=release
-	nice $(CARGO) build --release -p msb-bench --bin bench-sdk-baseline
-	cd bench/go && $(GO) run . --baseline $(CURDIR)/target/release/bench-sdk-baseline --data $(CURDIR)/bench/data/go
+	cd bench/go && nice $(GO) build -o $(BENCH_SDK_OUT)/bench-go .
+	$(BENCH_SDK_OUT)/bench-go --baseline $(BENCH_SDK_BASELINE) --data $(BENCH_SDK_DATA) --json $(BENCH_SDK_OUT)/go.json

@@ -46,8 +46,7 @@ dist-python: py-setup py-guest-assets
 	  --compatibility $(PY_COMPAT) --interpreter $(PY_VENV)/bin/python -o $(PY_DIST) --quiet
 	@ls -l $(PY_DIST)
 
-bench-python: setup
+bench-python: setup bench-sdk-baseline
 	$(MAKE) --no-print-directory dist-python PROFILE=release
 	$(PY_VENV)/bin/pip install -q --force-reinstall --no-deps $(PY_DIST)/microsandbox-*.whl
-	$(CARGO) build --release -p msb-bench -p msb-cli
-	$(PY_VENV)/bin/python bench/python/bench.py --rust-bin $(CURDIR)/target/release
+	$(PY_VENV)/bin/python bench/python/bench.py --baseline $(BENCH_SDK_BASELINE) --data $(BENCH_SDK_DATA) --json $(BENCH_SDK_OUT)/python.json

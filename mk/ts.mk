@@ -30,7 +30,6 @@ test-ts: ts-build
 dist-ts: ts-build
 	$(TS_SDK)/scripts/stage.sh target/$(TS_PROFILE_DIR)/libmicrosandbox_node.so $(MSB_KERNEL_DIR) $(TS_DIST)
 
-bench-ts:
+bench-ts: bench-sdk-baseline
 	$(MAKE) --no-print-directory ts-build PROFILE=release
-	nice $(CARGO) build --release -p msb-bench
-	nice node bench/ts/bench.js --bench-bin $(CURDIR)/target/release
+	node bench/ts/bench.js --baseline $(BENCH_SDK_BASELINE) --data $(BENCH_SDK_DATA) --json $(BENCH_SDK_OUT)/ts.json

@@ -1,13 +1,17 @@
-//! The Rust side of the SDK benchmarks (SDK.md "Speed"): the same work the
-//! Go (and other) SDK benchmarks time, on the same data, so that each SDK
-//! prints its figures beside Rust's from one run.
+//! The one Rust side of the SDK benchmarks (SDK.md "Speed"): the same work
+//! the Go, TypeScript and Python SDK benchmarks (bench/go, bench/ts,
+//! bench/python) time, on the same data, so that each SDK prints its
+//! figures beside Rust's from one run.
 //!
 //! `bench-sdk-baseline prepare --data DIR` makes the data once: Case A
 //! (integrity recorded with msb-sparse-sha256-v1) at `DIR/case-a`, and a
 //! home `DIR/home` whose index holds 10,000 small snapshots.
 //! `bench-sdk-baseline measure --data DIR [--runs N] [--warmup N]` prints
 //! one JSON line of medians: open + verify of Case A, `Snapshot::list()`,
-//! 1,000 `get` by name. The SDK benchmarks call it once per round, between
+//! 1,000 `get` by name one after another (sequential latency, the measure
+//! SDK.md's target is about) and the same 1,000 `get` issued at once and
+//! joined on the multi-thread runtime (concurrent throughput, extra
+//! information). The SDK benchmarks call it once per round, between
 //! their own runs, so that both sides see the same machine load.
 
 use std::fs::{self, File};
@@ -23,6 +27,12 @@ use msb_bench::{flag, make_case_a, median};
 const INDEXED: usize = 10_000;
 /// Lookups timed together.
 const GETS: usize = 1_000;
+
+/// The name of the `i`th of the `GETS` lookups; every SDK side asks for the
+/// same names (`snap-00000`, `snap-00010`, …).
+fn get_name(i: usize) -> String {
+    format!("snap-{:05}", i * (INDEXED / GETS))
+}
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -145,10 +155,24 @@ fn measure(data: &Path, runs: usize, warmup: usize) -> Result<()> {
     let gets = time_runs(runs, warmup, || {
         rt.block_on(config.clone().scope(async {
             for i in 0..GETS {
-                Snapshot::get(format!("snap-{:05}", i * (INDEXED / GETS))).await?;
+                Snapshot::get(get_name(i)).await?;
             }
             Ok(())
         }))
+    })?;
+    // The configuration scope is task-local, so each spawned lookup carries
+    // its own.
+    let gets_concurrent = time_runs(runs, warmup, || {
+        rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..GETS {
+                set.spawn(config.clone().scope(Snapshot::get(get_name(i))));
+            }
+            while let Some(got) = set.join_next().await {
+                got??;
+            }
+            Ok(())
+        })
     })?;
     println!(
         "{}",
@@ -156,6 +180,7 @@ fn measure(data: &Path, runs: usize, warmup: usize) -> Result<()> {
             "verify_case_a_ms": verify.as_secs_f64() * 1e3,
             "list_10000_ms": list.as_secs_f64() * 1e3,
             "get_1000_ms": gets.as_secs_f64() * 1e3,
+            "get_1000_concurrent_ms": gets_concurrent.as_secs_f64() * 1e3,
         })
     );
     Ok(())

@@ -1,12 +1,15 @@
 // Benchmarks of the TypeScript SDK (SDK.md "Speed") beside the same work
-// from Rust in the same run (`bench-sdk-rust`, release): open + verify of
-// Case A (target ≤ 1.1× Rust), list() of 10,000 snapshots including the
-// conversion to JS objects (≤ 1.5×), 1,000 get by name (≤ 1.5×).
-// Usage: node bench/ts/bench.js --bench-bin DIR [--runs N] [--n N] [--work DIR]
+// from Rust in the same run (`bench-sdk-baseline`, release, on the same
+// data): open + verify of Case A (target ≤ 1.1× Rust), list() of 10,000
+// snapshots including the conversion to JS objects (≤ 1.5×), 1,000 get by
+// name one after another (≤ 1.5×: sequential latency), and beside it the
+// same 1,000 get issued at once with Promise.all (concurrent throughput; no
+// target, extra information). Rounds alternate Rust and TS so that both see
+// the same machine load.
+// Usage: node bench/ts/bench.js --baseline BIN --data DIR [--runs N] [--json FILE]
 "use strict";
 const { execFileSync } = require("node:child_process");
 const fs = require("node:fs");
-const os = require("node:os");
 const path = require("node:path");
 const m = require("../../sdk-ts");
 
@@ -15,106 +18,94 @@ function flag(name, dflt) {
   return i >= 0 ? process.argv[i + 1] : dflt;
 }
 
-const runs = Number(flag("--runs", "7"));
-const n = Number(flag("--n", "10000"));
-const bin = path.join(flag("--bench-bin", path.join(__dirname, "..", "..", "target", "release")), "bench-sdk-rust");
-const work = flag("--work", fs.mkdtempSync(path.join(os.tmpdir(), "msb-bench-ts-")));
-const keep = process.argv.includes("--work");
+const runs = Number(flag("--runs", "5"));
+const baseline = flag("--baseline");
+const data = flag("--data");
+const jsonOut = flag("--json");
+/** Snapshots in the prepared index, and lookups timed together. */
+const INDEXED = 10000;
+const GETS = 1000;
+/** Timed calls of each measure per round (after one warm-up), as the Rust side. */
+const PER_ROUND = 3;
+/** The name of the i-th lookup, as on the Rust side. */
+const getName = (i) => `snap-${String(i * (INDEXED / GETS)).padStart(5, "0")}`;
 
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
 }
 
-async function timeIt(f) {
-  const t = process.hrtime.bigint();
-  await f();
-  return Number(process.hrtime.bigint() - t) / 1e6;
+/** Median of PER_ROUND timed calls of `work` after one untimed call. */
+async function timedAfterWarmup(work) {
+  await work();
+  const times = [];
+  for (let i = 0; i < PER_ROUND; i++) {
+    const t = process.hrtime.bigint();
+    await work();
+    times.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+  return median(times);
 }
 
-/** The TS side: `verifyRuns` open + verify of Case A, `indexRuns` list() and min(indexRuns, 5) × 1,000 get. */
-async function measureTs(verifyRuns, indexRuns) {
-  const caseA = path.join(work, "case-a");
-  return m.withConfig({ home: path.join(work, "home") }, async () => {
-    const verify = [];
-    for (let i = 0; i < verifyRuns; i++) {
-      verify.push(
-        await timeIt(async () => {
-          const snap = await m.Snapshot.open(caseA);
-          const r = await snap.verify();
-          if (r.upper.kind !== "verified") throw new Error("Case A: integrity not recorded");
-        }),
-      );
-    }
-    const list = [];
-    for (let i = 0; i < indexRuns; i++) {
-      list.push(
-        await timeIt(async () => {
-          const all = await m.Snapshot.list();
-          if (all.length !== n) throw new Error(`listed ${all.length} of ${n}`);
-        }),
-      );
-    }
-    const gets = [];
-    for (let r = 0; r < Math.min(indexRuns, 5); r++) {
-      gets.push(
-        await timeIt(async () => {
-          for (let k = 0; k < 1000; k++) await m.Snapshot.get(`snap-${String((k * 7919) % n).padStart(5, "0")}`);
-        }),
-      );
-    }
-    const med = (xs) => (xs.length ? median(xs) : null);
-    return { verify_ms: med(verify), list_ms: med(list), get1000_ms: med(gets) };
+/** One round of the measures through the TS SDK, in milliseconds. */
+async function tsRound() {
+  const caseA = path.join(data, "case-a");
+  return m.withConfig({ home: path.join(data, "home") }, async () => ({
+    verify_case_a_ms: await timedAfterWarmup(async () => {
+      const r = await (await m.Snapshot.open(caseA)).verify();
+      if (r.upper.kind !== "verified") throw new Error("Case A: integrity not recorded");
+    }),
+    list_10000_ms: await timedAfterWarmup(async () => {
+      const all = await m.Snapshot.list();
+      if (all.length !== INDEXED) throw new Error(`listed ${all.length} of ${INDEXED}`);
+    }),
+    get_1000_ms: await timedAfterWarmup(async () => {
+      for (let i = 0; i < GETS; i++) await m.Snapshot.get(getName(i));
+    }),
+    get_1000_concurrent_ms: await timedAfterWarmup(async () => {
+      await Promise.all(Array.from({ length: GETS }, (_, i) => m.Snapshot.get(getName(i))));
+    }),
+  }));
+}
+
+/** The same round from Rust (`bench-sdk-baseline measure`), in its own process. */
+function rustRound() {
+  const out = execFileSync(baseline, ["measure", "--data", data, "--runs", String(PER_ROUND), "--warmup", "1"], {
+    encoding: "utf8",
   });
-}
-
-/** The same from Rust (`bench-sdk-rust measure`), one process per call. */
-function measureRust(runs, only) {
-  return JSON.parse(execFileSync(bin, ["measure", work, String(n), String(runs), only], { encoding: "utf8" }).trim());
+  return JSON.parse(out.trim());
 }
 
 async function main() {
-  if (!fs.existsSync(path.join(work, "home"))) {
-    process.stderr.write(`preparing Case A and ${n} artifacts in ${work}\n`);
-    execFileSync(bin, ["prepare", work, String(n)], { stdio: ["ignore", "ignore", "inherit"] });
+  if (!baseline || !data) throw new Error("--baseline and --data are required");
+  fs.mkdirSync(data, { recursive: true });
+  execFileSync(baseline, ["prepare", "--data", data], { stdio: ["ignore", 2, "inherit"] });
+  const rust = [];
+  const ts = [];
+  for (let round = 0; round < runs; round++) {
+    rust.push(rustRound());
+    ts.push(await tsRound());
   }
-  // Warm both (page cache, index), then alternate Rust and TS so that the
-  // load of the (shared) machine falls on both alike: Case A one verify at
-  // a time, the index in rounds of `runs`. Medians of each side.
-  measureRust(1, "verify");
-  await measureTs(1, 1);
-  const rust = { verify_ms: [], list_ms: [], get1000_ms: [] };
-  const ts = { verify_ms: [], list_ms: [], get1000_ms: [] };
-  for (let i = 0; i < runs; i++) {
-    rust.verify_ms.push(measureRust(1, "verify").verify_ms);
-    ts.verify_ms.push((await measureTs(1, 0)).verify_ms);
-  }
-  for (let i = 0; i < 3; i++) {
-    const r = measureRust(runs, "index");
-    const t = await measureTs(0, runs);
-    for (const k of ["list_ms", "get1000_ms"]) {
-      rust[k].push(r[k]);
-      ts[k].push(t[k]);
-    }
-  }
-  const pick = (side, k) => median(side[k]);
   const rows = [
-    ["open + verify Case A (sparse-sha256)", "verify_ms", 1.1],
-    [`list() of ${n} snapshots + conversion`, "list_ms", 1.5],
-    ["1,000 get by name", "get1000_ms", 1.5],
+    ["open + verify Case A", "verify_case_a_ms", 1.1],
+    [`list() of ${INDEXED.toLocaleString("en")} (+ conversion)`, "list_10000_ms", 1.5],
+    ["1,000 get by name (sequential)", "get_1000_ms", 1.5],
+    ["1,000 get by name (concurrent, no target)", "get_1000_concurrent_ms", null],
   ];
-  console.log(`${"what".padEnd(44)} ${"Rust".padStart(10)} ${"TS".padStart(10)} ${"TS÷Rust".padStart(8)} target`);
-  let ok = true;
+  console.log(`TS SDK beside Rust, same data: ${runs} alternating rounds of ${PER_ROUND} timed calls per measure and side; medians`);
+  console.log(`${"what".padEnd(42)} ${"TS".padStart(11)} ${"Rust".padStart(11)} ${"ratio".padStart(7)} target`);
+  const med = (side, k) => median(side.map((x) => x[k]));
+  const medians = (side) => Object.fromEntries(rows.map(([, k]) => [k, med(side, k)]));
   for (const [what, key, target] of rows) {
-    const r = pick(rust, key);
-    const t = pick(ts, key);
+    const t = med(ts, key);
+    const r = med(rust, key);
     const ratio = t / r;
-    ok &&= ratio <= target;
-    console.log(`${what.padEnd(44)} ${r.toFixed(1).padStart(7)} ms ${t.toFixed(1).padStart(7)} ms ${ratio.toFixed(2).padStart(7)}x ≤ ${target}x ${ratio <= target ? "ok" : "MISSED"}`);
+    const verdict = target === null ? "-" : `${target.toFixed(1)}x ${ratio <= target ? "ok" : "OVER"}`;
+    console.log(`${what.padEnd(42)} ${t.toFixed(2).padStart(8)} ms ${r.toFixed(2).padStart(8)} ms ${ratio.toFixed(2).padStart(6)}x ${verdict}`);
   }
-  console.log(`(medians: ${runs} alternating verifies each; list and get in 3 alternating rounds of ${runs} and min(${runs},5) runs)`);
-  if (!keep) fs.rmSync(work, { recursive: true, force: true });
-  if (!ok) process.exitCode = 1;
+  if (jsonOut) {
+    fs.writeFileSync(jsonOut, JSON.stringify({ sdk: "TypeScript", sdk_ms: medians(ts), rust_ms: medians(rust) }) + "\n");
+  }
 }
 
 main().catch((e) => {
