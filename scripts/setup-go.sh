@@ -12,17 +12,7 @@ done
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v busybox >/dev/null 2>&1 || [[ -x /bin/busybox ]] || missing+=(busybox-static)
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]]; then
-    echo "setup-go: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "setup-go: missing packages; run: sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-fi
+"$(dirname "$0")/apt-install-missing.sh" setup-go "${missing[@]}"
 
 if ! command -v go >/dev/null 2>&1; then
   echo "setup-go: Go >= 1.22 not found; install it from https://go.dev/dl (to /usr/local/go), then re-run" >&2

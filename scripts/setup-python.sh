@@ -15,13 +15,7 @@ STAMP="$VENV/.tools-${#TOOLS[@]}-maturin-1.16"
 log() { printf 'setup-python: %s\n' "$*" >&2; }
 
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    if [[ $(id -u) -ne 0 ]]; then
-        log "python3-venv missing; run: sudo apt-get install -y python3-venv"
-        exit 1
-    fi
-    log "installing python3-venv"
-    apt-cache show python3-venv >/dev/null 2>&1 || apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null
+    "$(dirname "$0")/apt-install-missing.sh" setup-python python3-venv
 fi
 
 if [[ -f $STAMP && -x $VENV/bin/maturin ]]; then

@@ -10,17 +10,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
-if ((${#need[@]})); then
-  if [[ $(id -u) -eq 0 ]]; then
-    echo "setup-ts: installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  else
-    echo "setup-ts: missing packages; run: sudo apt-get install -y ${need[*]}" >&2
-    exit 1
-  fi
-fi
+"$(dirname "$0")/apt-install-missing.sh" setup-ts "${need[@]}"
 
 major=$(node -p 'process.versions.node.split(".")[0]')
 if ((major < 20)); then

@@ -19,17 +19,7 @@ for cmd in "${!NEEDS[@]}"; do
 done
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u | sed '/^$/d')
 
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]]; then
-    echo "setup: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "setup: missing packages; run: sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-fi
+"$(dirname "$0")/apt-install-missing.sh" setup "${missing[@]}"
 
 for bin in "${HOME:-/root}/.cargo/bin" /usr/local/cargo/bin; do
   [[ -x "$bin/cargo" && ":$PATH:" != *":$bin:"* ]] && PATH="$bin:$PATH"

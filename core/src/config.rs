@@ -102,6 +102,13 @@ impl Config {
         Self::current().resolve_self()
     }
 
+    /// Resolve this configuration as a scope would be: unset fields take the
+    /// process default, then the environment. For blocking work that runs
+    /// outside [`scope`](Self::scope) (a binding's worker thread).
+    pub fn resolve_as_scope(&self) -> MicrosandboxResult<MsbHome> {
+        self.clone().over(Self::process_default()).resolve_self()
+    }
+
     /// Resolve this configuration (not the one in force) into a home.
     pub fn resolve_self(&self) -> MicrosandboxResult<MsbHome> {
         let root = match &self.home {

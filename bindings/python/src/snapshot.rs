@@ -10,7 +10,7 @@ use microsandbox::{ExportOpts, Snapshot, SnapshotHandle, SnapshotVerifyReport, U
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::call::{convert_all, spawn, spawn_cancellable, spawn_with_call_opts};
+use crate::call::{convert_all, spawn, spawn_cancellable, spawn_quick, spawn_with_call_opts};
 
 /// An opened snapshot artifact: its manifest, digest and location.
 #[pyclass(name = "Snapshot", module = "microsandbox._native", frozen)]
@@ -71,10 +71,8 @@ impl PySnapshot {
     /// The indexed snapshot with this name, digest or path.
     #[staticmethod]
     fn get(py: Python<'_>, name_or_digest: String) -> PyResult<Bound<'_, PyAny>> {
-        spawn(py, async move {
-            Snapshot::get(name_or_digest)
-                .await
-                .map(PySnapshotHandle::from)
+        spawn_quick(py, move |home| {
+            Snapshot::get_blocking(home, &name_or_digest).map(PySnapshotHandle::from)
         })
     }
 
