@@ -4,7 +4,9 @@ open + verify of Case A (target <= 1.1x Rust), list() of 10,000 snapshots
 including conversion to Python objects (<= 1.5x), 1,000 get by name one
 after another (<= 1.5x: sequential latency), and beside it the same 1,000
 get issued at once with asyncio.gather (concurrent throughput; no target,
-extra information). Rounds alternate between `bench-sdk-baseline measure`
+extra information). It also prints asyncio's own floor for a call kept
+off the event loop (1,000 no-op `run_in_executor` round trips), the bound
+under the sequential get. Rounds alternate between `bench-sdk-baseline measure`
 and this process, so both see the same machine load. Run by
 `make bench-python` against the release wheel.
 
@@ -69,6 +71,13 @@ async def python_round(data: pathlib.Path) -> dict[str, float]:
         for i in range(GETS):
             await msb.Snapshot.get(get_name(i))
 
+    async def executor_floor() -> None:
+        # asyncio's own cost of one worker-thread round trip, doing nothing:
+        # the least any lookup that stays off the event loop can take.
+        loop = asyncio.get_running_loop()
+        for _ in range(GETS):
+            await loop.run_in_executor(None, int)
+
     async def gets_concurrent() -> None:
         await asyncio.gather(*(msb.Snapshot.get(get_name(i)) for i in range(GETS)))
 
@@ -78,6 +87,7 @@ async def python_round(data: pathlib.Path) -> dict[str, float]:
             "list_10000_ms": await timed_after_warmup(listing),
             "get_1000_ms": await timed_after_warmup(gets),
             "get_1000_concurrent_ms": await timed_after_warmup(gets_concurrent),
+            "executor_floor_1000_ms": await timed_after_warmup(executor_floor),
         }
 
 
@@ -116,6 +126,9 @@ async def main() -> None:
         ratio = py_ms[key] / rust_ms[key]
         verdict = "-" if target is None else f"{target:.1f}x {'ok' if ratio <= target else 'OVER'}"
         print(f"{what:<42} {py_ms[key]:>8.2f} ms {rust_ms[key]:>8.2f} ms {ratio:>6.2f}x {verdict}")
+    floor = statistics.median(x["executor_floor_1000_ms"] for x in ours)
+    print(f"for reference, 1,000 no-op loop.run_in_executor(None, int) round trips: {floor:.2f} ms "
+          f"(asyncio's floor for work kept off the event loop; {floor / rust_ms['get_1000_ms']:.2f}x Rust's gets)")
     if args.json:
         args.json.write_text(json.dumps({"sdk": "Python", "sdk_ms": py_ms, "rust_ms": rust_ms}) + "\n")
 

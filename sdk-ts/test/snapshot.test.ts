@@ -199,3 +199,30 @@ test("configuration: concurrent scopes see their own homes; handles keep theirs"
     b.cleanup();
   }
 });
+
+test("a progress callback does not keep the process alive after its call", async () => {
+  const home = new TestHome();
+  try {
+    const data = Buffer.alloc(16 << 20, 7);
+    const dir = path.join(home.snapshotsDir, "alive");
+    makeArtifact(dir, 64n << 20n, { data, algorithm: "msb-sparse-sha256-v1" });
+    // A child that verifies with a progress callback and then has nothing
+    // left to do: it must exit on its own (a strong threadsafe function
+    // would hold its event loop open until the timeout kills it).
+    const script = `
+      const m = require(${JSON.stringify(require.resolve("microsandbox"))});
+      m.configure({ home: ${JSON.stringify(home.path)} });
+      let events = 0;
+      m.Snapshot.open(${JSON.stringify(dir)})
+        .then((s) => s.verify({ onProgress: () => { events++; } }))
+        .then((r) => console.log(JSON.stringify({ kind: r.upper.kind, events })));`;
+    const started = Date.now();
+    const out = execFileSync(process.execPath, ["-e", script], { timeout: 20_000, encoding: "utf8" });
+    const result = JSON.parse(out.trim()) as { kind: string; events: number };
+    assert.equal(result.kind, "verified");
+    assert.ok(result.events >= 2, `${result.events} events`);
+    assert.ok(Date.now() - started < 20_000);
+  } finally {
+    home.cleanup();
+  }
+});
