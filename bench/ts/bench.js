@@ -4,7 +4,9 @@
 // snapshots including the conversion to JS objects (≤ 1.5×), 1,000 get by
 // name one after another (≤ 1.5×: sequential latency), and beside it the
 // same 1,000 get issued at once with Promise.all (concurrent throughput; no
-// target, extra information). Rounds alternate Rust and TS so that both see
+// target, extra information). It also prints Node's own floor for work kept
+// off the JS thread (1,000 `fs.promises.access("/")`: one libuv pool round
+// trip each), the bound under the sequential get. Rounds alternate Rust and TS so that both see
 // the same machine load.
 // Usage: node bench/ts/bench.js --baseline BIN --data DIR [--runs N] [--json FILE]
 "use strict";
@@ -65,6 +67,9 @@ async function tsRound() {
     get_1000_concurrent_ms: await timedAfterWarmup(async () => {
       await Promise.all(Array.from({ length: GETS }, (_, i) => m.Snapshot.get(getName(i))));
     }),
+    pool_floor_1000_ms: await timedAfterWarmup(async () => {
+      for (let i = 0; i < GETS; i++) await fs.promises.access("/");
+    }),
   }));
 }
 
@@ -103,6 +108,12 @@ async function main() {
     const verdict = target === null ? "-" : `${target.toFixed(1)}x ${ratio <= target ? "ok" : "OVER"}`;
     console.log(`${what.padEnd(42)} ${t.toFixed(2).padStart(8)} ms ${r.toFixed(2).padStart(8)} ms ${ratio.toFixed(2).padStart(6)}x ${verdict}`);
   }
+  const floor = med(ts, "pool_floor_1000_ms");
+  const rustGets = med(rust, "get_1000_ms");
+  console.log(
+    `for reference, 1,000 fs.promises.access("/") (one libuv pool round trip each): ${floor.toFixed(2)} ms ` +
+      `(Node's floor for work kept off the JS thread; ${(floor / rustGets).toFixed(2)}x Rust's gets)`,
+  );
   if (jsonOut) {
     fs.writeFileSync(jsonOut, JSON.stringify({ sdk: "TypeScript", sdk_ms: medians(ts), rust_ms: medians(rust) }) + "\n");
   }
