@@ -69,6 +69,24 @@ pub fn median(mut times: Vec<std::time::Duration>) -> std::time::Duration {
     times[times.len() / 2]
 }
 
+/// Median wall time of `runs` calls of `work`, after `warmup` untimed ones.
+pub fn time_runs(
+    runs: usize,
+    warmup: usize,
+    mut work: impl FnMut() -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<std::time::Duration, Box<dyn std::error::Error>> {
+    for _ in 0..warmup {
+        work()?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = std::time::Instant::now();
+        work()?;
+        times.push(started.elapsed());
+    }
+    Ok(median(times))
+}
+
 /// Milliseconds, as a float.
 pub fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3

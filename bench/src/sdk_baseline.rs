@@ -16,12 +16,11 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use microsandbox::snapshot::integrity::upper_digest_blocking;
 use microsandbox::snapshot::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
 use microsandbox::{Config, IntegrityAlgorithm, Snapshot};
-use msb_bench::{flag, make_case_a, median};
+use msb_bench::{flag, make_case_a, time_runs};
 
 /// Snapshots in the benchmark index.
 const INDEXED: usize = 10_000;
@@ -115,20 +114,6 @@ fn prepare(data: &Path) -> Result<()> {
     }
     File::create(done)?;
     Ok(())
-}
-
-/// Median of `runs` timed calls after `warmup` untimed ones.
-fn time_runs(runs: usize, warmup: usize, mut work: impl FnMut() -> Result<()>) -> Result<Duration> {
-    for _ in 0..warmup {
-        work()?;
-    }
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        work()?;
-        times.push(start.elapsed());
-    }
-    Ok(median(times))
 }
 
 fn measure(data: &Path, runs: usize, warmup: usize) -> Result<()> {

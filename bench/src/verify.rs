@@ -7,12 +7,11 @@
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use microsandbox::snapshot::integrity::{data_extents, upper_digest_blocking};
 use microsandbox::snapshot::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
 use microsandbox::{IntegrityAlgorithm, Snapshot, UpperVerifyStatus};
-use msb_bench::{UPPER_APPARENT, data_extent_bytes, make_case_a};
+use msb_bench::{UPPER_APPARENT, data_extent_bytes, make_case_a, time_runs};
 use sha2::{Digest, Sha256};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let rt = tokio::runtime::Runtime::new()?;
     let mut rows = Vec::new();
-    let baseline = median(runs, || sha256_of_allocated(&upper).map(|_| ()))?;
+    let baseline = time_runs(runs, 1, || sha256_of_allocated(&upper).map(|_| ()))?;
     rows.push(("baseline: SHA-256 of allocated bytes".to_string(), baseline));
     for algorithm in [
         IntegrityAlgorithm::MerkleSha256V1,
@@ -39,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         let artifact = make_artifact(&dir, &upper, algorithm)?;
         let target = artifact.to_str().ok_or("non-UTF-8 path")?.to_string();
-        let took = median(runs, || {
+        let took = time_runs(runs, 1, || {
             rt.block_on(async {
                 let snap = Snapshot::open(&target).await?;
                 match snap.verify().await?.upper {
@@ -130,20 +129,4 @@ fn sha256_of_allocated(path: &Path) -> Result<String, Box<dyn std::error::Error>
         }
     }
     Ok(hex::encode(hasher.finalize()))
-}
-
-/// Median wall time of `runs` calls, after one warm-up call.
-fn median(
-    runs: usize,
-    mut work: impl FnMut() -> Result<(), Box<dyn std::error::Error>>,
-) -> Result<Duration, Box<dyn std::error::Error>> {
-    work()?;
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let started = Instant::now();
-        work()?;
-        times.push(started.elapsed());
-    }
-    times.sort();
-    Ok(times[times.len() / 2])
 }
