@@ -17,7 +17,7 @@ KDIR=${1:-${MSB_KERNEL_DIR:-${MSB_HOME:-$HOME/.microsandbox}/kernel}}
 META=linux-image-cloud-amd64
 # The modules the guest needs, in the preferred order; their dependencies are
 # added before them from modules.dep (erofs needs libcrc32c first).
-WANTED=(virtio_ring virtio virtio_mmio virtio_blk libcrc32c erofs overlay virtio_console)
+WANTED=(virtio_ring virtio virtio_mmio virtio_blk libcrc32c erofs overlay virtio_console virtio_balloon)
 PACKAGES=(qemu-system-x86 e2fsprogs erofs-utils busybox-static kmod cpio lz4 xz-utils zstd)
 
 log() { printf 'setup-runtime: %s\n' "$*" >&2; }
@@ -48,7 +48,13 @@ install_kernel() {
     kver=${pkg#linux-image-}
     log "kernel package: $pkg (version $kver)"
 
-    if [[ "${FORCE:-0}" != 1 && -f "$KDIR/version" && "$(cat "$KDIR/version")" == "$kver" \
+    # A directory from before a module joined WANTED is redone.
+    local have_all=1 m
+    for m in "${WANTED[@]}"; do
+        grep -qx "$m.ko" "$KDIR/modules.order" 2>/dev/null \
+            || grep -qx "$m" "$KDIR/modules.builtin" 2>/dev/null || have_all=0
+    done
+    if [[ "${FORCE:-0}" != 1 && $have_all == 1 && -f "$KDIR/version" && "$(cat "$KDIR/version")" == "$kver" \
           && -f "$KDIR/vmlinuz" && -f "$KDIR/modules.order" \
           && ( "${VMLINUX:-0}" != 1 || -f "$KDIR/vmlinux" ) ]]; then
         log "$KDIR already holds $kver; nothing to do (FORCE=1 to redo)"

@@ -54,8 +54,20 @@ enum Command {
     },
     /// Stop a sandbox cleanly.
     Stop { name: String },
-    /// Boot a stopped sandbox again.
+    /// Boot a stopped sandbox again (a paused one resumes).
     Start { name: String },
+    /// Continue a sandbox paused by a full snapshot (`msb snapshot create --full`).
+    Resume { name: String },
+    /// Fork a new sandbox from a snapshot: a full one continues where it was
+    /// captured (no boot), a disk one boots cold. msb fork SNAPSHOT NAME
+    Fork {
+        /// Snapshot name, digest or artifact path.
+        snapshot: String,
+        /// Name of the new sandbox.
+        name: String,
+        #[command(flatten)]
+        opts: sandbox_cmd::ForkOpts,
+    },
     /// List sandboxes.
     Ls,
     /// Remove a sandbox (stopping it first).
@@ -100,6 +112,12 @@ fn main() -> ExitCode {
             Command::Run { image, argv } => sandbox_cmd::run(image, argv, json).await.map(status),
             Command::Stop { name } => done(sandbox_cmd::stop(name, json).await),
             Command::Start { name } => done(sandbox_cmd::start(name, json).await),
+            Command::Resume { name } => done(sandbox_cmd::resume(name, json).await),
+            Command::Fork {
+                snapshot,
+                name,
+                opts,
+            } => done(sandbox_cmd::fork(snapshot, name, opts, json).await),
             Command::Ls => done(sandbox_cmd::list(json).await),
             Command::Rm { name } => done(sandbox_cmd::remove(name, json).await),
             Command::Doctor => doctor::run(json).map(|ok| if ok { 0 } else { 1 }),

@@ -38,6 +38,70 @@ pub struct CreateOpts {
     pub env: Vec<String>,
 }
 
+/// Overrides of `fork`.
+#[derive(Args)]
+pub struct ForkOpts {
+    /// Guest memory in MiB (a full snapshot's fork: at most its snapshot's).
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Virtual CPUs (a full snapshot's fork: at most its snapshot's).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Environment variable for every command, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+}
+
+fn key_value(flag: &str, kv: &str) -> MicrosandboxResult<(String, String)> {
+    kv.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| MicrosandboxError::InvalidConfig(format!("{flag} {kv:?} is not KEY=VALUE")))
+}
+
+pub async fn fork(
+    snapshot: String,
+    name: String,
+    opts: ForkOpts,
+    json: bool,
+) -> MicrosandboxResult<()> {
+    let env = opts
+        .env
+        .iter()
+        .map(|kv| key_value("--env", kv))
+        .collect::<MicrosandboxResult<Vec<_>>>()?;
+    let snap = microsandbox::Snapshot::open(&snapshot).await?;
+    let sb = snap
+        .restore_with(&name, |mut b| {
+            if let Some(mib) = opts.memory {
+                b = b.memory_mib(mib);
+            }
+            if let Some(cpus) = opts.cpus {
+                b = b.cpus(cpus);
+            }
+            for (k, v) in env {
+                b = b.env(k, v);
+            }
+            b
+        })
+        .await?;
+    if json {
+        print_json(sb.handle());
+    } else {
+        println!("forked {name} from {} ({})", snap.digest(), snap.kind());
+    }
+    Ok(())
+}
+
+pub async fn resume(name: String, json: bool) -> MicrosandboxResult<()> {
+    Sandbox::get(&name).await?.resume().await?;
+    if json {
+        print_json(&Sandbox::get(&name).await?);
+    } else {
+        println!("resumed {name}");
+    }
+    Ok(())
+}
+
 fn builder(name: &str, opts: CreateOpts) -> MicrosandboxResult<microsandbox::SandboxBuilder> {
     let mut b = Sandbox::builder(name)
         .memory_mib(opts.memory)
@@ -49,9 +113,7 @@ fn builder(name: &str, opts: CreateOpts) -> MicrosandboxResult<microsandbox::San
         b = b.from_snapshot(snapshot);
     }
     for kv in opts.env {
-        let (k, v) = kv.split_once('=').ok_or_else(|| {
-            MicrosandboxError::InvalidConfig(format!("--env {kv:?} is not KEY=VALUE"))
-        })?;
+        let (k, v) = key_value("--env", &kv)?;
         b = b.env(k, v);
     }
     Ok(b)

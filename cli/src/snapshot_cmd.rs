@@ -19,8 +19,14 @@ use crate::render::{JsonList, Removed, human_bytes, print_json, print_json_list,
 pub enum SnapshotCommand {
     /// Capture a stopped sandbox's disk: msb snapshot create SANDBOX --name N | --path P
     Create {
-        /// The stopped (or crashed) sandbox to capture.
+        /// The sandbox to capture: stopped or crashed (disk snapshot), or
+        /// running with --full.
         sandbox: String,
+        /// Capture the running VM whole (memory, CPU and device state, disk);
+        /// the sandbox stays paused until `msb resume`. Without --name the
+        /// snapshot lives in the sandbox's directory until the sandbox is removed.
+        #[arg(long, conflicts_with_all = ["path", "labels", "force", "integrity", "algorithm"])]
+        full: bool,
         /// Bare name under $MSB_HOME/snapshots.
         #[arg(long, conflicts_with = "path")]
         name: Option<String>,
@@ -95,6 +101,33 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
     match cmd {
         SnapshotCommand::Create {
             sandbox,
+            full: true,
+            name,
+            ..
+        } => {
+            let sb = microsandbox::Sandbox::get(&sandbox).await?;
+            let snap = sb.snapshot_full().await?;
+            let snap = match name {
+                Some(name) => {
+                    snap.save_named(&name).await?;
+                    Snapshot::open(&name).await?
+                }
+                None => snap,
+            };
+            if json {
+                print_json(&snap);
+            } else {
+                println!(
+                    "{}  {}  (full; {sandbox} is paused: msb resume {sandbox})",
+                    snap.digest(),
+                    snap.path().display()
+                );
+            }
+            Ok(())
+        }
+        SnapshotCommand::Create {
+            sandbox,
+            full: false,
             name,
             path,
             labels,
@@ -355,12 +388,15 @@ async fn write_table() -> MicrosandboxResult<()> {
     // Flushed when the visitor is dropped, after the last row.
     let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout());
     let mut open = out
-        .write_all(b"NAME                     DIGEST               CREATED             IMAGE\n")
+        .write_all(
+            b"NAME                     KIND DIGEST               CREATED             IMAGE\n",
+        )
         .is_ok();
     let mut row = Vec::with_capacity(256);
     Snapshot::list_each(move |h| {
         row.clear();
         push_padded(&mut row, h.name().unwrap_or("-"), 24);
+        push_padded(&mut row, h.kind().as_str(), 4);
         push_padded(&mut row, &h.digest()[..h.digest().len().min(19)], 20);
         push_time(&mut row, h.created_at());
         row.push(b' ');

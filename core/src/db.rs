@@ -28,7 +28,7 @@ use crate::home::MsbHome;
 /// File name of the database inside `MSB_HOME/db`.
 pub const DB_FILE: &str = "microsandbox.db";
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// How long a statement waits for another connection's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,15 +62,17 @@ CREATE TABLE IF NOT EXISTS snapshots (
     size_bytes       INTEGER,
     created_at       TEXT NOT NULL,
     created_epoch    REAL NOT NULL,
-    child_count      INTEGER NOT NULL DEFAULT 0
+    child_count      INTEGER NOT NULL DEFAULT 0,
+    kind             TEXT NOT NULL DEFAULT 'disk'
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_digest ON snapshots(digest);
 CREATE INDEX IF NOT EXISTS snapshots_by_name ON snapshots(name);
 -- Listing order, covering every listed column: a listing is one index scan
 -- in order, with no table lookup per row and no sort.
 DROP INDEX IF EXISTS snapshots_by_created;
-CREATE INDEX IF NOT EXISTS snapshots_listing ON snapshots(
-    created_epoch DESC, path, digest, name, parent_digest, image_ref, format, size_bytes, child_count
+DROP INDEX IF EXISTS snapshots_listing;
+CREATE INDEX IF NOT EXISTS snapshots_listing_v4 ON snapshots(
+    created_epoch DESC, path, digest, name, parent_digest, image_ref, format, size_bytes, child_count, kind
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_parent ON snapshots(parent_digest);
 ";
@@ -268,6 +270,19 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
     let created = (|| {
         let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version < SCHEMA_VERSION {
+            // Version 4 added `kind`; CREATE TABLE IF NOT EXISTS keeps an
+            // older table as it was.
+            let has_kind = conn
+                .prepare("SELECT 1 FROM pragma_table_info('snapshots') WHERE name = 'kind'")?
+                .exists([])?;
+            let has_table = conn
+                .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'snapshots'")?
+                .exists([])?;
+            if has_table && !has_kind {
+                conn.execute_batch(
+                    "ALTER TABLE snapshots ADD COLUMN kind TEXT NOT NULL DEFAULT 'disk'",
+                )?;
+            }
             conn.execute_batch(SCHEMA)?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }

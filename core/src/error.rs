@@ -112,6 +112,25 @@ pub enum MicrosandboxError {
         state: String,
     },
 
+    /// `resume` was asked of a sandbox that is not paused.
+    #[error(
+        "sandbox '{name}' is {state}, not paused; only a sandbox paused by a full snapshot resumes"
+    )]
+    SandboxNotPaused {
+        /// The sandbox.
+        name: String,
+        /// Its state.
+        state: String,
+    },
+    /// A full snapshot's saved VM state cannot run here: another QEMU
+    /// version, accelerator, CPU model, device layout or guest protocol.
+    #[error("snapshot {path} cannot be restored here: {reason}")]
+    SnapshotIncompatible {
+        /// The artifact directory.
+        path: PathBuf,
+        /// What differs, and how.
+        reason: String,
+    },
     /// No image matches the given reference or digest.
     #[error("image not found: {reference}")]
     ImageNotFound {
@@ -159,6 +178,8 @@ impl MicrosandboxError {
             Self::SandboxNotFound { .. } => "SandboxNotFound",
             Self::SandboxAlreadyExists { .. } => "SandboxAlreadyExists",
             Self::SandboxNotRunning { .. } => "SandboxNotRunning",
+            Self::SandboxNotPaused { .. } => "SandboxNotPaused",
+            Self::SnapshotIncompatible { .. } => "SnapshotIncompatible",
             Self::ImageNotFound { .. } => "ImageNotFound",
             Self::Runtime(_) => "Runtime",
             Self::Cancelled => "Cancelled",
@@ -180,6 +201,8 @@ impl MicrosandboxError {
         "SandboxNotFound",
         "SandboxAlreadyExists",
         "SandboxNotRunning",
+        "SandboxNotPaused",
+        "SnapshotIncompatible",
         "ImageNotFound",
         "Runtime",
         "Cancelled",
@@ -272,6 +295,14 @@ mod tests {
                 name: "x".into(),
                 state: "stopped".into(),
             },
+            E::SandboxNotPaused {
+                name: "x".into(),
+                state: "running".into(),
+            },
+            E::SnapshotIncompatible {
+                path: "/x".into(),
+                reason: "x".into(),
+            },
             E::ImageNotFound {
                 reference: "x".into(),
             },
@@ -293,6 +324,8 @@ mod tests {
                 | E::SandboxNotFound { .. }
                 | E::SandboxAlreadyExists { .. }
                 | E::SandboxNotRunning { .. }
+                | E::SandboxNotPaused { .. }
+                | E::SnapshotIncompatible { .. }
                 | E::ImageNotFound { .. }
                 | E::Runtime(_)
                 | E::Cancelled

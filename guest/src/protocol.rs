@@ -35,10 +35,12 @@
 //! | host → guest | `signal`       | `id`, `signal`                                  |
 //! | host → guest | `kill`         | `id`                                            |
 //! | host → guest | `shutdown`     | —                                               |
+//! | host → guest | `configure`    | `hostname`, `unix_time_ns`, `seed` (64 hex), `cpus_online` (optional) |
 //! | guest → host | `ready`        | `version` ([`PROTOCOL_VERSION`])                |
 //! | guest → host | 1 / 2 (data)   | `id`, bytes                                     |
 //! | guest → host | `credit`       | `id`, `bytes`                                   |
 //! | guest → host | `exit`         | `id`, `code`, `signal` (optional), `timed_out`  |
+//! | guest → host | `configured`   | `warnings` (strings)                            |
 //! | guest → host | `error`        | `id` (or `null`), `message`                     |
 //!
 //! Example control payload: `{"type":"exec","id":1,"argv":["sh","-c","echo hi"],"env":{},"cwd":"/root","stdin":true,"window":2097152}`.
@@ -101,8 +103,9 @@ use serde::{Deserialize, Serialize};
 /// Name of the virtio-serial port that carries the protocol.
 pub const AGENT_PORT_NAME: &str = "msb.agent";
 
-/// Version announced in [`GuestMessage::Ready`] (2: binary data frames).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version announced in [`GuestMessage::Ready`] (2: binary data frames;
+/// 3: `configure`, for identity after a boot or a fork).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest accepted frame payload, in bytes (4 MiB).
 pub const MAX_FRAME_LEN: usize = 4 << 20;
@@ -204,6 +207,21 @@ pub enum HostMessage {
     /// Sent right after connecting; the guest answers
     /// [`GuestMessage::Ready`] and starts a new session.
     Hello,
+    /// Give the guest its identity: sent after every boot and after every
+    /// restore of a full snapshot, so that forks of one snapshot are not
+    /// clones where it matters. Answered by [`GuestMessage::Configured`].
+    Configure {
+        /// Becomes the guest's hostname (the sandbox name).
+        hostname: String,
+        /// The host's wall clock, nanoseconds since the Unix epoch.
+        unix_time_ns: u64,
+        /// 32 random bytes, hex: mixed into the kernel's entropy pool,
+        /// which is then reseeded.
+        seed: String,
+        /// Keep only this many CPUs online (`None`: leave them as they are).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpus_online: Option<u32>,
+    },
 }
 
 /// Messages from the guest to the host.
@@ -251,6 +269,12 @@ pub enum GuestMessage {
         /// The exec's `timeout_ms` fired and killed its process group.
         #[serde(default)]
         timed_out: bool,
+    },
+    /// The `configure` request was applied; `warnings` name what could not be.
+    Configured {
+        /// Parts of the request that failed, human-readable.
+        #[serde(default)]
+        warnings: Vec<String>,
     },
     /// A request failed (for an `exec`: it never ran or could not be waited for).
     Error {
@@ -608,6 +632,12 @@ mod tests {
             HostMessage::Kill { id: 7 },
             HostMessage::Shutdown,
             HostMessage::Hello,
+            HostMessage::Configure {
+                hostname: "api".into(),
+                unix_time_ns: 1_700_000_000_000_000_000,
+                seed: "00".repeat(32),
+                cpus_online: Some(1),
+            },
         ]
     }
 
@@ -636,6 +666,9 @@ mod tests {
                 code: 137,
                 signal: Some(9),
                 timed_out: true,
+            },
+            GuestMessage::Configured {
+                warnings: vec!["no cpu3".into()],
             },
             GuestMessage::Error {
                 id: Some(4),

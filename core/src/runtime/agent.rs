@@ -99,6 +99,52 @@ impl AgentClient {
         (self.reader, self.writer)
     }
 
+    /// Give the guest its identity (hostname, clock, entropy, online CPUs)
+    /// and wait for it to be applied.
+    pub fn configure(&mut self, identity: &super::Identity) -> MicrosandboxResult<()> {
+        self.send(&HostMessage::Configure {
+            hostname: identity.hostname.clone(),
+            unix_time_ns: identity.unix_time_ns(),
+            seed: identity.seed_hex(),
+            cpus_online: identity.cpus_online,
+        })?;
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| MicrosandboxError::Runtime(format!("guest agent: {e}")))?;
+        loop {
+            match protocol::read_message::<_, GuestMessage>(&mut self.reader) {
+                Ok(Some(GuestMessage::Configured { warnings })) => {
+                    let _ = self.reader.get_ref().set_read_timeout(None);
+                    // Hostname and clock are cosmetic if they fail; entropy
+                    // is not: a fork must not share its snapshot's random stream.
+                    if let Some(w) = warnings.iter().find(|w| w.contains("RNG")) {
+                        return Err(MicrosandboxError::Runtime(format!(
+                            "guest could not take fresh entropy: {w}"
+                        )));
+                    }
+                    return Ok(());
+                }
+                Ok(Some(GuestMessage::Error { message, .. })) => {
+                    return Err(MicrosandboxError::Runtime(format!(
+                        "guest refused configure: {message}"
+                    )));
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    return Err(MicrosandboxError::Runtime(
+                        "guest agent closed the connection during configure".into(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(MicrosandboxError::Runtime(format!(
+                        "guest agent during configure: {e}"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Ask the guest to sync, unmount and power off.
     pub fn shutdown(&mut self) -> MicrosandboxResult<()> {
         self.send(&HostMessage::Shutdown)

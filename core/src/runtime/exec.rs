@@ -608,7 +608,7 @@ fn read_loop(mut reader: BufReader<UnixStream>, routes: &Mutex<Routes>) {
             GuestMessage::Error { id: None, message } => {
                 log::warn!("guest agent rejected a request: {message}");
             }
-            GuestMessage::Ready { .. } => {}
+            GuestMessage::Ready { .. } | GuestMessage::Configured { .. } => {}
         }
     };
     let mut r = lock(routes);

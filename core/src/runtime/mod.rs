@@ -8,6 +8,7 @@ pub mod assets;
 pub mod exec;
 pub mod host;
 pub(crate) mod qemu;
+mod vm_state;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,7 +20,9 @@ pub use exec::{ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, ExitSt
 use host::Accel;
 pub use host::AccelMode;
 pub(crate) use qemu::vm_name;
-use qemu::{VmParams, VmPaths};
+use qemu::{RamSource, VmParams, VmPaths};
+pub use vm_state::MachineShape;
+pub(crate) use vm_state::{Identity, RestoreFrom, capture, restore, resume, set_balloon};
 
 use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
@@ -45,6 +48,8 @@ pub(crate) struct BootRequest {
     pub upper: PathBuf,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// The guest's hostname (the sandbox name).
+    pub hostname: String,
 }
 
 /// A booted VM.
@@ -129,15 +134,18 @@ fn try_boot(
         cpus: req.cpus,
         accel,
         paths,
+        ram: RamSource::Fresh,
     };
     let _ = std::fs::remove_file(&paths.console_log);
     let pid = qemu::spawn_detached(&qemu::argv(&params), paths)?;
-    match AgentClient::connect(&paths.agent_sock, timeout, control) {
-        Ok(_) => Ok(RunningVm { pid }),
+    match AgentClient::connect(&paths.agent_sock, timeout, control)
+        .and_then(|mut agent| agent.configure(&Identity::new(&req.hostname, None)))
+    {
+        Ok(()) => Ok(RunningVm { pid }),
         Err(e) => {
             // The guest never served: nothing in it to shut down cleanly.
             qemu::kill_now(pid, &req.vm_name);
-            let _ = std::fs::remove_dir_all(&paths.run_dir);
+            qemu::remove_run_files(paths);
             Err(e)
         }
     }
@@ -185,7 +193,7 @@ pub(crate) fn shutdown(sandbox_dir: &Path, vm_name: &str, pid: u32, timeout: Dur
     if !graceful {
         qemu::force_quit(pid, vm_name, &paths.qmp_sock);
     }
-    let _ = std::fs::remove_dir_all(&paths.run_dir);
+    qemu::remove_run_files(&paths);
     graceful
 }
 
@@ -193,5 +201,10 @@ pub(crate) fn shutdown(sandbox_dir: &Path, vm_name: &str, pid: u32, timeout: Dur
 pub(crate) fn kill(sandbox_dir: &Path, vm_name: &str, pid: u32) {
     let paths = VmPaths::new(sandbox_dir, vm_name);
     qemu::force_quit(pid, vm_name, &paths.qmp_sock);
-    let _ = std::fs::remove_dir_all(&paths.run_dir);
+    qemu::remove_run_files(&paths);
+}
+
+/// Remove what a VM that is gone left outside its sandbox directory.
+pub(crate) fn clean_after(sandbox_dir: &Path, vm_name: &str) {
+    qemu::remove_run_files(&VmPaths::new(sandbox_dir, vm_name));
 }

@@ -1,7 +1,9 @@
 //! QEMU, the VM engine: the `microvm` command line (stable device ids, RAM in
-//! a shared file so it can later be saved as a file), starting it detached
-//! from the caller (`-daemonize`, pid file), QMP for forced quit, and
-//! process liveness. The only file that knows QEMU's flags.
+//! a shared file so a full snapshot saves it as a file), starting it
+//! detached from the caller (`-daemonize`, pid file), QMP (forced quit,
+//! pause and resume, device state saved and loaded with `x-ignore-shared`,
+//! the balloon), and process liveness. The only file that knows QEMU's
+//! flags and commands.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -67,6 +69,20 @@ impl VmPaths {
     }
 }
 
+/// Bumped whenever the device set or its ids change: a full snapshot's
+/// device state only loads into the same layout.
+pub const DEVICE_LAYOUT: u32 = 1;
+
+/// Where guest RAM comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RamSource<'a> {
+    /// A new file in `/dev/shm`, mapped shared: a full snapshot copies it.
+    Fresh,
+    /// A full snapshot's RAM file, mapped private (copy-on-write): the
+    /// artifact never changes and forks of it share its unchanged pages.
+    Snapshot(&'a Path),
+}
+
 /// Everything a boot needs.
 pub(crate) struct VmParams<'a> {
     pub vm_name: &'a str,
@@ -78,6 +94,16 @@ pub(crate) struct VmParams<'a> {
     pub cpus: u32,
     pub accel: Accel,
     pub paths: &'a VmPaths,
+    pub ram: RamSource<'a>,
+}
+
+/// QEMU's CPU model for `accel`.
+pub(crate) fn cpu_model(accel: Accel) -> &'static str {
+    if accel == Accel::Kvm {
+        "host"
+    } else {
+        "qemu64"
+    }
 }
 
 /// The full QEMU argument list (without the binary).
@@ -92,21 +118,24 @@ pub(crate) fn argv(p: &VmParams<'_>) -> Vec<String> {
             p.accel.as_str()
         ),
         "-cpu".into(),
-        if p.accel == Accel::Kvm {
-            "host".into()
-        } else {
-            "qemu64".into()
-        },
+        cpu_model(p.accel).into(),
         "-smp".into(),
         p.cpus.to_string(),
         "-m".into(),
         format!("{}M", p.memory_mib),
         "-object".into(),
-        format!(
-            "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
-            p.memory_mib,
-            path(&p.paths.ram_file)
-        ),
+        match p.ram {
+            RamSource::Fresh => format!(
+                "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
+                p.memory_mib,
+                path(&p.paths.ram_file)
+            ),
+            RamSource::Snapshot(file) => format!(
+                "memory-backend-file,id=mem,size={}M,mem-path={},share=off",
+                p.memory_mib,
+                path(file)
+            ),
+        },
         "-nodefaults".into(),
         "-no-user-config".into(),
         "-display".into(),
@@ -158,7 +187,15 @@ pub(crate) fn argv(p: &VmParams<'_>) -> Vec<String> {
         ),
         "-device".into(),
         "virtserialport,id=agent-port,bus=vserial.0,chardev=agent,name=msb.agent".into(),
+        "-device".into(),
+        "virtio-balloon-device,id=balloon".into(),
     ]);
+    if let RamSource::Snapshot(_) = p.ram {
+        // Device state arrives over QMP (`migrate-incoming`); ROMs (kernel,
+        // initrd) are not copied into RAM while incoming, so the mapped
+        // snapshot RAM stays exactly as captured.
+        args.extend(["-incoming".into(), "defer".into()]);
+    }
     args
 }
 
@@ -205,9 +242,8 @@ pub(crate) fn spawn_detached(args: &[String], paths: &VmPaths) -> MicrosandboxRe
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .ok_or_else(|| MicrosandboxError::Runtime(format!("{QEMU_BINARY} wrote no pid file")))?;
-    // The RAM file stays mapped by QEMU; unlinking it now means nothing is
-    // left in /dev/shm whatever way the VM ends.
-    let _ = std::fs::remove_file(&paths.ram_file);
+    // A fresh RAM file stays linked while the VM lives, so that a full
+    // snapshot can copy it; every teardown removes it (`remove_run_files`).
     Ok(pid)
 }
 
@@ -259,21 +295,211 @@ pub(crate) fn kill_now(pid: u32, vm_name: &str) {
     }
 }
 
-/// Run one QMP command; returns its raw response line.
-pub(crate) fn qmp(sock: &Path, command: &str) -> std::io::Result<String> {
-    let stream = UnixStream::connect(sock)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
-    let mut line = String::new();
-    reader.read_line(&mut line)?; // greeting
-    writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
-    line.clear();
-    reader.read_line(&mut line)?;
-    writer.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
-    line.clear();
-    reader.read_line(&mut line)?;
-    Ok(line)
+/// Run one QMP command without arguments; returns its result.
+pub(crate) fn qmp(sock: &Path, command: &str) -> std::io::Result<serde_json::Value> {
+    Qmp::connect(sock)?.execute(command, serde_json::Value::Null)
+}
+
+/// Remove what a VM leaves outside its sandbox directory: the run directory
+/// (sockets, pid file) and a fresh RAM file.
+pub(crate) fn remove_run_files(paths: &VmPaths) {
+    let _ = std::fs::remove_dir_all(&paths.run_dir);
+    let _ = std::fs::remove_file(&paths.ram_file);
+}
+
+/// A QMP connection, past the capabilities handshake.
+pub(crate) struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    pub fn connect(sock: &Path) -> std::io::Result<Self> {
+        let stream = UnixStream::connect(sock)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut qmp = Self {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        };
+        let mut greeting = String::new();
+        qmp.reader.read_line(&mut greeting)?;
+        qmp.execute("qmp_capabilities", serde_json::Value::Null)?;
+        Ok(qmp)
+    }
+
+    /// Run `command` with `arguments` (`Null` for none); its `return`
+    /// value, or an error carrying QEMU's description.
+    pub fn execute(
+        &mut self,
+        command: &str,
+        arguments: serde_json::Value,
+    ) -> std::io::Result<serde_json::Value> {
+        let mut request = serde_json::json!({ "execute": command });
+        if !arguments.is_null() {
+            request["arguments"] = arguments;
+        }
+        let mut line = request.to_string();
+        line.push('\n');
+        self.writer.write_all(line.as_bytes())?;
+        self.read_answer(command)
+    }
+
+    fn read_answer(&mut self, command: &str) -> std::io::Result<serde_json::Value> {
+        loop {
+            let mut reply = String::new();
+            if self.reader.read_line(&mut reply)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("QMP closed during {command}"),
+                ));
+            }
+            let value: serde_json::Value = serde_json::from_str(&reply)
+                .map_err(|e| std::io::Error::other(format!("QMP reply to {command}: {e}")))?;
+            if let Some(ret) = value.get("return") {
+                return Ok(ret.clone());
+            }
+            if let Some(err) = value.get("error") {
+                return Err(std::io::Error::other(format!(
+                    "QMP {command}: {}",
+                    err["desc"].as_str().unwrap_or("failed")
+                )));
+            }
+            // An asynchronous event: not our answer.
+        }
+    }
+
+    /// Hand QEMU an open file under `name` (`getfd`, the descriptor in
+    /// `SCM_RIGHTS`): the migration stream then needs no helper process.
+    fn pass_fd(&mut self, name: &str, file: &std::fs::File) -> std::io::Result<()> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        use std::os::fd::AsRawFd;
+        let request = format!(
+            "{}\n",
+            serde_json::json!({"execute": "getfd", "arguments": {"fdname": name}})
+        );
+        let fds = [file.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(request.as_bytes())];
+        let sent = sendmsg::<()>(
+            self.writer.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(std::io::Error::from)?;
+        if sent != request.len() {
+            return Err(std::io::Error::other("QMP getfd: short write"));
+        }
+        self.read_answer("getfd").map(|_| ())
+    }
+
+    /// QEMU's version, `major.minor.micro`.
+    pub fn version(&mut self) -> std::io::Result<String> {
+        let v = self.execute("query-version", serde_json::Value::Null)?;
+        let q = &v["qemu"];
+        Ok(format!("{}.{}.{}", q["major"], q["minor"], q["micro"]))
+    }
+
+    /// Skip RAM in shared memory backends in migration streams both ways:
+    /// RAM travels as a file, only device state in the stream.
+    fn ignore_shared_ram(&mut self) -> std::io::Result<()> {
+        self.execute(
+            "migrate-set-capabilities",
+            serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+        )?;
+        Ok(())
+    }
+
+    /// Pause the guest and write its device state (not RAM) to `state`.
+    /// The VM stays paused (`postmigrate`) until [`resume`](Self::resume).
+    pub fn pause_and_save(&mut self, state: &Path) -> std::io::Result<()> {
+        self.execute("stop", serde_json::Value::Null)?;
+        self.ignore_shared_ram()?;
+        // The default bandwidth cap (128 MiB/s) would dominate the save.
+        self.execute(
+            "migrate-set-parameters",
+            serde_json::json!({"max-bandwidth": 1u64 << 40}),
+        )?;
+        self.pass_fd("msb-state", &migration_file(state, true)?)?;
+        self.execute("migrate", serde_json::json!({ "uri": "fd:msb-state" }))?;
+        self.wait_migration("query-migrate", state)
+    }
+
+    /// Load device state from `state` into a VM started with `-incoming
+    /// defer`, then run it (the state was saved paused, so it arrives paused).
+    pub fn load_and_run(&mut self, state: &Path) -> std::io::Result<()> {
+        self.ignore_shared_ram()?;
+        self.pass_fd("msb-state", &migration_file(state, false)?)?;
+        self.execute(
+            "migrate-incoming",
+            serde_json::json!({ "uri": "fd:msb-state" }),
+        )?;
+        self.wait_migration("query-migrate", state)?;
+        self.resume()
+    }
+
+    fn wait_migration(&mut self, query: &str, state: &Path) -> std::io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let info = self.execute(query, serde_json::Value::Null)?;
+            match info["status"].as_str().unwrap_or_default() {
+                "completed" => return Ok(()),
+                "failed" | "cancelled" => {
+                    return Err(std::io::Error::other(format!(
+                        "migrating the device state through {} failed: {}",
+                        state.display(),
+                        info["error-desc"].as_str().unwrap_or("no reason given")
+                    )));
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(
+                    "migrating the device state timed out",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Run a paused guest again.
+    pub fn resume(&mut self) -> std::io::Result<()> {
+        self.execute("cont", serde_json::Value::Null).map(|_| ())
+    }
+
+    /// Ask the balloon for a guest of `mib` MiB and wait (up to `wait`)
+    /// until the guest has given the rest back.
+    pub fn balloon(&mut self, mib: u32, wait: Duration) -> std::io::Result<()> {
+        let target = u64::from(mib) << 20;
+        self.execute("balloon", serde_json::json!({ "value": target }))?;
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            let info = self.execute("query-balloon", serde_json::Value::Null)?;
+            if info["actual"]
+                .as_u64()
+                .is_some_and(|actual| actual <= target)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        log::warn!(
+            "the guest balloon has not reached {mib} MiB after {wait:?}; it keeps inflating"
+        );
+        Ok(())
+    }
+}
+
+/// Open `path` for the migration stream (`write`: a new file for a save).
+fn migration_file(path: &Path, write: bool) -> std::io::Result<std::fs::File> {
+    if write {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+    } else {
+        std::fs::File::open(path)
+    }
 }
 
 /// The last `lines` lines of a log file, for error messages.

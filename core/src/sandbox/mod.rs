@@ -4,6 +4,7 @@
 //! plus a registry row; the row appears only once the sandbox booted, so a
 //! failed create leaves nothing behind.
 
+mod restore;
 mod views;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 pub use crate::runtime::{ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, ExitStatus};
 pub use crate::sandbox_store::{UPPER_FILE, registry};
 pub use registry::{SandboxConfig, SandboxState};
+pub use restore::RestoreBuilder;
 
 use crate::control::{CallOpts, Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
@@ -67,6 +69,7 @@ pub struct SandboxBuilder {
     cpus: u32,
     env: BTreeMap<String, String>,
     upper_size_bytes: u64,
+    instant: bool,
 }
 
 impl Sandbox {
@@ -80,6 +83,7 @@ impl Sandbox {
             cpus: 1,
             env: BTreeMap::new(),
             upper_size_bytes: DEFAULT_UPPER_SIZE,
+            instant: true,
         }
     }
 
@@ -163,6 +167,20 @@ impl Sandbox {
     pub async fn stop(&self) -> MicrosandboxResult<()> {
         self.handle.stop().await
     }
+
+    /// Capture the whole VM (memory, CPU and device state, disk) as a full
+    /// snapshot. The sandbox stays paused until [`resume`](Self::resume);
+    /// the snapshot lives until [`Snapshot::save_named`] or until this
+    /// sandbox is removed. `SandboxNotRunning` unless it runs.
+    pub async fn snapshot(&self) -> MicrosandboxResult<Snapshot> {
+        self.handle.snapshot_full().await
+    }
+
+    /// Continue a sandbox paused by [`snapshot`](Self::snapshot) from
+    /// exactly where it was. `SandboxNotPaused` unless it is paused.
+    pub async fn resume(&self) -> MicrosandboxResult<()> {
+        self.handle.resume().await
+    }
 }
 
 impl SandboxBuilder {
@@ -196,6 +214,14 @@ impl SandboxBuilder {
     /// Set an environment variable for every command.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Instant create (default on): fork a base full snapshot of a freshly
+    /// booted guest of the same shape instead of booting, leaving one after
+    /// the first cold boot (`docs/full-snapshots.md`). `false` always boots cold.
+    pub fn instant(mut self, instant: bool) -> Self {
+        self.instant = instant;
         self
     }
 
@@ -261,18 +287,7 @@ impl SandboxBuilder {
                 (image, UpperSource::Snapshot(snap.upper_path()))
             }
         };
-        let root = home.sandboxes_dir();
-        fs::create_dir_all(&root).map_err(|e| MicrosandboxError::io(&root, e))?;
-        let dir = root.join(&self.name);
-        // Creating the directory claims the name atomically.
-        if let Err(e) = fs::create_dir(&dir) {
-            return Err(match e.kind() {
-                std::io::ErrorKind::AlreadyExists => {
-                    MicrosandboxError::SandboxAlreadyExists { name: self.name }
-                }
-                _ => MicrosandboxError::io(&dir, e),
-            });
-        }
+        let dir = claim_dir(home, &self.name)?;
         let created = self.build_and_boot(home, &dir, image, upper_source, control);
         if created.is_err() {
             let _ = fs::remove_dir_all(&dir);
@@ -315,7 +330,7 @@ impl SandboxBuilder {
             vm_name: runtime::vm_name(dir),
         };
         control.check()?;
-        let vm = runtime::boot(home, &boot_request(dir, &config), control)?;
+        let vm = runtime::boot(home, &boot_request(&self.name, dir, &config), control)?;
         let record = SandboxRecord {
             name: self.name.clone(),
             config: config.clone(),
@@ -483,7 +498,18 @@ impl SandboxHandle {
                     handle: Self::from_record(&this.home, rec),
                 });
             }
-            let vm = runtime::boot(&this.home, &boot_request(&this.dir, &rec.config), control)?;
+            if rec.state == SandboxState::Paused {
+                runtime::resume(&this.dir, &rec.config.vm_name)?;
+                registry::set_state(&this.home, &this.name, SandboxState::Running, rec.pid)?;
+                return Ok(Sandbox {
+                    handle: Self::load(&this.home, &this.name)?,
+                });
+            }
+            let vm = runtime::boot(
+                &this.home,
+                &boot_request(&this.name, &this.dir, &rec.config),
+                control,
+            )?;
             registry::set_state(&this.home, &this.name, SandboxState::Running, Some(vm.pid))?;
             Ok(Sandbox {
                 handle: Self::load(&this.home, &this.name)?,
@@ -499,7 +525,11 @@ impl SandboxHandle {
         crate::control::blocking(move || {
             let _lock = DirLock::acquire(&this.dir)?;
             let rec = registry::get(&this.home, &this.name)?;
-            if let (SandboxState::Running, Some(pid)) = (rec.state, rec.pid) {
+            if rec.state == SandboxState::Paused {
+                // A paused guest cannot shut itself down cleanly.
+                let _ = runtime::resume(&this.dir, &rec.config.vm_name);
+            }
+            if let (true, Some(pid)) = (rec.state.has_vm(), rec.pid) {
                 runtime::shutdown(&this.dir, &rec.config.vm_name, pid, runtime::STOP_TIMEOUT);
             }
             let state = if rec.state == SandboxState::Crashed {
@@ -517,7 +547,7 @@ impl SandboxHandle {
         let this = self.clone();
         crate::control::blocking(move || {
             let rec = registry::get(&this.home, &this.name)?;
-            if let (SandboxState::Running, Some(pid)) = (rec.state, rec.pid) {
+            if let (true, Some(pid)) = (rec.state.has_vm(), rec.pid) {
                 runtime::kill(&this.dir, &rec.config.vm_name, pid);
             }
             registry::delete(&this.home, &this.name)?;
@@ -548,6 +578,33 @@ impl SandboxHandle {
             .await
     }
 
+    /// Capture this running sandbox whole; see [`Sandbox::snapshot`].
+    pub async fn snapshot_full(&self) -> MicrosandboxResult<Snapshot> {
+        let (home, name) = (self.home.clone(), self.name.clone());
+        long_call(CallOpts::default(), move |control| {
+            crate::snapshot::full::capture_blocking(&home, &name, control)
+        })
+        .await
+    }
+
+    /// Continue this paused sandbox; see [`Sandbox::resume`].
+    pub async fn resume(&self) -> MicrosandboxResult<()> {
+        let this = self.clone();
+        crate::control::blocking(move || {
+            let _lock = DirLock::acquire(&this.dir)?;
+            let rec = registry::get(&this.home, &this.name)?;
+            if rec.state != SandboxState::Paused {
+                return Err(MicrosandboxError::SandboxNotPaused {
+                    name: this.name.clone(),
+                    state: rec.state.to_string(),
+                });
+            }
+            runtime::resume(&this.dir, &rec.config.vm_name)?;
+            registry::set_state(&this.home, &this.name, SandboxState::Running, rec.pid)
+        })
+        .await
+    }
+
     /// Kill the VM without a clean shutdown, as a crash would (for tests and
     /// `msb kill`). The sandbox ends up `crashed`.
     pub async fn kill(&self) -> MicrosandboxResult<()> {
@@ -560,6 +617,21 @@ impl SandboxHandle {
             registry::get(&this.home, &this.name).map(|_| ())
         })
         .await
+    }
+}
+
+/// Create the directory of a new sandbox called `name`: claims the name
+/// atomically (`SandboxAlreadyExists` if taken).
+fn claim_dir(home: &MsbHome, name: &str) -> MicrosandboxResult<PathBuf> {
+    let root = home.sandboxes_dir();
+    fs::create_dir_all(&root).map_err(|e| MicrosandboxError::io(&root, e))?;
+    let dir = root.join(name);
+    match fs::create_dir(&dir) {
+        Ok(()) => Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(MicrosandboxError::SandboxAlreadyExists { name: name.into() })
+        }
+        Err(e) => Err(MicrosandboxError::io(&dir, e)),
     }
 }
 
@@ -600,8 +672,9 @@ pub fn validate_name(name: &str) -> MicrosandboxResult<()> {
     }
 }
 
-fn boot_request(dir: &Path, config: &SandboxConfig) -> BootRequest {
+fn boot_request(name: &str, dir: &Path, config: &SandboxConfig) -> BootRequest {
     BootRequest {
+        hostname: name.to_string(),
         vm_name: config.vm_name.clone(),
         sandbox_dir: dir.to_path_buf(),
         lower: config.lower_path.clone(),
@@ -620,7 +693,9 @@ fn make_upper(path: &Path, size: u64) -> MicrosandboxResult<()> {
         OsStr::new("-q"),
         OsStr::new("-F"),
         OsStr::new("-E"),
-        OsStr::new("root_owner=0:0"),
+        // A sparse file reads zeros where nothing was written: zeroing the
+        // journal would only allocate 64 MiB in every upper and snapshot.
+        OsStr::new("root_owner=0:0,lazy_journal_init=1"),
         path.as_os_str(),
     ];
     crate::tools::run_tool("mkfs.ext4", args, "e2fsprogs")

@@ -20,6 +20,8 @@ use crate::runtime;
 pub enum SandboxState {
     /// Its VM is up.
     Running,
+    /// Its VM is up but paused by a full snapshot, until `resume`.
+    Paused,
     /// Stopped cleanly (or never started since a stop).
     Stopped,
     /// Its VM ended without being asked to.
@@ -31,14 +33,21 @@ impl SandboxState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
+            Self::Paused => "paused",
             Self::Stopped => "stopped",
             Self::Crashed => "crashed",
         }
     }
 
+    /// Running or paused: a VM process exists.
+    pub fn has_vm(self) -> bool {
+        matches!(self, Self::Running | Self::Paused)
+    }
+
     fn parse(s: &str) -> Self {
         match s {
             "running" => Self::Running,
+            "paused" => Self::Paused,
             "stopped" => Self::Stopped,
             _ => Self::Crashed,
         }
@@ -160,7 +169,7 @@ pub(crate) fn get(home: &MsbHome, name: &str) -> MicrosandboxResult<SandboxRecor
         pid,
         created_at,
     };
-    if record.state == SandboxState::Running
+    if record.state.has_vm()
         && !record
             .pid
             .is_some_and(|pid| runtime::is_running(pid, &record.config.vm_name))
@@ -168,6 +177,11 @@ pub(crate) fn get(home: &MsbHome, name: &str) -> MicrosandboxResult<SandboxRecor
         record.state = SandboxState::Crashed;
         record.pid = None;
         set_state(home, &record.name, SandboxState::Crashed, None)?;
+        // What the VM left outside the sandbox directory (its RAM file).
+        runtime::clean_after(
+            &super::sandbox_dir(home, &record.name),
+            &record.config.vm_name,
+        );
     }
     Ok(record)
 }

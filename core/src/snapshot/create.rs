@@ -10,14 +10,14 @@ use std::path::PathBuf;
 
 use super::integrity::{self, IntegrityAlgorithm};
 use super::manifest::{
-    ImageRef, MANIFEST_FILE, MANIFEST_SCHEMA, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer,
+    ImageRef, MANIFEST_FILE, MANIFEST_SCHEMA, Manifest, RESERVED_LABEL_PREFIX, SnapshotFormat,
+    UpperIntegrity, UpperLayer,
 };
 use super::{Snapshot, index};
 use crate::control::{CallOpts, Control};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
 use crate::publish;
-use crate::sandbox_store::registry::SandboxState;
 use crate::sandbox_store::{LockedSandbox, UPPER_FILE};
 use crate::sparse::copy_sparse;
 
@@ -204,6 +204,15 @@ pub(crate) fn create_blocking(
     algorithm: IntegrityAlgorithm,
     control: &Control,
 ) -> MicrosandboxResult<Snapshot> {
+    if let Some((key, _)) = config
+        .labels
+        .iter()
+        .find(|(k, _)| k.starts_with(RESERVED_LABEL_PREFIX))
+    {
+        return Err(MicrosandboxError::InvalidConfig(format!(
+            "label {key:?}: labels starting with {RESERVED_LABEL_PREFIX:?} are reserved"
+        )));
+    }
     let dest = match &config.destination {
         SnapshotDestination::Name(name) => home.snapshots_dir().join(name),
         SnapshotDestination::Path(path) => path.clone(),
@@ -211,7 +220,7 @@ pub(crate) fn create_blocking(
     // Hold the sandbox's lock so it cannot boot while its disk is copied.
     let sandbox = LockedSandbox::acquire(home, &config.source_sandbox)?;
     let record = &sandbox.record;
-    if record.state == SandboxState::Running {
+    if record.state.has_vm() {
         return Err(MicrosandboxError::SnapshotSandboxRunning {
             name: record.name.clone(),
         });

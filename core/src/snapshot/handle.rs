@@ -9,7 +9,7 @@ use std::path::Path;
 use chrono::{Datelike, NaiveDateTime, Timelike};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use super::{Snapshot, SnapshotFormat};
+use super::{Snapshot, SnapshotFormat, SnapshotKind};
 use crate::error::MicrosandboxResult;
 use crate::home::MsbHome;
 
@@ -28,6 +28,7 @@ pub struct SnapshotHandle {
     size_bytes: Option<u64>,
     created_at: NaiveDateTime,
     child_count: u64,
+    kind: SnapshotKind,
 }
 
 /// The fields of a handle, borrowed from wherever they were read.
@@ -41,6 +42,7 @@ pub(crate) struct HandleFields<'a> {
     pub(crate) size_bytes: Option<u64>,
     pub(crate) created_at: NaiveDateTime,
     pub(crate) child_count: u64,
+    pub(crate) kind: SnapshotKind,
 }
 
 impl SnapshotHandle {
@@ -89,6 +91,11 @@ impl SnapshotHandle {
         self.child_count
     }
 
+    /// Disk-only, or the whole VM.
+    pub fn kind(&self) -> SnapshotKind {
+        self.kind
+    }
+
     /// Open the underlying artifact (same as `Snapshot::open(self.path())`).
     pub async fn open(&self) -> MicrosandboxResult<Snapshot> {
         let path = self.path().to_path_buf();
@@ -128,6 +135,7 @@ impl SnapshotHandle {
             size_bytes: fields.size_bytes,
             created_at: fields.created_at,
             child_count: fields.child_count,
+            kind: fields.kind,
         }
     }
 
@@ -154,6 +162,7 @@ impl fmt::Debug for SnapshotHandle {
             .field("created_at", &self.created_at)
             .field("path", &self.path())
             .field("child_count", &self.child_count)
+            .field("kind", &self.kind)
             .finish()
     }
 }
@@ -162,7 +171,7 @@ impl fmt::Debug for SnapshotHandle {
 impl Serialize for SnapshotHandle {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut time = [0u8; 24];
-        let mut s = serializer.serialize_struct("SnapshotHandle", 9)?;
+        let mut s = serializer.serialize_struct("SnapshotHandle", 10)?;
         s.serialize_field("digest", self.digest())?;
         s.serialize_field("name", &self.name())?;
         s.serialize_field("parent_digest", &self.parent_digest())?;
@@ -172,6 +181,7 @@ impl Serialize for SnapshotHandle {
         s.serialize_field("created_at", rfc3339_utc(self.created_at, &mut time))?;
         s.serialize_field("path", self.path_str())?;
         s.serialize_field("child_count", &self.child_count)?;
+        s.serialize_field("kind", &self.kind)?;
         s.end()
     }
 }
@@ -229,6 +239,7 @@ mod tests {
                 .unwrap()
                 .naive_utc(),
             child_count: 2,
+            kind: SnapshotKind::Disk,
         })
     }
 
@@ -254,7 +265,7 @@ mod tests {
                 "digest": "sha256:aa", "name": "base", "parent_digest": "sha256:bb",
                 "image_ref": "docker.io/library/python:3.12", "format": "raw",
                 "size_bytes": 1u64 << 40, "created_at": "2026-01-01T00:00:00Z",
-                "path": "/msb/snapshots/base", "child_count": 2,
+                "path": "/msb/snapshots/base", "child_count": 2, "kind": "disk",
             })
         );
         let v = serde_json::to_value(handle(None, None, 1_767_225_600_042)).unwrap();

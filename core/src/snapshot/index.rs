@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::handle::HandleFields;
 use super::resolve::{self, KeyKind, Resolved};
-use super::{Snapshot, SnapshotFormat, SnapshotHandle};
+use super::{Snapshot, SnapshotFormat, SnapshotHandle, SnapshotKind};
 use crate::control::Control;
 use crate::db;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
@@ -28,7 +28,7 @@ use crate::home::MsbHome;
 /// macro so that statements can be `concat!`ed constants).
 macro_rules! handle_columns {
     () => {
-        "digest, name, parent_digest, image_ref, format, size_bytes, created_epoch, path, child_count"
+        "digest, name, parent_digest, image_ref, format, size_bytes, created_epoch, path, child_count, kind"
     };
 }
 
@@ -54,6 +54,11 @@ fn handle_from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotHandle> {
                 .unwrap_or_default(),
         path: required_text(row, 7)?,
         child_count: row.get::<_, i64>(8)? as u64,
+        kind: if required_text(row, 9)? == "full" {
+            SnapshotKind::Full
+        } else {
+            SnapshotKind::Disk
+        },
     }))
 }
 
@@ -149,10 +154,10 @@ pub(crate) fn upsert(
 ) -> MicrosandboxResult<()> {
     let epoch = parse_time(snap.created_at()).map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
     conn.prepare_cached(
-        "INSERT INTO snapshots (path, digest, name, parent_digest, image_ref, format, size_bytes, created_at, created_epoch, child_count)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)
+        "INSERT INTO snapshots (path, digest, name, parent_digest, image_ref, format, size_bytes, created_at, created_epoch, child_count, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10)
          ON CONFLICT(path) DO UPDATE SET digest = ?2, name = ?3, parent_digest = ?4, image_ref = ?5,
-             format = ?6, size_bytes = ?7, created_at = ?8, created_epoch = ?9",
+             format = ?6, size_bytes = ?7, created_at = ?8, created_epoch = ?9, kind = ?10",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -165,6 +170,7 @@ pub(crate) fn upsert(
             snap.size_bytes() as i64,
             snap.created_at(),
             epoch,
+            snap.kind().as_str(),
         ])
     })
     .map_err(sql_error(home))?;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::digest::{is_content_digest, is_sha256_digest, sha256_digest_string};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
+pub use crate::runtime::MachineShape;
 
 /// The only manifest schema version this build reads and writes.
 pub const MANIFEST_SCHEMA: u32 = 1;
@@ -51,6 +52,73 @@ pub struct Manifest {
     /// Best-effort name of the source sandbox (informational).
     #[serde(deserialize_with = "required")]
     pub source_sandbox: Option<String>,
+}
+
+/// The label that makes a snapshot full: the digest of its [`VM_FILE`].
+/// Labels under `msb.` are reserved for the SDK.
+pub const VM_LABEL: &str = "msb.vm";
+
+/// File name of a full snapshot's [`VmSection`], canonical JSON.
+pub const VM_FILE: &str = "vm.json";
+
+/// Prefix of the labels the SDK reserves for itself.
+pub const RESERVED_LABEL_PREFIX: &str = "msb.";
+
+/// What a snapshot holds: the disk only, or the whole VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// The upper disk of a stopped sandbox; restoring it boots cold.
+    Disk,
+    /// Disk, RAM and device state of a paused sandbox; restoring it forks.
+    Full,
+}
+
+impl SnapshotKind {
+    /// The name used in listings and by every SDK.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disk => "disk",
+            Self::Full => "full",
+        }
+    }
+}
+
+impl fmt::Display for SnapshotKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The VM half of a full snapshot (`docs/full-snapshots.md`), stored as
+/// [`VM_FILE`] beside the manifest, which names its digest in the label
+/// [`VM_LABEL`]: the manifest keeps the 0.6.6 schema, and the snapshot's
+/// identity still covers the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSection {
+    /// The machine the device state loads into.
+    pub machine: MachineShape,
+    /// QEMU's device state (a migration stream without RAM).
+    pub state: VmFile,
+    /// Guest RAM, sparse: exactly `machine.memory_mib` MiB apparent.
+    pub ram: VmFile,
+    /// Environment of commands in the source sandbox.
+    pub env: BTreeMap<String, String>,
+    /// Working directory of commands in the source sandbox.
+    pub working_dir: String,
+}
+
+/// One file of a full snapshot's VM half; its digest is always recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmFile {
+    /// File name inside the artifact directory (never a path).
+    pub file: String,
+    /// Apparent size in bytes.
+    pub size_bytes: u64,
+    /// Content digest.
+    pub integrity: UpperIntegrity,
 }
 
 /// On-disk format of the captured upper layer.
@@ -179,9 +247,86 @@ impl Manifest {
         {
             return invalid("upper.integrity.algorithm must not be empty".into());
         }
+        if let Some(digest) = self.labels.get(VM_LABEL)
+            && !is_sha256_digest(digest)
+        {
+            return invalid(format!(
+                "label {VM_LABEL} must be the sha256:<64 hex> digest of {VM_FILE}, got {digest:?}"
+            ));
+        }
         Ok(())
     }
 
+    /// What a snapshot with this manifest holds.
+    pub fn kind(&self) -> SnapshotKind {
+        if self.labels.contains_key(VM_LABEL) {
+            SnapshotKind::Full
+        } else {
+            SnapshotKind::Disk
+        }
+    }
+}
+
+impl VmSection {
+    /// Parse `vm.json` bytes strictly and check them against the manifest.
+    pub fn parse(bytes: &[u8], manifest: &Manifest, origin: &Path) -> MicrosandboxResult<Self> {
+        let vm: VmSection = serde_json::from_slice(bytes).map_err(|e| {
+            MicrosandboxError::manifest_invalid(origin, format!("parse failed: {e}"))
+        })?;
+        vm.validate(manifest, origin)?;
+        Ok(vm)
+    }
+
+    /// Canonical bytes: compact JSON, fields in declaration order.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|_| unreachable!("vm section serialization"))
+    }
+
+    fn validate(&self, manifest: &Manifest, origin: &Path) -> MicrosandboxResult<()> {
+        let vm = self;
+        let invalid = |reason: String| Err(MicrosandboxError::manifest_invalid(origin, reason));
+        let files = [&manifest.upper.file, &vm.state.file, &vm.ram.file];
+        for (label, file) in [("vm.state", &vm.state), ("vm.ram", &vm.ram)] {
+            if !is_plain_file_name(&file.file) || file.file == MANIFEST_FILE || file.file == VM_FILE
+            {
+                return invalid(format!(
+                    "{label}.file must be a relative artifact filename: {}",
+                    file.file
+                ));
+            }
+            if file.size_bytes > MAX_SAFE_SIZE {
+                return invalid(format!("{label}.size_bytes exceeds 2^53-1"));
+            }
+            if file.integrity.algorithm.is_empty() || !is_sha256_digest(&file.integrity.digest) {
+                return invalid(format!(
+                    "{label}.integrity needs an algorithm and a sha256:<64 hex> digest"
+                ));
+            }
+        }
+        if files[0] == files[1]
+            || files[0] == files[2]
+            || files[1] == files[2]
+            || files[0] == VM_FILE
+        {
+            return invalid("upper, vm.state and vm.ram must be different files".into());
+        }
+        let m = &vm.machine;
+        if m.memory_mib < 64 || m.cpus == 0 || m.qemu.is_empty() {
+            return invalid(
+                "vm.machine needs memory_mib >= 64, cpus >= 1 and a QEMU version".into(),
+            );
+        }
+        if vm.ram.size_bytes != u64::from(m.memory_mib) << 20 {
+            return invalid(format!(
+                "vm.ram.size_bytes {} is not vm.machine.memory_mib ({}) MiB",
+                vm.ram.size_bytes, m.memory_mib
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Manifest {
     /// The canonical bytes: compact JSON, fields in declaration order, labels
     /// sorted, optional fields as `null`, non-ASCII kept as UTF-8.
     pub fn canonical_bytes(&self) -> Vec<u8> {

@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod create;
+pub(crate) mod full;
 mod handle;
 pub mod index;
 pub mod integrity;
@@ -26,7 +27,10 @@ pub use archive::ExportOpts;
 pub use create::{SnapshotBuilder, SnapshotConfig, SnapshotDestination, SnapshotSpec};
 pub use handle::SnapshotHandle;
 pub use integrity::IntegrityAlgorithm;
-pub use manifest::{ImageRef, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer};
+pub use manifest::{
+    ImageRef, MachineShape, Manifest, SnapshotFormat, SnapshotKind, UpperIntegrity, UpperLayer,
+    VM_FILE, VM_LABEL, VmFile, VmSection,
+};
 pub use verify::{SnapshotVerifyReport, UpperVerifyStatus};
 
 use crate::control::{CallOpts, Control, long_call};
@@ -41,6 +45,8 @@ pub struct Snapshot {
     path: PathBuf,
     manifest: Manifest,
     digest: String,
+    /// The VM half of a full snapshot (`vm.json`), checked against the manifest.
+    vm: Option<VmSection>,
 }
 
 impl Snapshot {
@@ -194,13 +200,32 @@ impl Snapshot {
         let manifest_path = dir.join(MANIFEST_FILE);
         let bytes = read_manifest_bytes(dir, &manifest_path)?;
         let manifest = Manifest::parse(&bytes, &manifest_path)?;
+        let vm = match manifest.labels.get(manifest::VM_LABEL) {
+            Some(digest) => Some(read_vm_section(dir, &manifest, digest)?),
+            None => None,
+        };
         let snapshot = Self {
             path: dir.to_path_buf(),
             digest: manifest.digest(),
             manifest,
+            vm,
         };
         snapshot.check_upper_file()?;
+        if let Some(vm) = &snapshot.vm {
+            snapshot.check_file(&vm.state)?;
+            snapshot.check_file(&vm.ram)?;
+        }
         Ok(snapshot)
+    }
+
+    /// The VM half of a full snapshot (`None` for a disk snapshot).
+    pub fn vm(&self) -> Option<&VmSection> {
+        self.vm.as_ref()
+    }
+
+    /// Disk-only, or the whole VM (see `docs/full-snapshots.md`).
+    pub fn kind(&self) -> SnapshotKind {
+        self.manifest.kind()
     }
 
     /// Canonical manifest digest, the snapshot's identity (`sha256:<hex>`).
@@ -324,6 +349,64 @@ pub(crate) fn list_dir_blocking(dir: &Path) -> MicrosandboxResult<Vec<Snapshot>>
         .par_iter()
         .filter_map(|path| Snapshot::open_dir(path).ok())
         .collect())
+}
+
+/// Read and check `vm.json` of the full snapshot in `dir`: its digest must
+/// be the one its manifest records.
+fn read_vm_section(dir: &Path, manifest: &Manifest, digest: &str) -> MicrosandboxResult<VmSection> {
+    let path = dir.join(manifest::VM_FILE);
+    let bytes = match read_small_file(&path) {
+        Ok(bytes) => bytes,
+        Err(MicrosandboxError::SnapshotNotFound { .. }) => {
+            return Err(MicrosandboxError::integrity(
+                dir,
+                format!("{} is missing", manifest::VM_FILE),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let actual = manifest::sha256_digest_string(&bytes);
+    if actual != digest {
+        return Err(MicrosandboxError::integrity(
+            dir,
+            format!(
+                "{} digest mismatch: manifest={digest}, file={actual}",
+                manifest::VM_FILE
+            ),
+        ));
+    }
+    VmSection::parse(&bytes, manifest, &path)
+}
+
+/// A plain file of at most [`MANIFEST_MAX_BYTES`]; `SnapshotNotFound` if absent.
+fn read_small_file(path: &Path) -> MicrosandboxResult<Vec<u8>> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(MicrosandboxError::SnapshotNotFound {
+                what: path.display().to_string(),
+            });
+        }
+        Err(e) => return Err(MicrosandboxError::io(path, e)),
+    };
+    if !meta.file_type().is_file() {
+        return Err(MicrosandboxError::manifest_invalid(
+            path,
+            "not a regular file",
+        ));
+    }
+    let file = File::open(path).map_err(|e| MicrosandboxError::io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MANIFEST_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| MicrosandboxError::io(path, e))?;
+    if bytes.len() as u64 > MANIFEST_MAX_BYTES {
+        return Err(MicrosandboxError::manifest_invalid(
+            path,
+            format!("larger than {MANIFEST_MAX_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Read `manifest.json` of `dir`, refusing anything that is not a plain,

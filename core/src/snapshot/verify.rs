@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::Snapshot;
 use super::integrity::{self, IntegrityAlgorithm};
-use super::manifest::{MANIFEST_FILE, UpperIntegrity, is_sha256_digest};
+use super::manifest::{MANIFEST_FILE, UpperIntegrity, VmFile, is_sha256_digest};
 use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 
@@ -54,6 +54,12 @@ impl Snapshot {
             }
             Some(recorded) => self.verify_upper(recorded, control)?,
         };
+        // A full snapshot's VM files always carry digests; any mismatch is
+        // an error, so the report's shape stays that of a disk snapshot.
+        if let Some(vm) = &self.vm {
+            self.verify_file(&vm.state, control)?;
+            self.verify_file(&vm.ram, control)?;
+        }
         Ok(SnapshotVerifyReport {
             digest: self.digest.clone(),
             path: self.path.clone(),
@@ -97,6 +103,62 @@ impl Snapshot {
             algorithm: algorithm.name().to_string(),
             digest: computed,
         })
+    }
+
+    /// Check one VM file's digest against the manifest.
+    fn verify_file(&self, recorded: &VmFile, control: &Control) -> MicrosandboxResult<()> {
+        let manifest_path = self.path.join(MANIFEST_FILE);
+        let algorithm = IntegrityAlgorithm::require(&recorded.integrity.algorithm, &manifest_path)?;
+        let file = self.check_file(recorded)?;
+        let path = self.path.join(&recorded.file);
+        let computed = integrity::digest_open_file(&file, recorded.size_bytes, algorithm, control)
+            .map_err(|e| MicrosandboxError::io(&path, e))?;
+        if computed != recorded.integrity.digest {
+            return Err(MicrosandboxError::integrity(
+                &self.path,
+                format!(
+                    "{} digest mismatch ({algorithm}): manifest={}, file={computed}",
+                    recorded.file, recorded.integrity.digest
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Open a VM file and check it is a regular file of the recorded size.
+    pub(super) fn check_file(&self, recorded: &VmFile) -> MicrosandboxResult<File> {
+        let path = self.path.join(&recorded.file);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(MicrosandboxError::integrity(
+                    &self.path,
+                    format!("{} is missing", recorded.file),
+                ));
+            }
+            Err(e) => return Err(MicrosandboxError::io(&path, e)),
+        };
+        if !meta.file_type().is_file() {
+            return Err(MicrosandboxError::integrity(
+                &self.path,
+                format!("{} is not a regular file", recorded.file),
+            ));
+        }
+        let file = File::open(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| MicrosandboxError::io(&path, e))?
+            .len();
+        if len != recorded.size_bytes {
+            return Err(MicrosandboxError::integrity(
+                &self.path,
+                format!(
+                    "{} size mismatch: manifest says {}, file is {len}",
+                    recorded.file, recorded.size_bytes
+                ),
+            ));
+        }
+        Ok(file)
     }
 
     /// Open the upper file and check it is a regular file of the recorded size.

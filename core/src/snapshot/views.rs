@@ -9,7 +9,7 @@ use super::Snapshot;
 
 impl Serialize for Snapshot {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Snapshot", 13)?;
+        let mut s = serializer.serialize_struct("Snapshot", 15)?;
         s.serialize_field("digest", self.digest())?;
         s.serialize_field("path", &self.path().to_string_lossy())?;
         s.serialize_field("image_ref", self.image_ref())?;
@@ -23,6 +23,8 @@ impl Serialize for Snapshot {
         s.serialize_field("size_bytes", &self.size_bytes())?;
         s.serialize_field("upper_path", &self.upper_path().to_string_lossy())?;
         s.serialize_field("integrity", &self.manifest().upper.integrity)?;
+        s.serialize_field("kind", &self.kind())?;
+        s.serialize_field("vm", &self.vm())?;
         s.end()
     }
 }

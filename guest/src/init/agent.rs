@@ -430,6 +430,18 @@ pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
                 Ok(HostMessage::Credit { id, bytes }) => execs.credit(id, bytes),
                 Ok(HostMessage::Signal { id, signal }) => execs.signal(id, signal),
                 Ok(HostMessage::Kill { id }) => execs.kill(id),
+                Ok(HostMessage::Configure {
+                    hostname,
+                    unix_time_ns,
+                    seed,
+                    cpus_online,
+                }) => {
+                    let warnings = configure(&hostname, unix_time_ns, &seed, cpus_online);
+                    for w in &warnings {
+                        crate::log!("configure: {w}");
+                    }
+                    link.send_now(&GuestMessage::Configured { warnings });
+                }
                 Ok(HostMessage::Shutdown) => {
                     crate::log!("shutdown requested");
                     return Ok(());
@@ -486,6 +498,59 @@ pub fn serve(port: &Path, reaper: &Arc<Reaper>) -> io::Result<()> {
             }
         }
     }
+}
+
+/// Applies a `configure` request: hostname, wall clock, entropy, online
+/// CPUs. Returns what failed; the rest is applied regardless.
+fn configure(
+    hostname: &str,
+    unix_time_ns: u64,
+    seed: &str,
+    cpus_online: Option<u32>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Err(e) = nix::unistd::sethostname(hostname) {
+        warnings.push(format!("sethostname {hostname:?}: {e}"));
+    }
+    let now = nix::sys::time::TimeSpec::new(
+        (unix_time_ns / 1_000_000_000) as libc::time_t,
+        (unix_time_ns % 1_000_000_000) as libc::c_long,
+    );
+    if let Err(e) = nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, now) {
+        warnings.push(format!("clock_settime: {e}"));
+    }
+    match decode_hex(seed) {
+        Some(bytes) if !bytes.is_empty() => {
+            if let Err(e) = sys::add_entropy_and_reseed(&bytes) {
+                warnings.push(format!("reseeding the RNG: {e}"));
+            }
+        }
+        _ => warnings.push("seed is not hex".into()),
+    }
+    if let Some(keep) = cpus_online {
+        // cpu0 cannot go offline; the others can (CONFIG_HOTPLUG_CPU).
+        for cpu in 1..256u32 {
+            let online = PathBuf::from(format!("/sys/devices/system/cpu/cpu{cpu}/online"));
+            if !online.exists() {
+                break;
+            }
+            let want = if cpu < keep { "1" } else { "0" };
+            if let Err(e) = fs::write(&online, want) {
+                warnings.push(format!("{}: {e}", online.display()));
+            }
+        }
+    }
+    warnings
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]

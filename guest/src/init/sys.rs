@@ -181,3 +181,25 @@ mod tests {
         assert!(nix::sys::wait::WaitStatus::from_raw(Pid::from_raw(1), status).is_err());
     }
 }
+
+/// `RNDADDENTROPY` then `RNDRESEEDCRNG` on `/dev/urandom`: mixes `seed` into
+/// the kernel's pool, credited, and reseeds the CRNG from it at once, so a
+/// forked guest stops producing its snapshot's random stream right away.
+pub fn add_entropy_and_reseed(seed: &[u8]) -> io::Result<()> {
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+    let urandom = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")?;
+    let mut info = Vec::with_capacity(8 + seed.len());
+    info.extend_from_slice(&((seed.len() * 8) as libc::c_int).to_ne_bytes());
+    info.extend_from_slice(&(seed.len() as libc::c_int).to_ne_bytes());
+    info.extend_from_slice(seed);
+    // SAFETY: `info` is a valid rand_pool_info of `seed.len()` bytes of
+    // payload that outlives the call; the kernel only reads it.
+    Errno::result(unsafe { libc::ioctl(urandom.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) })?;
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    Errno::result(unsafe { libc::ioctl(urandom.as_raw_fd(), RNDRESEEDCRNG) })?;
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! Full-VM state: pausing a VM and saving its device state and RAM as two
+//! files, resuming it, and starting a new VM from such files (a fork) that
+//! gets its own identity. What the files are called, where they live and
+//! their digests belong to `snapshot`; this module only moves the VM's bytes.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use microsandbox_guest::protocol::PROTOCOL_VERSION;
+use serde::{Deserialize, Serialize};
+
+use super::agent::AgentClient;
+use super::assets::GuestAssets;
+use super::host::{self, Accel, AccelMode};
+use super::qemu::{self, DEVICE_LAYOUT, Qmp, RamSource, VmParams, VmPaths};
+use super::{BootRequest, RunningVm};
+use crate::control::Control;
+use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::home::MsbHome;
+
+/// How long a restored guest may take to answer its agent.
+const RESTORE_AGENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a fork waits for its balloon to reach a smaller memory size.
+const BALLOON_WAIT: Duration = Duration::from_secs(5);
+
+/// Bytes copied per read when saving RAM.
+const RAM_CHUNK: usize = 4 << 20;
+
+/// What a saved device state only loads into: the same QEMU, machine,
+/// accelerator, CPU model, memory, CPU count, device layout and guest
+/// protocol. Recorded in a full snapshot's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineShape {
+    /// QEMU version, `major.minor.micro`.
+    pub qemu: String,
+    /// QEMU machine type.
+    pub machine: String,
+    /// `tcg` or `kvm`.
+    pub accel: String,
+    /// QEMU CPU model.
+    pub cpu: String,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// The runtime's device layout version.
+    pub devices: u32,
+    /// The guest agent's protocol version.
+    pub protocol: u32,
+}
+
+/// What makes a guest itself: sent after every boot and every restore.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub hostname: String,
+    pub cpus_online: Option<u32>,
+}
+
+impl Identity {
+    pub fn new(hostname: &str, cpus_online: Option<u32>) -> Self {
+        Self {
+            hostname: hostname.to_string(),
+            cpus_online,
+        }
+    }
+
+    /// The host's wall clock now, in nanoseconds since the epoch.
+    pub fn unix_time_ns(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_nanos().min(u128::from(u64::MAX)) as u64
+    }
+
+    /// 32 fresh random bytes, hex.
+    pub fn seed_hex(&self) -> String {
+        let mut seed = [0u8; 32];
+        if let Ok(mut urandom) = File::open("/dev/urandom") {
+            let _ = urandom.read_exact(&mut seed);
+        }
+        hex::encode(seed)
+    }
+}
+
+/// A full snapshot's VM files, for [`restore`].
+#[derive(Debug, Clone)]
+pub(crate) struct RestoreFrom {
+    pub ram: PathBuf,
+    pub state: PathBuf,
+    pub machine: MachineShape,
+}
+
+fn incompatible(path: &Path, reason: impl Into<String>) -> MicrosandboxError {
+    MicrosandboxError::SnapshotIncompatible {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn runtime_error(what: &str, e: impl std::fmt::Display) -> MicrosandboxError {
+    MicrosandboxError::Runtime(format!("{what}: {e}"))
+}
+
+/// Pause the running VM and save it: device state to `state_out`, RAM
+/// (zero pages left as holes) to `ram_out`. The VM stays paused on success
+/// and runs again on failure. Returns the machine's shape.
+pub(crate) fn capture(
+    sandbox_dir: &Path,
+    vm_name: &str,
+    pid: u32,
+    memory_mib: u32,
+    cpus: u32,
+    state_out: &Path,
+    ram_out: &Path,
+) -> MicrosandboxResult<MachineShape> {
+    let paths = VmPaths::new(sandbox_dir, vm_name);
+    let mut qmp = Qmp::connect(&paths.qmp_sock).map_err(|e| runtime_error("QMP", e))?;
+    let qemu_version = qmp.version().map_err(|e| runtime_error("QMP", e))?;
+    let accel = accel_of(pid);
+    let saved = qmp
+        .pause_and_save(state_out)
+        .map_err(|e| runtime_error("saving the VM", e))
+        .and_then(|()| save_ram(&paths, pid, u64::from(memory_mib) << 20, ram_out));
+    if let Err(e) = saved {
+        let _ = qmp.resume();
+        return Err(e);
+    }
+    Ok(MachineShape {
+        qemu: qemu_version,
+        machine: "microvm".into(),
+        cpu: qemu::cpu_model(accel).into(),
+        accel: accel.as_str().into(),
+        memory_mib,
+        cpus,
+        devices: DEVICE_LAYOUT,
+        protocol: PROTOCOL_VERSION,
+    })
+}
+
+/// The accelerator the VM `pid` runs under, from its command line.
+fn accel_of(pid: u32) -> Accel {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let kvm = cmdline
+        .split(|&b| b == 0)
+        .any(|arg| arg.starts_with(b"microvm,accel=kvm"));
+    if kvm { Accel::Kvm } else { Accel::Tcg }
+}
+
+/// Copy guest RAM into `out` (a new sparse file of `len` bytes). A cold-
+/// booted VM's RAM is a shared file in `/dev/shm`: read it, its holes
+/// skipped. A fork's RAM is a private mapping of its snapshot's file, so
+/// its current content exists only in QEMU's memory: read it there.
+fn save_ram(paths: &VmPaths, pid: u32, len: u64, out: &Path) -> MicrosandboxResult<()> {
+    let output = File::options()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| MicrosandboxError::io(out, e))?;
+    output
+        .set_len(len)
+        .map_err(|e| MicrosandboxError::io(out, e))?;
+    let copied = match File::open(&paths.ram_file) {
+        Ok(ram) => {
+            let extents = crate::sparse::data_extents(&ram, len)
+                .map_err(|e| MicrosandboxError::io(out, e))?;
+            copy_ranges(&ram, 0, &extents, &output)
+        }
+        Err(_) => {
+            let (start, mapped) = ram_mapping(pid, len)?;
+            let mem = File::open(format!("/proc/{pid}/mem"))
+                .map_err(|e| MicrosandboxError::io(format!("/proc/{pid}/mem"), e))?;
+            copy_ranges(&mem, start, &[(0, mapped)], &output)
+        }
+    };
+    copied.map_err(|e| MicrosandboxError::io(out, e))
+}
+
+/// Copy `ranges` (`[start, end)`) of `src`, shifted by `base`, into the
+/// same offsets of `dst`, writing only the pages that are not all zero.
+fn copy_ranges(src: &File, base: u64, ranges: &[(u64, u64)], dst: &File) -> std::io::Result<()> {
+    let mut buf = vec![0u8; RAM_CHUNK];
+    for &(offset, end) in ranges {
+        let length = end - offset;
+        let mut done = 0u64;
+        while done < length {
+            let n = (length - done).min(RAM_CHUNK as u64) as usize;
+            src.read_exact_at(&mut buf[..n], base + offset + done)?;
+            crate::sparse::write_nonzero_runs(dst, offset + done, &buf[..n])?;
+            done += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Address and length of the guest RAM mapping in QEMU process `pid`: the
+/// file mapping of `len` bytes whose file name ends in `.ram`.
+fn ram_mapping(pid: u32, len: u64) -> MicrosandboxResult<(u64, u64)> {
+    let maps_path = format!("/proc/{pid}/maps");
+    let maps =
+        std::fs::read_to_string(&maps_path).map_err(|e| MicrosandboxError::io(&maps_path, e))?;
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(path)) = (fields.next(), fields.nth(4)) else {
+            continue;
+        };
+        if !(path.ends_with(".ram") || path.ends_with(".ram (deleted)") || line.contains(".ram ")) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
+            continue;
+        };
+        if end - start == len {
+            return Ok((start, len));
+        }
+    }
+    Err(MicrosandboxError::Runtime(format!(
+        "no guest RAM mapping of {len} bytes in QEMU process {pid}"
+    )))
+}
+
+/// Run a paused VM again.
+pub(crate) fn resume(sandbox_dir: &Path, vm_name: &str) -> MicrosandboxResult<()> {
+    let paths = VmPaths::new(sandbox_dir, vm_name);
+    let mut qmp = Qmp::connect(&paths.qmp_sock).map_err(|e| runtime_error("QMP", e))?;
+    qmp.resume()
+        .map_err(|e| runtime_error("resuming the VM", e))
+}
+
+/// Ask the balloon for a guest of `mib` MiB.
+pub(crate) fn set_balloon(sandbox_dir: &Path, vm_name: &str, mib: u32) -> MicrosandboxResult<()> {
+    let paths = VmPaths::new(sandbox_dir, vm_name);
+    let mut qmp = Qmp::connect(&paths.qmp_sock).map_err(|e| runtime_error("QMP", e))?;
+    qmp.balloon(mib, BALLOON_WAIT)
+        .map_err(|e| runtime_error("balloon", e))
+}
+
+/// The accelerator a snapshot captured under `recorded` restores with on
+/// this host, or why it cannot.
+fn restore_accel(home: &MsbHome, recorded: &str, artifact: &Path) -> MicrosandboxResult<Accel> {
+    let wanted = match recorded {
+        "kvm" => Accel::Kvm,
+        "tcg" => Accel::Tcg,
+        other => {
+            return Err(incompatible(
+                artifact,
+                format!("unknown accelerator {other:?}"),
+            ));
+        }
+    };
+    match (home.accel(), wanted) {
+        (AccelMode::Tcg, Accel::Kvm) => Err(incompatible(
+            artifact,
+            "captured under KVM; this host is set to TCG (MSB_ACCEL=tcg)",
+        )),
+        (AccelMode::Kvm, Accel::Tcg) => Err(incompatible(
+            artifact,
+            "captured under TCG; this host is set to KVM (MSB_ACCEL=kvm)",
+        )),
+        (_, Accel::Kvm) => match host::kvm_unusable_reason() {
+            Some(why) => Err(incompatible(
+                artifact,
+                format!("captured under KVM, which this host cannot run: {why}"),
+            )),
+            None => Ok(Accel::Kvm),
+        },
+        (_, Accel::Tcg) => Ok(Accel::Tcg),
+    }
+}
+
+/// Start a new VM for `req` from a full snapshot's files: RAM mapped
+/// copy-on-write, device state loaded, no boot. `req.memory_mib`/`cpus`
+/// are ignored: the machine is the recorded one. The guest gets
+/// `identity` before this returns. A cancelled call kills the VM.
+pub(crate) fn restore(
+    home: &MsbHome,
+    req: &BootRequest,
+    from: &RestoreFrom,
+    identity: &Identity,
+    control: &Control,
+) -> MicrosandboxResult<RunningVm> {
+    let artifact = from.state.parent().unwrap_or(Path::new("."));
+    let machine = &from.machine;
+    if machine.machine != "microvm" || machine.devices != DEVICE_LAYOUT {
+        return Err(incompatible(
+            artifact,
+            format!(
+                "machine {} with device layout {} (this runtime: microvm, layout {DEVICE_LAYOUT})",
+                machine.machine, machine.devices
+            ),
+        ));
+    }
+    if machine.protocol != PROTOCOL_VERSION {
+        return Err(incompatible(
+            artifact,
+            format!(
+                "its guest speaks agent protocol {}, this runtime {PROTOCOL_VERSION}",
+                machine.protocol
+            ),
+        ));
+    }
+    let accel = restore_accel(home, &machine.accel, artifact)?;
+    if machine.cpu != qemu::cpu_model(accel) {
+        return Err(incompatible(
+            artifact,
+            format!(
+                "CPU model {} (this host: {})",
+                machine.cpu,
+                qemu::cpu_model(accel)
+            ),
+        ));
+    }
+    let assets = GuestAssets::locate(home)?;
+    let initramfs = assets.initramfs(home)?;
+    let paths = VmPaths::new(&req.sandbox_dir, &req.vm_name);
+    let params = VmParams {
+        vm_name: &req.vm_name,
+        assets: &assets,
+        initramfs: &initramfs,
+        lower: &req.lower,
+        upper: &req.upper,
+        memory_mib: machine.memory_mib,
+        cpus: machine.cpus,
+        accel,
+        paths: &paths,
+        ram: RamSource::Snapshot(&from.ram),
+    };
+    let _ = std::fs::remove_file(&paths.console_log);
+    control.check()?;
+    let pid = qemu::spawn_detached(&qemu::argv(&params), &paths)?;
+    let started = load_state(&paths, from, artifact).and_then(|()| {
+        AgentClient::connect(&paths.agent_sock, RESTORE_AGENT_TIMEOUT, control)?.configure(identity)
+    });
+    match started {
+        Ok(()) => Ok(RunningVm { pid }),
+        Err(e) => {
+            qemu::kill_now(pid, &req.vm_name);
+            qemu::remove_run_files(&paths);
+            Err(e)
+        }
+    }
+}
+
+fn load_state(paths: &VmPaths, from: &RestoreFrom, artifact: &Path) -> MicrosandboxResult<()> {
+    let mut qmp = Qmp::connect(&paths.qmp_sock).map_err(|e| runtime_error("QMP", e))?;
+    let version = qmp.version().map_err(|e| runtime_error("QMP", e))?;
+    if version != from.machine.qemu {
+        return Err(incompatible(
+            artifact,
+            format!(
+                "saved by QEMU {}, this host runs QEMU {version}",
+                from.machine.qemu
+            ),
+        ));
+    }
+    qmp.load_and_run(&from.state).map_err(|e| {
+        incompatible(
+            artifact,
+            format!(
+                "QEMU could not load the saved state: {e}\n{}",
+                qemu::tail(&paths.qemu_log, 10)
+            ),
+        )
+    })
+}
