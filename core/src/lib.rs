@@ -48,10 +48,10 @@ pub use home::MsbHome;
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
 pub use runtime::AccelMode;
 pub use sandbox::{
-    ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, ExitStatus, Sandbox, SandboxBuilder,
-    SandboxHandle, SandboxState,
+    ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, ExitStatus, RestoreBuilder, Sandbox,
+    SandboxBuilder, SandboxHandle, SandboxState,
 };
 pub use snapshot::{
     ExportOpts, IntegrityAlgorithm, Snapshot, SnapshotBuilder, SnapshotConfig, SnapshotDestination,
-    SnapshotFormat, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus,
+    SnapshotFormat, SnapshotHandle, SnapshotKind, SnapshotVerifyReport, UpperVerifyStatus,
 };

@@ -95,6 +95,8 @@ pub(crate) struct VmParams<'a> {
     pub accel: Accel,
     pub paths: &'a VmPaths,
     pub ram: RamSource<'a>,
+    /// Start paused, waiting for saved device state (a restore).
+    pub incoming: bool,
 }
 
 /// QEMU's CPU model for `accel`.
@@ -190,7 +192,7 @@ pub(crate) fn argv(p: &VmParams<'_>) -> Vec<String> {
         "-device".into(),
         "virtio-balloon-device,id=balloon".into(),
     ]);
-    if let RamSource::Snapshot(_) = p.ram {
+    if p.incoming {
         // Device state arrives over QMP (`migrate-incoming`); ROMs (kernel,
         // initrd) are not copied into RAM while incoming, so the mapped
         // snapshot RAM stays exactly as captured.

@@ -93,6 +93,11 @@ pub(crate) struct RestoreFrom {
     pub ram: PathBuf,
     pub state: PathBuf,
     pub machine: MachineShape,
+    /// Give the fork its own copy of the RAM (a shared file, as a cold boot
+    /// has) instead of mapping the snapshot's copy-on-write. Needed before
+    /// the balloon shrinks a fork: QEMU 7.2 returns ballooned pages by
+    /// punching holes in the RAM file, which must not be the artifact.
+    pub own_ram: bool,
 }
 
 fn incompatible(path: &Path, reason: impl Into<String>) -> MicrosandboxError {
@@ -321,6 +326,12 @@ pub(crate) fn restore(
     let assets = GuestAssets::locate(home)?;
     let initramfs = assets.initramfs(home)?;
     let paths = VmPaths::new(&req.sandbox_dir, &req.vm_name);
+    let ram = if from.own_ram {
+        copy_ram_file(&from.ram, &paths)?;
+        RamSource::Fresh
+    } else {
+        RamSource::Snapshot(&from.ram)
+    };
     let params = VmParams {
         vm_name: &req.vm_name,
         assets: &assets,
@@ -331,7 +342,8 @@ pub(crate) fn restore(
         cpus: machine.cpus,
         accel,
         paths: &paths,
-        ram: RamSource::Snapshot(&from.ram),
+        ram,
+        incoming: true,
     };
     let _ = std::fs::remove_file(&paths.console_log);
     control.check()?;
@@ -347,6 +359,17 @@ pub(crate) fn restore(
             Err(e)
         }
     }
+}
+
+/// Copy a snapshot's RAM file (its holes kept) to the VM's own RAM file.
+fn copy_ram_file(from: &Path, paths: &VmPaths) -> MicrosandboxResult<()> {
+    if let Some(dir) = paths.ram_file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| MicrosandboxError::io(dir, e))?;
+    }
+    let _ = std::fs::remove_file(&paths.ram_file);
+    crate::sparse::copy_sparse(from, &paths.ram_file)
+        .map(|_| ())
+        .map_err(|e| MicrosandboxError::io(from, e))
 }
 
 fn load_state(paths: &VmPaths, from: &RestoreFrom, artifact: &Path) -> MicrosandboxResult<()> {

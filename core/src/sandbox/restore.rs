@@ -223,6 +223,9 @@ fn fork(
         ram: snap.path().join(&vm.ram.file),
         state: snap.path().join(&vm.state.file),
         machine: vm.machine.clone(),
+        own_ram: overrides
+            .memory_mib
+            .is_some_and(|m| m < vm.machine.memory_mib),
     };
     let cpus_online = overrides.cpus.filter(|&c| c < vm.machine.cpus);
     let identity = Identity::new(name, cpus_online);

@@ -162,26 +162,6 @@ pub fn wait_sigio(timeout: Duration) -> io::Result<bool> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_follow_the_shell_convention() {
-        assert_eq!(exit_code(3 << 8), 3);
-        assert_eq!(exit_code(libc::SIGKILL), 128 + libc::SIGKILL);
-        let rt = libc::SIGRTMIN() + 1;
-        assert_eq!(exit_code(rt), 128 + rt);
-    }
-
-    /// Why [`wait_any`] keeps its own `waitpid`: nix cannot decode this status.
-    #[test]
-    fn nix_cannot_decode_a_real_time_signal_death() {
-        let status = libc::SIGRTMIN() + 1;
-        assert!(nix::sys::wait::WaitStatus::from_raw(Pid::from_raw(1), status).is_err());
-    }
-}
-
 /// `RNDADDENTROPY` then `RNDRESEEDCRNG` on `/dev/urandom`: mixes `seed` into
 /// the kernel's pool, credited, and reseeds the CRNG from it at once, so a
 /// forked guest stops producing its snapshot's random stream right away.
@@ -202,4 +182,24 @@ pub fn add_entropy_and_reseed(seed: &[u8]) -> io::Result<()> {
     // SAFETY: RNDRESEEDCRNG takes no argument.
     Errno::result(unsafe { libc::ioctl(urandom.as_raw_fd(), RNDRESEEDCRNG) })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        assert_eq!(exit_code(3 << 8), 3);
+        assert_eq!(exit_code(libc::SIGKILL), 128 + libc::SIGKILL);
+        let rt = libc::SIGRTMIN() + 1;
+        assert_eq!(exit_code(rt), 128 + rt);
+    }
+
+    /// Why [`wait_any`] keeps its own `waitpid`: nix cannot decode this status.
+    #[test]
+    fn nix_cannot_decode_a_real_time_signal_death() {
+        let status = libc::SIGRTMIN() + 1;
+        assert!(nix::sys::wait::WaitStatus::from_raw(Pid::from_raw(1), status).is_err());
+    }
 }

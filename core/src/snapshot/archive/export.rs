@@ -21,7 +21,7 @@ use crate::home::{MsbHome, is_bare_name};
 use crate::image;
 use crate::progress::ProgressPhase;
 use crate::publish::StagedFile;
-use crate::snapshot::manifest::MANIFEST_FILE;
+use crate::snapshot::manifest::{MANIFEST_FILE, VM_FILE};
 use crate::snapshot::{Snapshot, index};
 use crate::sparse::nonzero_ranges;
 
@@ -56,11 +56,34 @@ struct ExportPlan {
     index: ArchiveIndex,
 }
 
-/// One artifact to store: its open upper and the ranges holding data.
+/// One artifact to store: its data files (a full snapshot's VM files, then
+/// the upper, which completes the artifact on import), each open with the
+/// ranges that hold data.
 struct PlannedSnapshot {
     snap: Snapshot,
-    upper: File,
+    files: Vec<PlannedFile>,
+}
+
+/// One data file of an artifact.
+struct PlannedFile {
+    name: String,
+    file: File,
+    size: u64,
     ranges: Vec<(u64, u64)>,
+}
+
+impl PlannedFile {
+    fn open(snap: &Snapshot, name: &str, size: u64) -> MicrosandboxResult<Self> {
+        let path = snap.path().join(name);
+        let file = File::open(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
+        let ranges = nonzero_ranges(&file, size).map_err(|e| MicrosandboxError::io(&path, e))?;
+        Ok(Self {
+            name: name.to_string(),
+            file,
+            size,
+            ranges,
+        })
+    }
 }
 
 impl ExportPlan {
@@ -69,7 +92,8 @@ impl ExportPlan {
         let data: u64 = self
             .snapshots
             .iter()
-            .flat_map(|p| p.ranges.iter().map(|&(_, n)| n))
+            .flat_map(|p| &p.files)
+            .flat_map(|f| f.ranges.iter().map(|&(_, n)| n))
             .sum();
         data + self.image.as_ref().map_or(0, |bundle| {
             bundle.lower_size + bundle.blobs.iter().map(|(_, _, size)| size).sum::<u64>()
@@ -107,15 +131,21 @@ fn plan(
     };
     let mut snapshots = Vec::new();
     for snap in chain {
-        let upper = File::open(snap.upper_path())
-            .map_err(|e| MicrosandboxError::io(snap.upper_path(), e))?;
-        let ranges = nonzero_ranges(&upper, snap.size_bytes())
-            .map_err(|e| MicrosandboxError::io(snap.upper_path(), e))?;
-        snapshots.push(PlannedSnapshot {
-            snap,
-            upper,
-            ranges,
-        });
+        let mut files = Vec::new();
+        if let Some(vm) = snap.vm() {
+            let vm_json = std::fs::metadata(snap.path().join(VM_FILE))
+                .map_err(|e| MicrosandboxError::io(snap.path().join(VM_FILE), e))?;
+            files.push(PlannedFile::open(&snap, VM_FILE, vm_json.len())?);
+            files.push(PlannedFile::open(
+                &snap,
+                &vm.state.file,
+                vm.state.size_bytes,
+            )?);
+            files.push(PlannedFile::open(&snap, &vm.ram.file, vm.ram.size_bytes)?);
+        }
+        let upper = snap.manifest().upper.file.clone();
+        files.push(PlannedFile::open(&snap, &upper, snap.size_bytes())?);
+        snapshots.push(PlannedSnapshot { snap, files });
     }
     Ok(ExportPlan {
         snapshots,
@@ -196,12 +226,7 @@ fn write_entries(
     }
     let mut buf = vec![0u8; 1 << 20];
     let mut unsynced = 0;
-    for PlannedSnapshot {
-        snap,
-        upper,
-        ranges,
-    } in &plan.snapshots
-    {
+    for PlannedSnapshot { snap, files } in &plan.snapshots {
         let dir = snapshot_dir_entry(snap.digest());
         let manifest = std::fs::read(snap.path().join(MANIFEST_FILE))?;
         tar.regular(
@@ -209,33 +234,41 @@ fn write_entries(
             manifest.len() as u64,
             &manifest[..],
         )?;
-        let segments: Vec<Segment> = ranges
-            .iter()
-            .map(|&(offset, len)| Segment { offset, len })
-            .collect();
-        tar.sparse(
-            &format!("{dir}/{}", snap.manifest().upper.file),
-            snap.size_bytes(),
-            &segments,
-            |out, segment| {
-                let mut done = 0;
-                while done < segment.len {
-                    let n = (segment.len - done).min(buf.len() as u64) as usize;
-                    upper.read_exact_at(&mut buf[..n], segment.offset + done)?;
-                    out.write_all(&buf[..n])?;
-                    tracker.advance(n as u64)?;
-                    done += n as u64;
-                    // Synced as it goes, so the final fsync cannot outlast
-                    // a cancellation by much.
-                    unsynced += n;
-                    if unsynced >= SYNC_EVERY {
-                        file.sync_data()?;
-                        unsynced = 0;
+        for PlannedFile {
+            name,
+            file: data,
+            size,
+            ranges,
+        } in files
+        {
+            let segments: Vec<Segment> = ranges
+                .iter()
+                .map(|&(offset, len)| Segment { offset, len })
+                .collect();
+            tar.sparse(
+                &format!("{dir}/{name}"),
+                *size,
+                &segments,
+                |out, segment| {
+                    let mut done = 0;
+                    while done < segment.len {
+                        let n = (segment.len - done).min(buf.len() as u64) as usize;
+                        data.read_exact_at(&mut buf[..n], segment.offset + done)?;
+                        out.write_all(&buf[..n])?;
+                        tracker.advance(n as u64)?;
+                        done += n as u64;
+                        // Synced as it goes, so the final fsync cannot outlast
+                        // a cancellation by much.
+                        unsynced += n;
+                        if unsynced >= SYNC_EVERY {
+                            file.sync_data()?;
+                            unsynced = 0;
+                        }
                     }
-                }
-                Ok(())
-            },
-        )?;
+                    Ok(())
+                },
+            )?;
+        }
     }
     tar.finish()?.flush()
 }

@@ -30,7 +30,10 @@ use crate::home::MsbHome;
 use crate::image::{self, ImportedImage, StagedImageFiles, ZSTD_MAGIC};
 use crate::progress::ProgressPhase;
 use crate::publish::{self, sync_dir};
-use crate::snapshot::manifest::{MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest};
+use crate::snapshot::manifest::{
+    MANIFEST_FILE, MANIFEST_MAX_BYTES, Manifest, SnapshotKind, VM_FILE, VM_LABEL, VmSection,
+    sha256_digest_string,
+};
 use crate::snapshot::{Snapshot, SnapshotHandle, index};
 use crate::sparse::write_nonzero_runs;
 
@@ -84,6 +87,8 @@ pub(crate) fn import_blocking(
         dirs: HashMap::new(),
         manifests: HashMap::new(),
         uppers: HashSet::new(),
+        vm_files: HashMap::new(),
+        vms: HashMap::new(),
         blobs: HashSet::new(),
         lower: false,
         buf: vec![0u8; 1 << 20],
@@ -133,6 +138,10 @@ struct Unpacker<'a> {
     dirs: HashMap<String, String>,
     /// Parsed manifests by digest hex.
     manifests: HashMap<String, Manifest>,
+    /// A full artifact's VM files landed so far, by digest hex.
+    vm_files: HashMap<String, HashSet<String>>,
+    /// A full artifact's parsed `vm.json`, by digest hex.
+    vms: HashMap<String, VmSection>,
     uppers: HashSet<String>,
     blobs: HashSet<String>,
     lower: bool,
@@ -143,6 +152,10 @@ struct Unpacker<'a> {
 enum Route {
     Manifest(String),
     Upper(String),
+    /// A full artifact's `vm.json`.
+    VmJson(String),
+    /// A full artifact's device state or RAM: (digest hex, size recorded).
+    VmData(String, u64),
     Blob(String),
     Lower,
 }
@@ -185,6 +198,17 @@ impl Unpacker<'_> {
             match self.route(&entry, &index)? {
                 Route::Manifest(dir) => self.manifest(&mut tar, &entry, dir, &mut index)?,
                 Route::Upper(hex) => self.upper(&mut tar, &entry, hex)?,
+                Route::VmJson(hex) => self.vm_json(&mut tar, &entry, hex)?,
+                Route::VmData(hex, size) => {
+                    let file = self
+                        .artifact_entry(&entry.name)
+                        .expect("routed")
+                        .1
+                        .to_string();
+                    let path = self.staging.join(&hex).join(&file);
+                    self.data_file(&mut tar, &entry, &path, size)?;
+                    self.vm_files.entry(hex).or_default().insert(file);
+                }
                 Route::Blob(digest) => {
                     let path = self.image_staging()?.blob_path(&digest);
                     self.image_file(&mut tar, &entry, &path, &digest)?;
@@ -264,11 +288,38 @@ impl Unpacker<'_> {
                     format!("{name} comes before its artifact's manifest, or is not in the layout"),
                 )
             })?;
-            return if self.manifests[hex].upper.file == file {
-                Ok(Route::Upper(hex.clone()))
-            } else {
-                Err(outside())
-            };
+            let manifest = &self.manifests[hex];
+            let landed = self.vm_files.get(hex);
+            if manifest.upper.file == file {
+                // The upper completes an artifact: a full one's VM files come first.
+                let vm_whole =
+                    manifest.kind() == SnapshotKind::Disk || landed.is_some_and(|l| l.len() == 3);
+                return if vm_whole {
+                    Ok(Route::Upper(hex.clone()))
+                } else {
+                    Err(invalid(
+                        self.archive,
+                        format!("{name} comes before its artifact's VM files"),
+                    ))
+                };
+            }
+            if manifest.kind() == SnapshotKind::Full {
+                let already = landed.is_some_and(|l| l.contains(file));
+                if file == VM_FILE && !already {
+                    return Ok(Route::VmJson(hex.clone()));
+                }
+                if let Some(vm) = self.vms.get(hex)
+                    && !already
+                {
+                    if file == vm.state.file {
+                        return Ok(Route::VmData(hex.clone(), vm.state.size_bytes));
+                    }
+                    if file == vm.ram.file {
+                        return Ok(Route::VmData(hex.clone(), vm.ram.size_bytes));
+                    }
+                }
+            }
+            return Err(outside());
         }
         let image = index.image.as_ref().ok_or_else(outside)?;
         if let Some(digest) = image.blobs.iter().find(|d| blob_entry(d) == name) {
@@ -363,9 +414,74 @@ impl Unpacker<'_> {
         }
         let dir = self.staging.join(&hex);
         let path = dir.join(&manifest.upper.file);
-        let out = File::create_new(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
+        self.data_file(tar, entry, &path, manifest.upper.size_bytes)?;
+        let snap = Snapshot::open_dir(&dir)?;
+        snap.verify_controlled(&self.control.without_progress())?;
+        sync_dir(&dir)?;
+        self.uppers.insert(hex);
+        Ok(())
+    }
+
+    /// Stage a full artifact's `vm.json`: small, its digest the manifest's
+    /// label, parsed strictly (its file names route the VM files after it).
+    fn vm_json(
+        &mut self,
+        tar: &mut TarReader<impl Read>,
+        entry: &EntryHeader,
+        hex: String,
+    ) -> MicrosandboxResult<()> {
+        let archive = self.archive;
+        if entry.apparent_size() > MANIFEST_MAX_BYTES {
+            return Err(invalid(archive, format!("{} is too large", entry.name)));
+        }
+        let path = self.staging.join(&hex).join(VM_FILE);
+        self.data_file(tar, entry, &path, entry.apparent_size())?;
+        let bytes = fs::read(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
+        let manifest = &self.manifests[&hex];
+        if manifest.labels.get(VM_LABEL).map(String::as_str)
+            != Some(sha256_digest_string(&bytes).as_str())
+        {
+            return Err(invalid(
+                archive,
+                format!(
+                    "{}: its digest is not the one its manifest records",
+                    entry.name
+                ),
+            ));
+        }
+        let vm = VmSection::parse(&bytes, manifest, &path)
+            .map_err(|e| invalid(archive, e.to_string()))?;
+        self.vms.insert(hex.clone(), vm);
+        self.vm_files
+            .entry(hex)
+            .or_default()
+            .insert(VM_FILE.to_string());
+        Ok(())
+    }
+
+    /// Unpack one data file of `size` recorded bytes (sparse or regular)
+    /// to `path`, keeping holes, synced.
+    fn data_file(
+        &mut self,
+        tar: &mut TarReader<impl Read>,
+        entry: &EntryHeader,
+        path: &Path,
+        size: u64,
+    ) -> MicrosandboxResult<()> {
+        let archive = self.archive;
+        if entry.apparent_size() != size {
+            return Err(invalid(
+                archive,
+                format!(
+                    "{}: {} bytes, but its manifest says {size}",
+                    entry.name,
+                    entry.apparent_size(),
+                ),
+            ));
+        }
+        let out = File::create_new(path).map_err(|e| MicrosandboxError::io(path, e))?;
         out.set_len(entry.apparent_size())
-            .map_err(|e| MicrosandboxError::io(&path, e))?;
+            .map_err(|e| MicrosandboxError::io(path, e))?;
         let segments = match &entry.body {
             EntryBody::Regular => vec![Segment {
                 offset: 0,
@@ -381,25 +497,19 @@ impl Unpacker<'_> {
                 tar.read_data(&mut self.buf[..n])
                     .map_err(stream_error(archive))?;
                 write_nonzero_runs(&out, segment.offset + done, &self.buf[..n])
-                    .map_err(|e| MicrosandboxError::io(&path, e))?;
+                    .map_err(|e| MicrosandboxError::io(path, e))?;
                 done += n as u64;
                 // Synced as it lands, so the final fsync cannot outlast a
                 // cancellation by much.
                 unsynced += n;
                 if unsynced >= SYNC_EVERY {
                     out.sync_data()
-                        .map_err(|e| MicrosandboxError::io(&path, e))?;
+                        .map_err(|e| MicrosandboxError::io(path, e))?;
                     unsynced = 0;
                 }
             }
         }
-        out.sync_all()
-            .map_err(|e| MicrosandboxError::io(&path, e))?;
-        drop(out);
-        let snap = Snapshot::open_dir(&dir)?;
-        snap.verify_controlled(&self.control.without_progress())?;
-        sync_dir(&dir)?;
-        self.uppers.insert(hex);
+        out.sync_all().map_err(|e| MicrosandboxError::io(path, e))?;
         Ok(())
     }
 
