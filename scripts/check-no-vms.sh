@@ -3,7 +3,9 @@
 # a test suite must not leave VMs behind.
 set -euo pipefail
 dir=${1:?usage: check-no-vms.sh DIR}
-left=$(pgrep -f "qemu-system-x86_64 .*${dir}" || true)
+# Absolute, so that a relative DIR never matches another checkout's VMs.
+dir=$(realpath -m "$dir")
+left=$(pgrep -f "qemu-system-x86_64 .*[ =,]${dir}/" || true)
 if [[ -n "$left" ]]; then
   echo "check-no-vms: QEMU processes outlived the test suite:" >&2
   ps -o pid,args -p $left >&2 || true

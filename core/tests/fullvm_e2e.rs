@@ -312,3 +312,66 @@ async fn bad_input(home: &TestHome) {
     sb.handle().remove().await.unwrap();
     assert!(home.vm_pids().is_empty(), "no VM left behind");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instant_create_forks_a_base_of_the_same_shape() {
+    let home = TestHome::new();
+    home.run(instant(&home)).await;
+}
+
+/// Whether the sandbox `name` booted a kernel (a fork's console shows none).
+fn booted_cold(home: &TestHome, name: &str) -> bool {
+    let console = home
+        .path()
+        .join("sandboxes")
+        .join(name)
+        .join("logs/console.log");
+    std::fs::read_to_string(console)
+        .unwrap_or_default()
+        .contains("Linux version")
+}
+
+fn bases(home: &TestHome) -> Vec<PathBuf> {
+    std::fs::read_dir(home.path().join("cache/base"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+async fn instant(home: &TestHome) {
+    home.load_busybox().await;
+    let create = |name: &'static str| Sandbox::builder(name).image(BUSYBOX_REF).env("WHO", name);
+    // The first of a shape boots cold and leaves a base; the next forks it.
+    let a1 = create("a1").create().await.unwrap();
+    assert!(booted_cold(home, "a1"));
+    assert_eq!(bases(home).len(), 1);
+    assert_eq!(sh(&a1, "echo $WHO").await, "a1");
+    let a2 = create("a2").create().await.unwrap();
+    assert!(
+        !booted_cold(home, "a2"),
+        "the second create of a shape forks"
+    );
+    assert_eq!(sh(&a2, "hostname; echo $WHO").await, "a2\na2");
+    sh(&a2, "echo mine > /root/f").await;
+    assert_ne!(a1.exec("cat", ["/root/f"]).await.unwrap().exit_code, 0);
+    let random = "head -c 16 /dev/urandom | od -An -tx1";
+    assert_ne!(sh(&a1, random).await, sh(&a2, random).await);
+    // The opt-out always boots.
+    let a3 = create("a3").instant(false).create().await.unwrap();
+    assert!(booted_cold(home, "a3"));
+    // Another shape has its own base.
+    let a4 = create("a4").memory_mib(320).create().await.unwrap();
+    assert!(booted_cold(home, "a4"));
+    assert_eq!(bases(home).len(), 2);
+    // A damaged base is dropped, the create boots cold and leaves a new one.
+    for base in bases(home) {
+        std::fs::remove_file(base.join("vm.state")).unwrap();
+    }
+    let a5 = create("a5").create().await.unwrap();
+    assert!(booted_cold(home, "a5"));
+    assert_eq!(sh(&a5, "echo $WHO").await, "a5");
+    let a6 = create("a6").create().await.unwrap();
+    assert!(!booted_cold(home, "a6"));
+    for sb in [a1, a2, a3, a4, a5, a6] {
+        sb.handle().remove().await.unwrap();
+    }
+}

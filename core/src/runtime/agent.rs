@@ -53,7 +53,9 @@ impl AgentClient {
             writer,
         };
         // Resend hello until ready: a hello sent while the guest is still
-        // booting is never read.
+        // booting is never read. Short waits first: a running guest (a fork
+        // just restored) answers within milliseconds.
+        let mut patience = Duration::from_millis(2);
         loop {
             if control.is_cancelled() {
                 return Err(io::Error::other("cancelled"));
@@ -62,7 +64,8 @@ impl AgentClient {
             // Short waits keep a cancelled boot from waiting long.
             let wait = deadline
                 .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(50));
+                .min(patience);
+            patience = (patience * 2).min(Duration::from_millis(50));
             if wait.is_zero() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,

@@ -162,6 +162,46 @@ fn pid_of(paths: &VmPaths, vm_name: &str) -> MicrosandboxResult<RunningVm> {
         .ok_or_else(|| MicrosandboxError::Runtime(format!("VM {vm_name} has no pid file")))
 }
 
+/// What shapes a freshly booted guest on the runtime's side, as text: the
+/// guest assets (kernel, init, modules), the QEMU binary, the accelerator
+/// setting, the device layout, the agent protocol and this crate's version.
+/// Part of the key of instant create's base snapshots.
+pub(crate) fn boot_shape(home: &MsbHome) -> MicrosandboxResult<String> {
+    use std::os::unix::fs::MetadataExt;
+    let assets = GuestAssets::locate(home)?;
+    let identity = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| {
+                format!(
+                    "{}:{}:{}.{}",
+                    path.display(),
+                    m.len(),
+                    m.mtime(),
+                    m.mtime_nsec()
+                )
+            })
+            .unwrap_or_else(|_| format!("{}:absent", path.display()))
+    };
+    let qemu = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(qemu::QEMU_BINARY))
+                .find(|p| p.is_file())
+        })
+        .map_or_else(|| "no-qemu".to_string(), |p| identity(&p));
+    Ok(format!(
+        "kernel={} init={} modules={} qemu={qemu} accel={:?} kvm_usable={} devices={} protocol={} runtime={}",
+        identity(&assets.kernel),
+        identity(&assets.init),
+        assets.modules.join(","),
+        home.accel(),
+        host::kvm_unusable_reason().is_none(),
+        qemu::DEVICE_LAYOUT,
+        microsandbox_guest::protocol::PROTOCOL_VERSION,
+        env!("CARGO_PKG_VERSION"),
+    ))
+}
+
 /// Whether the VM `vm_name` with `pid` is still running.
 pub(crate) fn is_running(pid: u32, vm_name: &str) -> bool {
     qemu::is_alive(pid, vm_name)

@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,9 +25,6 @@ const RESTORE_AGENT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long a fork waits for its balloon to reach a smaller memory size.
 const BALLOON_WAIT: Duration = Duration::from_secs(5);
-
-/// Bytes copied per read when saving RAM.
-const RAM_CHUNK: usize = 4 << 20;
 
 /// What a saved device state only loads into: the same QEMU, machine,
 /// accelerator, CPU model, memory, CPU count, device layout and guest
@@ -111,9 +107,18 @@ fn runtime_error(what: &str, e: impl std::fmt::Display) -> MicrosandboxError {
     MicrosandboxError::Runtime(format!("{what}: {e}"))
 }
 
-/// Pause the running VM and save it: device state to `state_out`, RAM
-/// (zero pages left as holes) to `ram_out`. The VM stays paused on success
-/// and runs again on failure. Returns the machine's shape.
+/// Where a paused VM's RAM can be read: `file` at `base + offset`, with
+/// data only in `extents` (`[start, end)`), `len` bytes in all.
+pub(crate) struct RamImage {
+    pub file: File,
+    pub base: u64,
+    pub extents: Vec<(u64, u64)>,
+    pub len: u64,
+}
+
+/// Pause the running VM and save its device state to `state_out`. The VM
+/// stays paused on success (its RAM readable through the returned
+/// [`RamImage`] until it runs again) and runs again on failure.
 pub(crate) fn capture(
     sandbox_dir: &Path,
     vm_name: &str,
@@ -121,8 +126,7 @@ pub(crate) fn capture(
     memory_mib: u32,
     cpus: u32,
     state_out: &Path,
-    ram_out: &Path,
-) -> MicrosandboxResult<MachineShape> {
+) -> MicrosandboxResult<(MachineShape, RamImage)> {
     let paths = VmPaths::new(sandbox_dir, vm_name);
     let mut qmp = Qmp::connect(&paths.qmp_sock).map_err(|e| runtime_error("QMP", e))?;
     let qemu_version = qmp.version().map_err(|e| runtime_error("QMP", e))?;
@@ -130,21 +134,26 @@ pub(crate) fn capture(
     let saved = qmp
         .pause_and_save(state_out)
         .map_err(|e| runtime_error("saving the VM", e))
-        .and_then(|()| save_ram(&paths, pid, u64::from(memory_mib) << 20, ram_out));
-    if let Err(e) = saved {
-        let _ = qmp.resume();
-        return Err(e);
+        .and_then(|()| ram_image(&paths, pid, u64::from(memory_mib) << 20));
+    match saved {
+        Ok(ram) => Ok((
+            MachineShape {
+                qemu: qemu_version,
+                machine: "microvm".into(),
+                cpu: qemu::cpu_model(accel).into(),
+                accel: accel.as_str().into(),
+                memory_mib,
+                cpus,
+                devices: DEVICE_LAYOUT,
+                protocol: PROTOCOL_VERSION,
+            },
+            ram,
+        )),
+        Err(e) => {
+            let _ = qmp.resume();
+            Err(e)
+        }
     }
-    Ok(MachineShape {
-        qemu: qemu_version,
-        machine: "microvm".into(),
-        cpu: qemu::cpu_model(accel).into(),
-        accel: accel.as_str().into(),
-        memory_mib,
-        cpus,
-        devices: DEVICE_LAYOUT,
-        protocol: PROTOCOL_VERSION,
-    })
 }
 
 /// The accelerator the VM `pid` runs under, from its command line.
@@ -156,55 +165,35 @@ fn accel_of(pid: u32) -> Accel {
     if kvm { Accel::Kvm } else { Accel::Tcg }
 }
 
-/// Copy guest RAM into `out` (a new sparse file of `len` bytes). A cold-
-/// booted VM's RAM is a shared file in `/dev/shm`: read it, its holes
-/// skipped. A fork's RAM is a private mapping of its snapshot's file, so
-/// its current content exists only in QEMU's memory: read it there.
-fn save_ram(paths: &VmPaths, pid: u32, len: u64, out: &Path) -> MicrosandboxResult<()> {
-    let output = File::options()
-        .write(true)
-        .create_new(true)
-        .open(out)
-        .map_err(|e| MicrosandboxError::io(out, e))?;
-    output
-        .set_len(len)
-        .map_err(|e| MicrosandboxError::io(out, e))?;
-    let copied = match File::open(&paths.ram_file) {
-        Ok(ram) => {
-            let extents = crate::sparse::data_extents(&ram, len)
-                .map_err(|e| MicrosandboxError::io(out, e))?;
-            copy_ranges(&ram, 0, &extents, &output)
-        }
-        Err(_) => {
-            let (start, mapped) = ram_mapping(pid, len)?;
-            let mem = File::open(format!("/proc/{pid}/mem"))
-                .map_err(|e| MicrosandboxError::io(format!("/proc/{pid}/mem"), e))?;
-            copy_ranges(&mem, start, &[(0, mapped)], &output)
-        }
-    };
-    copied.map_err(|e| MicrosandboxError::io(out, e))
-}
-
-/// Copy `ranges` (`[start, end)`) of `src`, shifted by `base`, into the
-/// same offsets of `dst`, writing only the pages that are not all zero.
-fn copy_ranges(src: &File, base: u64, ranges: &[(u64, u64)], dst: &File) -> std::io::Result<()> {
-    let mut buf = vec![0u8; RAM_CHUNK];
-    for &(offset, end) in ranges {
-        let length = end - offset;
-        let mut done = 0u64;
-        while done < length {
-            let n = (length - done).min(RAM_CHUNK as u64) as usize;
-            src.read_exact_at(&mut buf[..n], base + offset + done)?;
-            crate::sparse::write_nonzero_runs(dst, offset + done, &buf[..n])?;
-            done += n as u64;
-        }
+/// Where the paused VM's RAM is. A cold-booted VM's RAM is a shared file
+/// in `/dev/shm`: read it, its holes skipped. A fork's RAM is a private
+/// mapping of its snapshot's file, so its current content exists only in
+/// QEMU's memory: read it there (`/proc/<pid>/mem`).
+fn ram_image(paths: &VmPaths, pid: u32, len: u64) -> MicrosandboxResult<RamImage> {
+    if let Ok(file) = File::open(&paths.ram_file) {
+        let extents = crate::sparse::data_extents(&file, len)
+            .map_err(|e| MicrosandboxError::io(&paths.ram_file, e))?;
+        return Ok(RamImage {
+            file,
+            base: 0,
+            extents,
+            len,
+        });
     }
-    Ok(())
+    let base = ram_mapping(pid, len)?;
+    let mem_path = format!("/proc/{pid}/mem");
+    let file = File::open(&mem_path).map_err(|e| MicrosandboxError::io(&mem_path, e))?;
+    Ok(RamImage {
+        file,
+        base,
+        extents: vec![(0, len)],
+        len,
+    })
 }
 
-/// Address and length of the guest RAM mapping in QEMU process `pid`: the
-/// file mapping of `len` bytes whose file name ends in `.ram`.
-fn ram_mapping(pid: u32, len: u64) -> MicrosandboxResult<(u64, u64)> {
+/// Address of the guest RAM mapping in QEMU process `pid`: the file
+/// mapping of `len` bytes whose file name ends in `.ram`.
+fn ram_mapping(pid: u32, len: u64) -> MicrosandboxResult<u64> {
     let maps_path = format!("/proc/{pid}/maps");
     let maps =
         std::fs::read_to_string(&maps_path).map_err(|e| MicrosandboxError::io(&maps_path, e))?;
@@ -213,18 +202,16 @@ fn ram_mapping(pid: u32, len: u64) -> MicrosandboxResult<(u64, u64)> {
         let (Some(range), Some(path)) = (fields.next(), fields.nth(4)) else {
             continue;
         };
-        if !(path.ends_with(".ram") || path.ends_with(".ram (deleted)") || line.contains(".ram ")) {
+        if !path.ends_with(".ram") {
             continue;
         }
         let Some((start, end)) = range.split_once('-') else {
             continue;
         };
-        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
-        else {
-            continue;
-        };
-        if end - start == len {
-            return Ok((start, len));
+        if let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+            && end - start == len
+        {
+            return Ok(start);
         }
     }
     Err(MicrosandboxError::Runtime(format!(

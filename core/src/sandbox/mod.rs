@@ -4,6 +4,7 @@
 //! plus a registry row; the row appears only once the sandbox booted, so a
 //! failed create leaves nothing behind.
 
+mod instant;
 mod restore;
 mod views;
 
@@ -287,12 +288,45 @@ impl SandboxBuilder {
                 (image, UpperSource::Snapshot(snap.upper_path()))
             }
         };
+        let base = match (&upper_source, self.instant) {
+            (UpperSource::Fresh(size), true) => {
+                let shape = instant::Shape {
+                    image: &image,
+                    memory_mib: self.memory_mib,
+                    cpus: self.cpus,
+                    upper_size_bytes: *size,
+                };
+                Some(instant::base_dir(home, &shape)?)
+            }
+            _ => None,
+        };
         let dir = claim_dir(home, &self.name)?;
+        if let Some(base) = &base {
+            let env = command_env(&image, self.env.clone());
+            match instant::fork_base(home, base, &self.name, &dir, &image, env, control) {
+                Ok(Some(handle)) => return Ok(handle),
+                Ok(None) => clear_dir(&dir)?,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            }
+        }
+        let name = self.name.clone();
         let created = self.build_and_boot(home, &dir, image, upper_source, control);
         if created.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
-        created
+        let handle = created?;
+        if let Some(base) = &base
+            && let Err(e) = instant::leave_base(home, &name, base)
+        {
+            // The sandbox could not run on after its capture: it is not
+            // handed out half-usable.
+            let _ = handle.remove_blocking();
+            return Err(e);
+        }
+        Ok(handle)
     }
 
     fn build_and_boot(
@@ -312,13 +346,7 @@ impl SandboxBuilder {
                     .map_err(|e| MicrosandboxError::io(&from, e))?;
             }
         }
-        let mut env: BTreeMap<String, String> = image
-            .env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        env.extend(self.env);
+        let env = command_env(&image, self.env);
         let config = SandboxConfig {
             image_ref: image.reference,
             image_manifest_digest: image.manifest_digest,
@@ -545,20 +573,21 @@ impl SandboxHandle {
     /// Stop the VM if it runs, then delete the sandbox's directory and row.
     pub async fn remove(&self) -> MicrosandboxResult<()> {
         let this = self.clone();
-        crate::control::blocking(move || {
-            let rec = registry::get(&this.home, &this.name)?;
-            if let (true, Some(pid)) = (rec.state.has_vm(), rec.pid) {
-                runtime::kill(&this.dir, &rec.config.vm_name, pid);
+        crate::control::blocking(move || this.remove_blocking()).await
+    }
+
+    fn remove_blocking(&self) -> MicrosandboxResult<()> {
+        let rec = registry::get(&self.home, &self.name)?;
+        if let (true, Some(pid)) = (rec.state.has_vm(), rec.pid) {
+            runtime::kill(&self.dir, &rec.config.vm_name, pid);
+        }
+        registry::delete(&self.home, &self.name)?;
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(MicrosandboxError::io(&self.dir, e))
             }
-            registry::delete(&this.home, &this.name)?;
-            match fs::remove_dir_all(&this.dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(MicrosandboxError::io(&this.dir, e))
-                }
-                _ => Ok(()),
-            }
-        })
-        .await
+            _ => Ok(()),
+        }
     }
 
     /// Snapshot this stopped (or crashed) sandbox under a bare name in the
@@ -620,6 +649,37 @@ impl SandboxHandle {
     }
 }
 
+/// The environment of a new sandbox's commands: the image's, overridden by
+/// the builder's.
+fn command_env(
+    image: &image::ImageInfo,
+    builder: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = image
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.extend(builder);
+    env
+}
+
+/// Empty a claimed sandbox directory again (after a fork that did not
+/// happen), keeping the directory, and so the name, claimed.
+fn clear_dir(dir: &Path) -> MicrosandboxResult<()> {
+    for entry in fs::read_dir(dir).map_err(|e| MicrosandboxError::io(dir, e))? {
+        let path = entry.map_err(|e| MicrosandboxError::io(dir, e))?.path();
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|e| MicrosandboxError::io(&path, e))?;
+    }
+    Ok(())
+}
+
 /// Create the directory of a new sandbox called `name`: claims the name
 /// atomically (`SandboxAlreadyExists` if taken).
 fn claim_dir(home: &MsbHome, name: &str) -> MicrosandboxResult<PathBuf> {
@@ -651,7 +711,7 @@ fn open_verified_snapshot(
     control: &Control,
 ) -> MicrosandboxResult<Snapshot> {
     let snap = crate::snapshot::resolve::resolve(home, key)?.open()?;
-    snap.verify_controlled(control)?;
+    snap.verify_stamped(home, control)?;
     Ok(snap)
 }
 

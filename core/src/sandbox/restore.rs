@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::registry::{self, SandboxConfig, SandboxRecord, SandboxState};
 use super::{Sandbox, SandboxHandle, UPPER_FILE, claim_dir, validate_name};
@@ -131,7 +131,7 @@ pub(crate) fn restore_blocking(
     };
     debug_assert_eq!(snap.kind(), SnapshotKind::Full);
     check_overrides(vm, &overrides)?;
-    snap.verify_controlled(control)?;
+    snap.verify_stamped(home, control)?;
     let image = image::get_blocking(home, snap.image_manifest_digest()).map_err(|_| {
         MicrosandboxError::ImageNotFound {
             reference: format!(
@@ -143,16 +143,19 @@ pub(crate) fn restore_blocking(
         }
     })?;
     let dir = claim_dir(home, name)?;
-    let forked = fork(
-        home,
+    let mut env = vm.env.clone();
+    env.extend(overrides.env.clone());
+    let fork = Fork {
         snap,
         vm,
         name,
-        &dir,
-        image.lower_path,
-        overrides,
-        control,
-    );
+        lower_path: image.lower_path,
+        env,
+        working_dir: vm.working_dir.clone(),
+        memory_mib: overrides.memory_mib,
+        cpus: overrides.cpus,
+    };
+    let forked = fork.run(home, &dir, control);
     if forked.is_err() {
         let _ = fs::remove_dir_all(&dir);
     }
@@ -183,69 +186,90 @@ fn check_overrides(vm: &VmSection, overrides: &RestoreBuilder) -> MicrosandboxRe
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn fork(
-    home: &MsbHome,
-    snap: &Snapshot,
-    vm: &VmSection,
-    name: &str,
-    dir: &Path,
-    lower_path: std::path::PathBuf,
-    overrides: RestoreBuilder,
-    control: &Control,
-) -> MicrosandboxResult<SandboxHandle> {
-    let _lock = DirLock::acquire(dir)?;
-    let upper = dir.join(UPPER_FILE);
-    let from = snap.upper_path();
-    crate::sparse::copy_sparse(&from, &upper).map_err(|e| MicrosandboxError::io(&from, e))?;
-    let mut env = vm.env.clone();
-    env.extend(overrides.env);
-    let config = SandboxConfig {
-        image_ref: snap.image_ref().to_string(),
-        image_manifest_digest: snap.image_manifest_digest().to_string(),
-        lower_path,
-        memory_mib: vm.machine.memory_mib,
-        cpus: vm.machine.cpus,
-        env,
-        working_dir: vm.working_dir.clone(),
-        vm_name: runtime::vm_name(dir),
-    };
-    let req = BootRequest {
-        vm_name: config.vm_name.clone(),
-        sandbox_dir: dir.to_path_buf(),
-        lower: config.lower_path.clone(),
-        upper,
-        memory_mib: config.memory_mib,
-        cpus: config.cpus,
-        hostname: name.to_string(),
-    };
-    let from = RestoreFrom {
-        ram: snap.path().join(&vm.ram.file),
-        state: snap.path().join(&vm.state.file),
-        machine: vm.machine.clone(),
-        own_ram: overrides
-            .memory_mib
-            .is_some_and(|m| m < vm.machine.memory_mib),
-    };
-    let cpus_online = overrides.cpus.filter(|&c| c < vm.machine.cpus);
-    let identity = Identity::new(name, cpus_online);
-    let running = runtime::restore(home, &req, &from, &identity, control)?;
-    let finish = (|| {
-        if let Some(mib) = overrides.memory_mib.filter(|&m| m < vm.machine.memory_mib) {
-            runtime::set_balloon(dir, &config.vm_name, mib)?;
-        }
-        let record = SandboxRecord {
-            name: name.to_string(),
-            config: config.clone(),
-            state: SandboxState::Running,
-            pid: Some(running.pid),
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+/// A new sandbox forked from a full snapshot, and how it differs from it.
+pub(super) struct Fork<'a> {
+    pub snap: &'a Snapshot,
+    pub vm: &'a VmSection,
+    pub name: &'a str,
+    pub lower_path: PathBuf,
+    /// The environment of its commands.
+    pub env: BTreeMap<String, String>,
+    pub working_dir: String,
+    /// Less memory than the snapshot's (balloon).
+    pub memory_mib: Option<u32>,
+    /// Fewer CPUs than the snapshot's (taken offline).
+    pub cpus: Option<u32>,
+}
+
+impl Fork<'_> {
+    /// Start the fork in the claimed directory `dir` and register it; on
+    /// failure its VM is gone (the caller removes `dir`).
+    pub(super) fn run(
+        self,
+        home: &MsbHome,
+        dir: &Path,
+        control: &Control,
+    ) -> MicrosandboxResult<SandboxHandle> {
+        let Fork {
+            snap,
+            vm,
+            name,
+            lower_path,
+            env,
+            working_dir,
+            memory_mib,
+            cpus,
+        } = self;
+        let _lock = DirLock::acquire(dir)?;
+        let upper = dir.join(UPPER_FILE);
+        let from = snap.upper_path();
+        crate::sparse::copy_sparse(&from, &upper).map_err(|e| MicrosandboxError::io(&from, e))?;
+        let config = SandboxConfig {
+            image_ref: snap.image_ref().to_string(),
+            image_manifest_digest: snap.image_manifest_digest().to_string(),
+            lower_path,
+            memory_mib: vm.machine.memory_mib,
+            cpus: vm.machine.cpus,
+            env,
+            working_dir,
+            vm_name: runtime::vm_name(dir),
         };
-        registry::insert(home, &record)?;
-        Ok(SandboxHandle::from_record(home, record))
-    })();
-    if finish.is_err() {
-        runtime::kill(dir, &config.vm_name, running.pid);
+        let req = BootRequest {
+            vm_name: config.vm_name.clone(),
+            sandbox_dir: dir.to_path_buf(),
+            lower: config.lower_path.clone(),
+            upper,
+            memory_mib: config.memory_mib,
+            cpus: config.cpus,
+            hostname: name.to_string(),
+        };
+        let shrink = memory_mib.filter(|&m| m < vm.machine.memory_mib);
+        let from = RestoreFrom {
+            ram: snap.path().join(&vm.ram.file),
+            state: snap.path().join(&vm.state.file),
+            machine: vm.machine.clone(),
+            own_ram: shrink.is_some(),
+        };
+        let cpus_online = cpus.filter(|&c| c < vm.machine.cpus);
+        let identity = Identity::new(name, cpus_online);
+        let running = runtime::restore(home, &req, &from, &identity, control)?;
+        let finish = (|| {
+            if let Some(mib) = shrink {
+                runtime::set_balloon(dir, &config.vm_name, mib)?;
+            }
+            let record = SandboxRecord {
+                name: name.to_string(),
+                config: config.clone(),
+                state: SandboxState::Running,
+                pid: Some(running.pid),
+                created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            };
+            registry::insert(home, &record)?;
+            Ok(SandboxHandle::from_record(home, record))
+        })();
+        if finish.is_err() {
+            runtime::kill(dir, &config.vm_name, running.pid);
+        }
+        finish
     }
-    finish
 }

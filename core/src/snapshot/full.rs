@@ -56,28 +56,44 @@ pub(crate) fn capture_blocking(
     publish::remove_abandoned_staging(&parent);
     let staging = publish::staging_dir(&parent, "full")?;
     let config = &record.config;
-    let machine = runtime::capture(
+    let (machine, ram) = runtime::capture(
         &sandbox.dir,
         &config.vm_name,
         pid,
         config.memory_mib,
         config.cpus,
         &staging.path().join(STATE_FILE),
-        &staging.path().join(RAM_FILE),
     )?;
     let written = (|| {
         registry::set_state(home, &record.name, SandboxState::Paused, Some(pid))?;
-        let upper = staging.path().join(UPPER_FILE);
         let source_upper = sandbox.upper_path();
-        copy_sparse(&source_upper, &upper).map_err(|e| MicrosandboxError::io(&source_upper, e))?;
-        let algorithm = IntegrityAlgorithm::DEFAULT;
-        let [upper, state, ram] = [UPPER_FILE, STATE_FILE, RAM_FILE]
-            .map(|file| describe(&staging.path().join(file), algorithm, control));
-        let upper = upper?;
+        let upper_file =
+            fs::File::open(&source_upper).map_err(|e| MicrosandboxError::io(&source_upper, e))?;
+        let (extents, len) = layout(&upper_file, &source_upper)?;
+        let upper = copy_described(
+            &upper_file,
+            &source_upper,
+            0,
+            &extents,
+            len,
+            staging.path(),
+            UPPER_FILE,
+        )?;
+        let ram_origin = sandbox.dir.join("<guest RAM>");
+        let ram = copy_described(
+            &ram.file,
+            &ram_origin,
+            ram.base,
+            &ram.extents,
+            ram.len,
+            staging.path(),
+            RAM_FILE,
+        )?;
+        let state = describe(&staging.path().join(STATE_FILE), control)?;
         let vm = VmSection {
             machine,
-            state: state?,
-            ram: ram?,
+            state,
+            ram,
             env: config.env.clone(),
             working_dir: config.working_dir.clone(),
         };
@@ -113,7 +129,10 @@ pub(crate) fn capture_blocking(
         let dest = parent.join(id);
         publish::publish_dir(&staging.keep(), &dest, false)
             .map_err(|e| MicrosandboxError::io(&dest, e))?;
-        Snapshot::open_dir(&dest)
+        let snap = Snapshot::open_dir(&dest)?;
+        // Its digests were computed from the bytes as they were written.
+        snap.write_stamp(home);
+        Ok(snap)
     })();
     if written.is_err() {
         let _ = runtime::resume(&sandbox.dir, &config.vm_name);
@@ -122,27 +141,58 @@ pub(crate) fn capture_blocking(
     written
 }
 
-/// A written file of the artifact, described for the manifest.
-fn describe(
-    path: &Path,
-    algorithm: IntegrityAlgorithm,
-    control: &Control,
-) -> MicrosandboxResult<VmFile> {
+/// A written file of the artifact, hashed and described for the manifest.
+fn describe(path: &Path, control: &Control) -> MicrosandboxResult<VmFile> {
     let size_bytes = fs::metadata(path)
         .map_err(|e| MicrosandboxError::io(path, e))?
         .len();
+    let algorithm = IntegrityAlgorithm::DEFAULT;
     let digest = integrity::upper_digest_controlled(path, algorithm, control)?;
-    Ok(VmFile {
+    Ok(vm_file(path, size_bytes, digest))
+}
+
+/// Copy `src` (named `origin` in errors; read at `base + offset`; data
+/// only in `extents`, `len` bytes) to `dir/name`, sparse, hashing it on the
+/// way: one pass over the data.
+fn copy_described(
+    src: &fs::File,
+    origin: &Path,
+    base: u64,
+    extents: &[(u64, u64)],
+    len: u64,
+    dir: &Path,
+    name: &str,
+) -> MicrosandboxResult<VmFile> {
+    let path = dir.join(name);
+    let out = fs::File::create_new(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
+    let digest = integrity::copy_with_merkle_digest(src, base, extents, len, &out)
+        .map_err(|e| MicrosandboxError::io(origin, e))?;
+    Ok(vm_file(&path, len, digest))
+}
+
+/// A file's length and data extents.
+fn layout(file: &fs::File, path: &Path) -> MicrosandboxResult<(Vec<(u64, u64)>, u64)> {
+    let len = file
+        .metadata()
+        .map_err(|e| MicrosandboxError::io(path, e))?
+        .len();
+    let extents =
+        crate::sparse::data_extents(file, len).map_err(|e| MicrosandboxError::io(path, e))?;
+    Ok((extents, len))
+}
+
+fn vm_file(path: &Path, size_bytes: u64, digest: String) -> VmFile {
+    VmFile {
         file: path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         size_bytes,
         integrity: UpperIntegrity {
-            algorithm: algorithm.name().to_string(),
+            algorithm: IntegrityAlgorithm::DEFAULT.name().to_string(),
             digest,
         },
-    })
+    }
 }
 
 /// Save `snap` (any kind) under the bare `name` in the snapshots directory,

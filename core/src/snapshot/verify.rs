@@ -15,6 +15,7 @@ use super::integrity::{self, IntegrityAlgorithm};
 use super::manifest::{MANIFEST_FILE, UpperIntegrity, VmFile, is_sha256_digest};
 use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::home::MsbHome;
 
 /// Result of [`Snapshot::verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,6 +44,69 @@ pub enum UpperVerifyStatus {
 }
 
 impl Snapshot {
+    /// [`verify_controlled`](Self::verify_controlled), skipped when this
+    /// home verified the same files before: a stamp in
+    /// `cache/verified/<digest>` records each file's device, inode, size,
+    /// mtime and ctime at that verification, and any write to a file (or
+    /// its replacement) changes them. For boots and forks, which check an
+    /// artifact on every use.
+    pub(crate) fn verify_stamped(
+        &self,
+        home: &MsbHome,
+        control: &Control,
+    ) -> MicrosandboxResult<()> {
+        let stamp = self.stamp_path(home);
+        let fingerprint = self.fingerprint();
+        if fingerprint.is_some() && std::fs::read_to_string(&stamp).ok() == fingerprint {
+            return Ok(());
+        }
+        self.verify_controlled(control)?;
+        self.write_stamp(home);
+        Ok(())
+    }
+
+    /// Record that this artifact's files, as they are now, hold what its
+    /// manifest says (best effort: a missing stamp only costs a verify).
+    pub(crate) fn write_stamp(&self, home: &MsbHome) {
+        let stamp = self.stamp_path(home);
+        if let (Some(fingerprint), Some(dir)) = (self.fingerprint(), stamp.parent()) {
+            let _ = std::fs::create_dir_all(dir);
+            let tmp = stamp.with_extension("tmp");
+            if std::fs::write(&tmp, fingerprint).is_ok() {
+                let _ = std::fs::rename(&tmp, &stamp);
+            }
+        }
+    }
+
+    fn stamp_path(&self, home: &MsbHome) -> PathBuf {
+        let hex = self
+            .digest
+            .split_once(':')
+            .map_or(&*self.digest, |(_, h)| h);
+        home.cache_dir().join("verified").join(hex)
+    }
+
+    /// Identity and change times of every file of the artifact.
+    fn fingerprint(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = String::new();
+        for file in super::full::artifact_files(self) {
+            let m = std::fs::symlink_metadata(self.path.join(&file)).ok()?;
+            out.push_str(&format!(
+                "{} {} {} {} {}.{} {}.{}\n",
+                file.display(),
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec()
+            ));
+        }
+        Some(out)
+    }
+
     pub(crate) fn verify_controlled(
         &self,
         control: &Control,

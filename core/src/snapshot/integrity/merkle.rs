@@ -54,6 +54,45 @@ pub(crate) fn digest(file: &File, len: u64, progress: &ProgressTracker<'_>) -> i
     Ok(finish(len, &root))
 }
 
+/// Copy `len` bytes of `src` (read at `src_base + offset`), of which only
+/// `extents` (`[start, end)`) may hold data, into the same offsets of the
+/// new sparse file `dst` (all-zero pages stay holes), and return the digest
+/// of the content, in one pass over the data on every core.
+pub(crate) fn copy_and_digest(
+    src: &File,
+    src_base: u64,
+    extents: &[(u64, u64)],
+    len: u64,
+    dst: &File,
+) -> io::Result<Hash> {
+    let leaf_count = len.div_ceil(LEAF_SIZE).max(1);
+    let height = tree_height(leaf_count);
+    let zero_roots = zero_subtree_hashes(height);
+    let batches = leaf_batches(extents, len);
+    let per_batch: Vec<Vec<(u64, Hash)>> = batches
+        .par_iter()
+        .map_init(
+            || vec![0u8; (LEAVES_PER_BATCH * LEAF_SIZE) as usize],
+            |buf, &(first_leaf, leaves)| {
+                let start = first_leaf * LEAF_SIZE;
+                let span = (leaves * LEAF_SIZE) as usize;
+                let readable = (len.saturating_sub(start) as usize).min(span);
+                src.read_exact_at(&mut buf[..readable], src_base + start)?;
+                crate::sparse::write_nonzero_runs(dst, start, &buf[..readable])?;
+                buf[readable..span].fill(0);
+                Ok(buf[..span]
+                    .chunks_exact(LEAF_SIZE as usize)
+                    .enumerate()
+                    .filter(|(_, leaf)| !is_all_zero(leaf))
+                    .map(|(i, leaf)| (first_leaf + i as u64, leaf_hash(leaf)))
+                    .collect())
+            },
+        )
+        .collect::<io::Result<_>>()?;
+    let nonzero_leaves: Vec<(u64, Hash)> = per_batch.into_iter().flatten().collect();
+    Ok(finish(len, &fold_sparse_tree(nonzero_leaves, &zero_roots)))
+}
+
 /// The digest of a fully in-memory byte string; the reference the file path
 /// is tested against and the definition in its simplest form.
 #[cfg(test)]

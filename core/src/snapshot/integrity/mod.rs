@@ -136,6 +136,21 @@ pub async fn upper_digest(
     .await
 }
 
+/// Copy `len` bytes of `src` (read at `src_base + offset`; only `extents`,
+/// `[start, end)`, may hold data) into the new file `dst`, sparse, and
+/// return its `msb-merkle-sha256-v1` digest: one parallel pass.
+pub(crate) fn copy_with_merkle_digest(
+    src: &File,
+    src_base: u64,
+    extents: &[(u64, u64)],
+    len: u64,
+    dst: &File,
+) -> std::io::Result<String> {
+    dst.set_len(len)?;
+    let raw = merkle::copy_and_digest(src, src_base, extents, len, dst)?;
+    Ok(crate::digest::prefixed_sha256(&raw))
+}
+
 /// Hash an already-open file of apparent length `len`.
 pub(crate) fn digest_open_file(
     file: &File,
@@ -170,6 +185,37 @@ pub(crate) fn digest_open_file(
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn a_copy_with_its_digest_is_the_file_and_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 200_000];
+        let src = sparse_file(
+            dir.path(),
+            (8 << 20) + 3,
+            &[
+                (0, b"head"),
+                (70_000, &big),
+                (5 << 20, &[0u8; 4096]),
+                ((8 << 20) - 1, b"tail"),
+            ],
+        );
+        let src_file = File::open(&src).unwrap();
+        let len = src_file.metadata().unwrap().len();
+        let extents = data_extents(&src_file, len).unwrap();
+        let dst = dir.path().join("copy");
+        let dst_file = File::create_new(&dst).unwrap();
+        let digest = copy_with_merkle_digest(&src_file, 0, &extents, len, &dst_file).unwrap();
+        let control = Control::detached();
+        let expected =
+            upper_digest_controlled(&src, IntegrityAlgorithm::MerkleSha256V1, &control).unwrap();
+        assert_eq!(digest, expected);
+        assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&src).unwrap());
+        assert!(
+            crate::sparse::allocated_bytes(&dst).unwrap() < 1 << 20,
+            "holes stay holes"
+        );
+    }
 
     fn sparse_file(dir: &Path, len: u64, writes: &[(u64, &[u8])]) -> PathBuf {
         let path = dir.join("upper");
