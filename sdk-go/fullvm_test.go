@@ -4,8 +4,9 @@ package microsandbox_test
 // sandbox counts in memory, never on disk; it is captured whole, resumed,
 // and forked a few times (forks continue the count, each with its own
 // disk, entropy, hostname and clock); save_named / get / restore from the
-// index / delete; restore overrides; the errors of bad input. Every
-// sandbox is removed when the test ends, passed or failed.
+// index / delete; restore overrides; cancelling a restore or a capture;
+// the errors of bad input. Every sandbox is removed when the test ends,
+// passed or failed.
 
 import (
 	"bytes"
@@ -247,6 +248,26 @@ func TestFullVMSnapshots(t *testing.T) {
 		noSandbox(t, ctx, "cancelled")
 		if _, err := os.Stat(filepath.Join(h.dir, "sandboxes", "cancelled")); !os.IsNotExist(err) {
 			t.Errorf("the cancelled sandbox's directory: %v", err)
+		}
+	})
+
+	t.Run("cancelling a capture resumes the sandbox and keeps nothing", func(t *testing.T) {
+		before, err := os.ReadDir(filepath.Dir(art.Path()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+		defer cancel()
+		if _, err := sb.SnapshotFull(cctx); !errors.Is(err, m.ErrCancelled) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("cancelled capture: %v", err)
+		}
+		if state, err := sb.Handle().Status(ctx); err != nil || state != m.SandboxStateRunning {
+			t.Errorf("after a cancelled capture: %q %v", state, err)
+		}
+		count(t, ctx, sb)
+		after, err := os.ReadDir(filepath.Dir(art.Path()))
+		if err != nil || len(after) != len(before) {
+			t.Errorf("snapshots of the sandbox: %d before, %d after (%v)", len(before), len(after), err)
 		}
 	})
 
