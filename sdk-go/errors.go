@@ -57,6 +57,8 @@ var (
 	ErrSandboxNotFound               = sentinel("SandboxNotFound")
 	ErrSandboxAlreadyExists          = sentinel("SandboxAlreadyExists")
 	ErrSandboxNotRunning             = sentinel("SandboxNotRunning")
+	ErrSandboxNotPaused              = sentinel("SandboxNotPaused")
+	ErrSnapshotIncompatible          = sentinel("SnapshotIncompatible")
 	ErrImageNotFound                 = sentinel("ImageNotFound")
 	ErrRuntime                       = sentinel("Runtime")
 	ErrCancelled                     = sentinel("Cancelled")
@@ -70,7 +72,8 @@ func init() {
 		ErrSnapshotAlreadyExists, ErrSnapshotNotFound, ErrSnapshotSandboxRunning,
 		ErrSnapshotIntegrity, ErrManifestInvalid, ErrIntegrityAlgorithmUnsupported,
 		ErrArchiveInvalid, ErrSnapshotHasChildren, ErrInvalidConfig, ErrSandboxNotFound,
-		ErrSandboxAlreadyExists, ErrSandboxNotRunning, ErrImageNotFound, ErrRuntime,
+		ErrSandboxAlreadyExists, ErrSandboxNotRunning, ErrSandboxNotPaused,
+		ErrSnapshotIncompatible, ErrImageNotFound, ErrRuntime,
 		ErrCancelled, ErrIo,
 	} {
 		sentinels[s.Kind] = s

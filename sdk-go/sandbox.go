@@ -2,7 +2,7 @@ package microsandbox
 
 // Sandboxes: create (from an image or a snapshot), get, list, remove; a
 // running Sandbox and the registry's SandboxHandle, which snapshots a
-// stopped sandbox.
+// stopped sandbox's disk, or a running one whole (SnapshotFull, Resume).
 
 /*
 #include <stdlib.h>
@@ -26,7 +26,17 @@ type sandboxOptions struct {
 	memoryMiB, cpus uint32
 	upperSizeBytes  uint64
 	env             map[string]string
+	instant         C.int32_t // negative: the core's default
 }
+
+// The states of a sandbox, as State and Status report them.
+const (
+	SandboxStateRunning = "running"
+	// SandboxStatePaused: its VM is up but paused by SnapshotFull, until Resume.
+	SandboxStatePaused  = "paused"
+	SandboxStateStopped = "stopped"
+	SandboxStateCrashed = "crashed"
+)
 
 // WithImage boots the sandbox from an image reference or manifest digest.
 func WithImage(ref string) SandboxOption { return func(o *sandboxOptions) { o.image = ref } }
@@ -54,6 +64,19 @@ func WithEnv(key, value string) SandboxOption {
 			o.env = map[string]string{}
 		}
 		o.env[key] = value
+	}
+}
+
+// WithInstant sets instant create (docs/full-snapshots.md): on (the
+// core's default), a create may fork a cached base full snapshot of a
+// freshly booted guest of the same shape instead of booting; false always
+// boots cold.
+func WithInstant(on bool) SandboxOption {
+	return func(o *sandboxOptions) {
+		o.instant = 0
+		if on {
+			o.instant = 1
+		}
 	}
 }
 
@@ -120,7 +143,7 @@ func newSandbox(p *C.MsbSandbox) (*Sandbox, error) {
 // CreateSandbox creates the sandbox name and boots it: WithImage or
 // WithSnapshot (exactly one), plus any other options.
 func CreateSandbox(ctx context.Context, name string, opts ...SandboxOption) (*Sandbox, error) {
-	var o sandboxOptions
+	o := sandboxOptions{instant: -1}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -133,7 +156,7 @@ func CreateSandbox(ctx context.Context, name string, opts ...SandboxOption) (*Sa
 	var out *C.MsbSandbox
 	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
 		return C.msb_sandbox_create(cfg, tok, n, img, snap, C.uint32_t(o.memoryMiB), C.uint32_t(o.cpus),
-			C.uint64_t(o.upperSizeBytes), keys, values, count, &out)
+			C.uint64_t(o.upperSizeBytes), keys, values, count, o.instant, &out)
 	})
 	if err != nil {
 		return nil, err
@@ -192,6 +215,18 @@ func (sb *Sandbox) Handle() *SandboxHandle { return sb.handle }
 // Stop shuts the sandbox down cleanly (forced after a timeout).
 func (sb *Sandbox) Stop(ctx context.Context) error { return sb.handle.Stop(ctx) }
 
+// SnapshotFull captures the running sandbox whole (memory, CPU and device
+// state, disk) as a full snapshot and leaves it paused until Resume. The
+// artifact lives until SaveNamed or until this sandbox is removed.
+// ErrSandboxNotRunning unless it runs (or is already paused).
+func (sb *Sandbox) SnapshotFull(ctx context.Context) (*SnapshotArtifact, error) {
+	return sb.handle.SnapshotFull(ctx)
+}
+
+// Resume continues the sandbox paused by SnapshotFull from exactly where it
+// was. ErrSandboxNotPaused unless it is paused.
+func (sb *Sandbox) Resume(ctx context.Context) error { return sb.handle.Resume(ctx) }
+
 // Close releases the Go handle of the sandbox; the VM is not stopped.
 func (sb *Sandbox) Close() error {
 	sb.mu.Lock()
@@ -206,7 +241,8 @@ func (sb *Sandbox) Close() error {
 // Name is the sandbox's name.
 func (h *SandboxHandle) Name() string { return h.view.Name }
 
-// State is "running", "stopped" or "crashed" when the handle was read (see Status).
+// State is "running", "paused", "stopped" or "crashed" (SandboxState…)
+// when the handle was read (see Status).
 func (h *SandboxHandle) State() string { return h.view.State }
 
 // ImageRef is the image reference the sandbox was created from.
@@ -300,4 +336,21 @@ func (h *SandboxHandle) SnapshotTo(ctx context.Context, path string) (*SnapshotA
 	})
 	runtime.KeepAlive(h)
 	return artifactResult(out, err)
+}
+
+// SnapshotFull captures this running sandbox whole; see Sandbox.SnapshotFull.
+func (h *SandboxHandle) SnapshotFull(ctx context.Context) (*SnapshotArtifact, error) {
+	var out *C.MsbSnapshot
+	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+		return C.msb_sandbox_handle_snapshot_full(cfg, tok, h.ptr, &out)
+	})
+	runtime.KeepAlive(h)
+	return artifactResult(out, err)
+}
+
+// Resume continues this paused sandbox; see Sandbox.Resume. Not cancellable.
+func (h *SandboxHandle) Resume(ctx context.Context) error {
+	err := callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_sandbox_handle_resume(cfg, h.ptr) })
+	runtime.KeepAlive(h)
+	return err
 }

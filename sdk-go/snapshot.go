@@ -83,6 +83,7 @@ type SnapshotArtifact struct {
 	createdAt           string
 	labels              map[string]string
 	sourceSandbox       *string
+	kind                SnapshotKind
 }
 
 // artifactView is the core's JSON view of an artifact (docs/json.md).
@@ -98,6 +99,7 @@ type artifactView struct {
 	Labels              map[string]string `json:"labels"`
 	SourceSandbox       *string           `json:"source_sandbox"`
 	SizeBytes           uint64            `json:"size_bytes"`
+	Kind                SnapshotKind      `json:"kind"`
 }
 
 // newArtifact takes ownership of p.
@@ -116,6 +118,7 @@ func newArtifact(p *C.MsbSnapshot) (*SnapshotArtifact, error) {
 		ptr: p, path: v.Path, digest: v.Digest, sizeBytes: v.SizeBytes, imageRef: v.ImageRef,
 		imageManifestDigest: v.ImageManifestDigest, format: v.Format, fstype: v.Fstype,
 		parent: v.Parent, createdAt: v.CreatedAt, labels: v.Labels, sourceSandbox: v.SourceSandbox,
+		kind: v.Kind,
 	}
 	runtime.SetFinalizer(a, func(a *SnapshotArtifact) { C.msb_snapshot_free(a.ptr) })
 	return a, nil
@@ -199,6 +202,7 @@ type SnapshotHandle struct {
 	sizeBytes    *uint64
 	path         string
 	createdAt    time.Time
+	kind         SnapshotKind
 }
 
 // Digest is the manifest digest.
@@ -296,6 +300,7 @@ func takeHandles(list *C.MsbSnapshotHandleList) ([]*SnapshotHandle, error) {
 			h.sizeBytes = &sizes[i]
 		}
 		h.createdAt = time.Unix(int64(v.created_at_unix), int64(v.created_at_nanos)).UTC()
+		h.kind = snapshotKindOf(v.kind)
 		out[i] = h
 	}
 	return out, nil

@@ -159,6 +159,8 @@ typedef struct MsbSnapshotHandleView {
   uint32_t created_at_nanos;
   // Indexed snapshots whose parent this is.
   uint64_t child_count;
+  // `disk` or `full` (static).
+  struct MsbStr kind;
   // Whether `name` is set.
   bool has_name;
   // Whether `parent_digest` is set.
@@ -288,7 +290,9 @@ MsbResult msb_image_list(const struct MsbConfig *config, char **out_json);
 
 // Create the sandbox `name` and boot it: from `image` or from
 // `from_snapshot` (exactly one); `memory_mib`, `cpus` and
-// `upper_size_bytes` 0 for the defaults; `env_count` variables.
+// `upper_size_bytes` 0 for the defaults; `env_count` variables; `instant`
+// negative for the core's default, 0 to always boot cold, positive to
+// allow instant create (`docs/full-snapshots.md`).
 MsbResult msb_sandbox_create(const struct MsbConfig *config,
                              const struct MsbCancel *cancel,
                              const char *name,
@@ -300,6 +304,7 @@ MsbResult msb_sandbox_create(const struct MsbConfig *config,
                              const char *const *env_keys,
                              const char *const *env_values,
                              size_t env_count,
+                             int32_t instant,
                              struct MsbSandbox **out);
 
 // The registry handle of a running sandbox (free it on its own).
@@ -333,7 +338,7 @@ MsbResult msb_sandbox_remove(const struct MsbConfig *config, const char *name);
 // The handle's JSON view (`docs/json.md`, "SandboxHandle").
 MsbResult msb_sandbox_handle_json(const struct MsbSandboxHandle *h, char **out);
 
-// The sandbox's current state (`running`, `stopped`, `crashed`).
+// The sandbox's current state (`running`, `paused`, `stopped`, `crashed`).
 MsbResult msb_sandbox_handle_status(const struct MsbConfig *config,
                                     const struct MsbSandboxHandle *h,
                                     char **out);
@@ -364,6 +369,20 @@ MsbResult msb_sandbox_handle_snapshot_to(const struct MsbConfig *config,
                                          const struct MsbSandboxHandle *h,
                                          const char *path,
                                          struct MsbSnapshot **out);
+
+// Capture this running (or paused) sandbox whole as a full snapshot
+// (`docs/full-snapshots.md`); the sandbox is left paused until
+// `msb_sandbox_handle_resume`. The artifact lives in the sandbox's
+// directory until it is saved under a name or the sandbox is removed.
+MsbResult msb_sandbox_handle_snapshot_full(const struct MsbConfig *config,
+                                           const struct MsbCancel *cancel,
+                                           const struct MsbSandboxHandle *h,
+                                           struct MsbSnapshot **out);
+
+// Continue a sandbox paused by a full snapshot (`SandboxNotPaused` unless
+// it is paused).
+MsbResult msb_sandbox_handle_resume(const struct MsbConfig *config,
+                                    const struct MsbSandboxHandle *h);
 
 // Release a sandbox handle.
 void msb_sandbox_handle_free(struct MsbSandboxHandle *h);
@@ -399,6 +418,30 @@ MsbResult msb_snapshot_verify(const struct MsbConfig *config,
                               MsbProgressFn progress,
                               void *user,
                               char **out_json);
+
+// Restore the artifact as the new sandbox `name`: a full snapshot forks
+// (no boot), a disk snapshot boots cold. Overrides: `memory_mib` and
+// `cpus` 0 to keep the snapshot's (a fork may only lower them), and
+// `env_count` variables added to the environment.
+MsbResult msb_snapshot_restore(const struct MsbConfig *config,
+                               const struct MsbCancel *cancel,
+                               const struct MsbSnapshot *snap,
+                               const char *name,
+                               uint32_t memory_mib,
+                               uint32_t cpus,
+                               const char *const *env_keys,
+                               const char *const *env_values,
+                               size_t env_count,
+                               struct MsbSandbox **out);
+
+// Keep the artifact under the bare `name` in the snapshots directory,
+// durably and indexed (`SnapshotAlreadyExists` if the name is taken).
+MsbResult msb_snapshot_save_named(const struct MsbConfig *config,
+                                  const struct MsbSnapshot *snap,
+                                  const char *name);
+
+// Delete the named snapshot (`msb_snapshot_remove` without `force`).
+MsbResult msb_snapshot_delete(const struct MsbConfig *config, const char *name);
 
 // Release an artifact.
 void msb_snapshot_free(struct MsbSnapshot *snap);

@@ -1,7 +1,8 @@
 //! Sandboxes over the C ABI: create (from an image or a snapshot), get,
 //! list, remove; a running `MsbSandbox` and the registry's
 //! `MsbSandboxHandle` (read as the core's JSON view, `docs/json.md`), with
-//! start, stop, status and snapshots. Commands are in [`crate::exec`].
+//! start, stop, status, resume and snapshots (disk and full). Commands are
+//! in [`crate::exec`].
 
 use std::ffi::c_char;
 
@@ -15,6 +16,10 @@ use crate::{
 /// A running sandbox.
 pub struct MsbSandbox {
     sandbox: Sandbox,
+}
+
+pub(crate) fn boxed_sandbox(sandbox: Sandbox) -> *mut MsbSandbox {
+    Box::into_raw(Box::new(MsbSandbox { sandbox }))
 }
 
 /// A sandbox as recorded in the registry.
@@ -42,7 +47,9 @@ fn boxed_handle(handle: SandboxHandle) -> *mut MsbSandboxHandle {
 
 /// Create the sandbox `name` and boot it: from `image` or from
 /// `from_snapshot` (exactly one); `memory_mib`, `cpus` and
-/// `upper_size_bytes` 0 for the defaults; `env_count` variables.
+/// `upper_size_bytes` 0 for the defaults; `env_count` variables; `instant`
+/// negative for the core's default, 0 to always boot cold, positive to
+/// allow instant create (`docs/full-snapshots.md`).
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn msb_sandbox_create(
@@ -57,10 +64,14 @@ pub extern "C" fn msb_sandbox_create(
     env_keys: *const *const c_char,
     env_values: *const *const c_char,
     env_count: usize,
+    instant: i32,
     out: *mut *mut MsbSandbox,
 ) -> MsbResult {
     guard(|| {
         let mut builder = Sandbox::builder(arg_str(name, "name")?);
+        if instant >= 0 {
+            builder = builder.instant(instant > 0);
+        }
         if let Some(image) = arg_opt_str(image, "image")? {
             builder = builder.image(image);
         }
@@ -80,7 +91,7 @@ pub extern "C" fn msb_sandbox_create(
             builder = builder.env(k, v);
         }
         let sandbox = block_on(config, cancel, builder.create())?;
-        put(out, Box::into_raw(Box::new(MsbSandbox { sandbox })))
+        put(out, boxed_sandbox(sandbox))
     })
 }
 
@@ -185,7 +196,7 @@ pub extern "C" fn msb_sandbox_handle_json(
     guard(|| put_json(out, handle_ref(h)?))
 }
 
-/// The sandbox's current state (`running`, `stopped`, `crashed`).
+/// The sandbox's current state (`running`, `paused`, `stopped`, `crashed`).
 #[unsafe(no_mangle)]
 pub extern "C" fn msb_sandbox_handle_status(
     config: *const MsbConfig,
@@ -208,7 +219,7 @@ pub extern "C" fn msb_sandbox_handle_start(
 ) -> MsbResult {
     guard(|| {
         let sandbox = block_on(config, cancel, handle_ref(h)?.start())?;
-        put(out, Box::into_raw(Box::new(MsbSandbox { sandbox })))
+        put(out, boxed_sandbox(sandbox))
     })
 }
 
@@ -260,6 +271,33 @@ pub extern "C" fn msb_sandbox_handle_snapshot_to(
         let snapshot = block_on(config, cancel, handle_ref(h)?.snapshot_to(path))?;
         put(out, Box::into_raw(Box::new(MsbSnapshot { snapshot })))
     })
+}
+
+/// Capture this running (or paused) sandbox whole as a full snapshot
+/// (`docs/full-snapshots.md`); the sandbox is left paused until
+/// `msb_sandbox_handle_resume`. The artifact lives in the sandbox's
+/// directory until it is saved under a name or the sandbox is removed.
+#[unsafe(no_mangle)]
+pub extern "C" fn msb_sandbox_handle_snapshot_full(
+    config: *const MsbConfig,
+    cancel: *const MsbCancel,
+    h: *const MsbSandboxHandle,
+    out: *mut *mut MsbSnapshot,
+) -> MsbResult {
+    guard(|| {
+        let snapshot = block_on(config, cancel, handle_ref(h)?.snapshot_full())?;
+        put(out, Box::into_raw(Box::new(MsbSnapshot { snapshot })))
+    })
+}
+
+/// Continue a sandbox paused by a full snapshot (`SandboxNotPaused` unless
+/// it is paused).
+#[unsafe(no_mangle)]
+pub extern "C" fn msb_sandbox_handle_resume(
+    config: *const MsbConfig,
+    h: *const MsbSandboxHandle,
+) -> MsbResult {
+    guard(|| block_on(config, std::ptr::null(), handle_ref(h)?.resume()))
 }
 
 /// Release a sandbox handle.

@@ -1,13 +1,16 @@
 //! Snapshots over the C ABI: artifacts (`MsbSnapshot`, read as the core's
 //! JSON view, `docs/json.md`), index handles (`MsbSnapshotHandleList`, read
 //! as borrowed field views so that a listing of thousands converts without
-//! a serialization round trip), and the static entry points.
+//! a serialization round trip), and the static entry points; restoring an
+//! artifact into a new sandbox (a fork, for a full snapshot), keeping it
+//! under a name, and deleting by name (`docs/full-snapshots.md`).
 
 use std::ffi::{c_char, c_void};
 use std::path::Path;
 
 use microsandbox::{ExportOpts, Snapshot, SnapshotHandle};
 
+use crate::sandbox::{MsbSandbox, boxed_sandbox};
 use crate::{
     MsbCancel, MsbConfig, MsbProgressFn, MsbResult, MsbStr, arg_opt_str, arg_pairs, arg_str,
     block_on, call_opts, free_box, guard, put, put_json,
@@ -53,6 +56,8 @@ pub struct MsbSnapshotHandleView {
     pub created_at_nanos: u32,
     /// Indexed snapshots whose parent this is.
     pub child_count: u64,
+    /// `disk` or `full` (static).
+    pub kind: MsbStr,
     /// Whether `name` is set.
     pub has_name: bool,
     /// Whether `parent_digest` is set.
@@ -76,6 +81,7 @@ fn view_of(h: &SnapshotHandle) -> MsbSnapshotHandleView {
         created_at_unix: created.timestamp(),
         created_at_nanos: created.timestamp_subsec_nanos(),
         child_count: h.child_count(),
+        kind: MsbStr::of(h.kind().as_str().as_bytes()),
         has_name: h.name().is_some(),
         has_parent: h.parent_digest().is_some(),
         has_size_bytes: h.size_bytes().is_some(),
@@ -176,6 +182,69 @@ pub extern "C" fn msb_snapshot_verify(
         let opts = call_opts(cancel, progress, user);
         let report = block_on(config, cancel, snapshot.verify_with(opts))?;
         put_json(out_json, &report)
+    })
+}
+
+/// Restore the artifact as the new sandbox `name`: a full snapshot forks
+/// (no boot), a disk snapshot boots cold. Overrides: `memory_mib` and
+/// `cpus` 0 to keep the snapshot's (a fork may only lower them), and
+/// `env_count` variables added to the environment.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn msb_snapshot_restore(
+    config: *const MsbConfig,
+    cancel: *const MsbCancel,
+    snap: *const MsbSnapshot,
+    name: *const c_char,
+    memory_mib: u32,
+    cpus: u32,
+    env_keys: *const *const c_char,
+    env_values: *const *const c_char,
+    env_count: usize,
+    out: *mut *mut MsbSandbox,
+) -> MsbResult {
+    guard(|| {
+        let snapshot = snapshot_ref(snap)?;
+        let name = arg_str(name, "name")?;
+        let env = arg_pairs(env_keys, env_values, env_count, "env")?;
+        let restore = snapshot.restore_with(name, |mut b| {
+            if memory_mib > 0 {
+                b = b.memory_mib(memory_mib);
+            }
+            if cpus > 0 {
+                b = b.cpus(cpus);
+            }
+            for (k, v) in env {
+                b = b.env(k, v);
+            }
+            b
+        });
+        let sandbox = block_on(config, cancel, restore)?;
+        put(out, boxed_sandbox(sandbox))
+    })
+}
+
+/// Keep the artifact under the bare `name` in the snapshots directory,
+/// durably and indexed (`SnapshotAlreadyExists` if the name is taken).
+#[unsafe(no_mangle)]
+pub extern "C" fn msb_snapshot_save_named(
+    config: *const MsbConfig,
+    snap: *const MsbSnapshot,
+    name: *const c_char,
+) -> MsbResult {
+    guard(|| {
+        let snapshot = snapshot_ref(snap)?;
+        let name = arg_str(name, "name")?;
+        block_on(config, std::ptr::null(), snapshot.save_named(name))
+    })
+}
+
+/// Delete the named snapshot (`msb_snapshot_remove` without `force`).
+#[unsafe(no_mangle)]
+pub extern "C" fn msb_snapshot_delete(config: *const MsbConfig, name: *const c_char) -> MsbResult {
+    guard(|| {
+        let name = arg_str(name, "name")?;
+        block_on(config, std::ptr::null(), Snapshot::delete(name))
     })
 }
 

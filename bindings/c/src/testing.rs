@@ -56,6 +56,14 @@ fn error_of_kind(kind: &str) -> MicrosandboxError {
             name: what,
             state: "stopped".into(),
         },
+        "SandboxNotPaused" => E::SandboxNotPaused {
+            name: what,
+            state: "running".into(),
+        },
+        "SnapshotIncompatible" => E::SnapshotIncompatible {
+            path: "/test".into(),
+            reason: what,
+        },
         "ImageNotFound" => E::ImageNotFound { reference: what },
         "Runtime" => E::Runtime(what),
         "Cancelled" => E::Cancelled,

@@ -1,7 +1,8 @@
 // Command flow is the packaging test's program: built in a fresh module
 // outside the checkout against the Go dist directory (a replace
 // directive), with no Rust toolchain and no MSB_KERNEL_DIR, it runs the
-// typical flow on a real VM with the guest assets shipped in the module.
+// typical flow on a real VM with the guest assets shipped in the module,
+// then captures that VM whole, resumes it and forks it.
 //
 // Usage: flow HOME1 HOME2 WORKDIR
 package main
@@ -89,6 +90,26 @@ func run(ctx1, ctx2 context.Context, work string) error {
 	}
 	if string(got.Stdout) != "packaged\n" {
 		return fmt.Errorf("read back %q", got.Stdout)
+	}
+	// Full-VM snapshot of the running sandbox, resume, fork, exec in the fork.
+	full, err := sb2.SnapshotFull(ctx2)
+	if err != nil {
+		return err
+	}
+	if err := sb2.Resume(ctx2); err != nil {
+		return err
+	}
+	fork, err := full.Restore(ctx2, "worker-fork")
+	if err != nil {
+		return err
+	}
+	defer fork.Close()
+	got, err = fork.Exec(ctx2, "sh", []string{"-c", "cat /root/note.txt; hostname"})
+	if err != nil {
+		return err
+	}
+	if string(got.Stdout) != "packaged\nworker-fork\n" {
+		return fmt.Errorf("the fork read %q", got.Stdout)
 	}
 	return nil
 }
