@@ -3,9 +3,10 @@
 //! full-VM) and resume calls.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
-use microsandbox::{ExecOptions, ExecOutput, Sandbox, SandboxHandle};
+use microsandbox::{ExecOptions, ExecOutput, MicrosandboxResult, Sandbox, SandboxHandle};
 use napi::Env;
 use napi::bindgen_prelude::{BigInt, Buffer, PromiseRaw};
 use napi_derive::napi;
@@ -243,14 +244,7 @@ impl NativeSandbox {
         cancel: Option<&CancelToken>,
     ) -> napi::Result<PromiseRaw<'env, NativeSandbox>> {
         let h = self.inner.clone();
-        spawn(
-            env,
-            config,
-            cancel,
-            None,
-            async move { h.start().await },
-            |sb| Ok(NativeSandbox::from(sb.handle().clone())),
-        )
+        spawn_sandbox(env, config, cancel, async move { h.start().await })
     }
 
     /// Stop if running and delete.
@@ -356,8 +350,19 @@ pub fn sandbox_create<'env>(
         }
         b.create().await
     };
+    spawn_sandbox(env, config, cancel, work)
+}
+
+/// [`spawn`] for a call that makes a running sandbox (create, start,
+/// restore): the Promise resolves to its handle.
+pub(crate) fn spawn_sandbox<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    cancel: Option<&CancelToken>,
+    work: impl Future<Output = MicrosandboxResult<Sandbox>> + Send + 'static,
+) -> napi::Result<PromiseRaw<'env, NativeSandbox>> {
     spawn(env, config, cancel, None, work, |sb| {
-        Ok(NativeSandbox::from(sb.handle().clone()))
+        Ok(NativeSandbox::from(sb))
     })
 }
 

@@ -16,7 +16,7 @@ use napi_derive::napi;
 use crate::call::{
     BlockingTask, CancelToken, NativeConfig, Progress, ProgressFn, blocking_task, call_opts, spawn,
 };
-use crate::sandbox::{NativeSandbox, pairs};
+use crate::sandbox::{NativeSandbox, pairs, spawn_sandbox};
 
 /// The overrides of `restoreWith` (unset: the snapshot's own).
 #[napi(object)]
@@ -157,9 +157,7 @@ impl NativeSnapshot {
     ) -> napi::Result<PromiseRaw<'env, NativeSandbox>> {
         let snap = self.inner.clone();
         let work = async move { snap.restore_with(name, overrides(spec)).await };
-        spawn(env, config, cancel, None, work, |sb| {
-            Ok(NativeSandbox::from(sb))
-        })
+        spawn_sandbox(env, config, cancel, work)
     }
 
     /// Keep this snapshot under the bare `name` (durable and indexed).
@@ -387,9 +385,8 @@ impl NativeSnapshotHandle {
         cancel: Option<&CancelToken>,
     ) -> napi::Result<PromiseRaw<'env, NativeSandbox>> {
         let handle = self.inner.clone();
-        let work = async move { handle.restore_with(name, overrides(spec)).await };
-        spawn(env, config, cancel, None, work, |sb| {
-            Ok(NativeSandbox::from(sb))
+        spawn_sandbox(env, config, cancel, async move {
+            handle.restore_with(name, overrides(spec)).await
         })
     }
 
