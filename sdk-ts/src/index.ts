@@ -23,6 +23,7 @@ export {
   type ExitStatus,
   type SandboxState,
 } from "./sandbox";
+export { GuestSettings } from "./settings";
 export {
   ReadOnlyHandleError,
   RestoreBuilder,

@@ -86,7 +86,7 @@ export interface NativeSnapshotHandle {
   remove(config: NativeConfig | undefined, force: boolean): Promise<void>;
 }
 
-/** The overrides of `restoreWith`. */
+/** The overrides of `restoreWith` (and the same settings of a new sandbox). */
 export interface NativeRestoreSpec {
   memoryMib?: number;
   cpus?: number;
@@ -164,13 +164,10 @@ export interface NativeSnapshotSpec {
   recordIntegrity: boolean;
 }
 
-export interface NativeSandboxSpec {
+export interface NativeSandboxSpec extends NativeRestoreSpec {
   name: string;
   image?: string;
   fromSnapshot?: string;
-  memoryMib?: number;
-  cpus?: number;
-  env: string[][];
   upperSizeBytes?: bigint;
   instant?: boolean;
 }

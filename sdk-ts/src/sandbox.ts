@@ -17,6 +17,7 @@ import {
   type NativeExecStream,
   type NativeSandbox,
 } from "./native";
+import { GuestSettings } from "./settings";
 import { Snapshot } from "./snapshot";
 
 /** A sandbox's state; `paused` after a full snapshot, until `resume()`. */
@@ -374,18 +375,16 @@ export class Sandbox extends SandboxHandle {
 }
 
 /** Configures a sandbox: exactly one of `.image()` / `.fromSnapshot()`. */
-export class SandboxBuilder {
+export class SandboxBuilder extends GuestSettings {
   #name: string;
   #image: string | undefined;
   #fromSnapshot: string | undefined;
-  #memoryMib: number | undefined;
-  #cpus: number | undefined;
-  #env: Array<[string, string]> = [];
   #upperSizeBytes: bigint | undefined;
   #instant: boolean | undefined;
 
   /** @internal */
   constructor(name: string) {
+    super();
     this.#name = name;
   }
 
@@ -397,21 +396,6 @@ export class SandboxBuilder {
   /** Boot from a snapshot (bare name, digest or path); excludes `.image()`. */
   fromSnapshot(pathOrName: string): this {
     this.#fromSnapshot = pathOrName;
-    return this;
-  }
-  /** Guest memory in MiB (default 256). */
-  memoryMib(mib: number): this {
-    this.#memoryMib = mib;
-    return this;
-  }
-  /** Virtual CPUs (default 1). */
-  cpus(cpus: number): this {
-    this.#cpus = cpus;
-    return this;
-  }
-  /** Set an environment variable for every command. */
-  env(key: string, value: string): this {
-    this.#env.push([key, value]);
     return this;
   }
   /** Apparent size of the upper disk in bytes (default 4 GiB, sparse). */
@@ -437,9 +421,7 @@ export class SandboxBuilder {
       name: this.#name,
       ...(this.#image !== undefined ? { image: this.#image } : {}),
       ...(this.#fromSnapshot !== undefined ? { fromSnapshot: this.#fromSnapshot } : {}),
-      ...(this.#memoryMib !== undefined ? { memoryMib: this.#memoryMib } : {}),
-      ...(this.#cpus !== undefined ? { cpus: this.#cpus } : {}),
-      env: this.#env.map(([k, v]) => [k, v]),
+      ...this.guestSpec(),
       ...(this.#upperSizeBytes !== undefined ? { upperSizeBytes: this.#upperSizeBytes } : {}),
       ...(this.#instant !== undefined ? { instant: this.#instant } : {}),
     };

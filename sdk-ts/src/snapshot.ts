@@ -21,6 +21,7 @@ import {
   type NativeVerifyReport,
 } from "./native";
 import { Sandbox } from "./sandbox";
+import { GuestSettings } from "./settings";
 
 /** `disk`: the upper of a stopped sandbox (restoring boots cold); `full`: the whole VM (restoring forks). */
 export type SnapshotKind = "disk" | "full";
@@ -93,37 +94,10 @@ function vmSection(json: string): VmSection {
  * handed back through the balloon, fewer CPUs are taken offline. For a disk
  * snapshot they are the ordinary boot settings.
  */
-export class RestoreBuilder {
-  #memoryMib: number | undefined;
-  #cpus: number | undefined;
-  #env: Array<[string, string]> = [];
-
-  /** @internal */
-  constructor() {}
-
-  /** Guest memory in MiB. */
-  memoryMib(mib: number): this {
-    this.#memoryMib = mib;
-    return this;
-  }
-  /** Online virtual CPUs. */
-  cpus(cpus: number): this {
-    this.#cpus = cpus;
-    return this;
-  }
-  /** Set an environment variable for every command of the new sandbox. */
-  env(key: string, value: string): this {
-    this.#env.push([key, value]);
-    return this;
-  }
-
+export class RestoreBuilder extends GuestSettings {
   /** @internal */
   spec(): NativeRestoreSpec {
-    return {
-      ...(this.#memoryMib !== undefined ? { memoryMib: this.#memoryMib } : {}),
-      ...(this.#cpus !== undefined ? { cpus: this.#cpus } : {}),
-      env: this.#env.map(([k, v]) => [k, v]),
-    };
+    return this.guestSpec();
   }
 }
 
