@@ -73,6 +73,10 @@ describe("full-VM snapshots", () => {
       assert.equal(snap.sourceSandbox, "counter");
       assert.equal(snap.vm?.machine.memoryMib, 256);
       assert.equal(snap.vm?.ram.sizeBytes, 256n << 20n);
+      const view = JSON.parse(JSON.stringify(snap)) as { kind: string; vm: { ram: { sizeBytes: string }; machine: { cpus: number } } };
+      assert.equal(view.kind, "full");
+      assert.equal(view.vm.ram.sizeBytes, String(256 << 20));
+      assert.equal(view.vm.machine.cpus, 1);
       const digest = snap.digest;
       assert.equal(await source.status(), "paused");
       assert.equal((await m.Sandbox.get("counter")).state, "paused");
@@ -127,6 +131,7 @@ describe("full-VM snapshots", () => {
       const row = (await m.Snapshot.list()).find((r) => r.name === "kept");
       assert.equal(row?.kind, "full");
       assert.equal((row?.toJSON() as { kind?: string }).kind, "full");
+      await assert.rejects(row!.restore("from-row"), m.ReadOnlyHandleError);
 
       const fork = await h.restore("from-handle");
       assert.ok((await count(fork)) >= c0);
@@ -179,6 +184,7 @@ describe("full-VM snapshots", () => {
         fs.closeSync(fd);
       }
       const tampered = await m.Snapshot.open(copy);
+      await assert.rejects(tampered.verify(), m.SnapshotIntegrityError);
       await assert.rejects(tampered.restore("from-tampered"), m.SnapshotIntegrityError);
       await assert.rejects(m.Sandbox.get("from-tampered"), m.SandboxNotFoundError);
     });
