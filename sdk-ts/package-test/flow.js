@@ -1,5 +1,5 @@
-// The typical flow of the reference, run from a fresh project that installed
-// the two tarballs: no Rust toolchain, no MSB_KERNEL_DIR; the guest assets
+// The typical flow of the reference (plus a full-VM snapshot, resume and a
+// fork), run from a fresh project that installed the two tarballs: no Rust toolchain, no MSB_KERNEL_DIR; the guest assets
 // come from the platform package. Homes live under $MSB_TEST_TMP so that
 // leftover VMs of a failed run can be found; every sandbox is removed.
 "use strict";
@@ -23,6 +23,16 @@ async function main() {
       const sb = await Sandbox.builder("baseline").image("local/busybox:latest").create();
       const w = await sb.exec("sh", ["-c", "echo packaged > /root/note.txt"]);
       assert.equal(w.exitCode, 0, w.stderrText);
+      // A full snapshot of the running sandbox, resume, fork, exec in the fork.
+      const full = await sb.snapshot();
+      assert.equal(full.kind, "full");
+      assert.equal(await sb.status(), "paused");
+      await sb.resume();
+      const fork = await full.restore("fork");
+      const f = await fork.exec("sh", ["-c", "hostname; cat /root/note.txt"]);
+      assert.equal(f.stdoutText, "fork\npackaged\n");
+      await fork.remove();
+      console.log("full snapshot captured, resumed, forked and ran a command in the fork");
       await sb.stop();
       const snap = await Snapshot.builder("baseline").name("after-note").recordIntegrity().create();
       const report = await snap.verify();

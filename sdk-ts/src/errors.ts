@@ -48,6 +48,10 @@ export class SandboxNotFoundError extends kind("SandboxNotFound") {}
 export class SandboxAlreadyExistsError extends kind("SandboxAlreadyExists") {}
 /** The sandbox is not running. */
 export class SandboxNotRunningError extends kind("SandboxNotRunning") {}
+/** `resume()` of a sandbox that is not paused. */
+export class SandboxNotPausedError extends kind("SandboxNotPaused") {}
+/** A full snapshot's saved VM state cannot run here (QEMU, accelerator, CPU model, devices or guest protocol differ). */
+export class SnapshotIncompatibleError extends kind("SnapshotIncompatible") {}
 /** No image matches. */
 export class ImageNotFoundError extends kind("ImageNotFound") {}
 /** The VM or its tooling failed (also: a panic in the native code). */
@@ -82,6 +86,8 @@ export const ERROR_CLASSES: Readonly<Record<string, ErrorClass>> = Object.freeze
   SandboxNotFound: SandboxNotFoundError,
   SandboxAlreadyExists: SandboxAlreadyExistsError,
   SandboxNotRunning: SandboxNotRunningError,
+  SandboxNotPaused: SandboxNotPausedError,
+  SnapshotIncompatible: SnapshotIncompatibleError,
   ImageNotFound: ImageNotFoundError,
   Runtime: RuntimeError,
   Cancelled: CancelledError,

@@ -1,6 +1,6 @@
 /**
- * microsandbox: run untrusted code in microVM sandboxes and snapshot their
- * disks. The public API of the npm package; every call runs in the Rust
+ * microsandbox: run untrusted code in microVM sandboxes, snapshot their
+ * disks or whole VMs, and fork running sandboxes from full snapshots. The public API of the npm package; every call runs in the Rust
  * core through the native addon, off the JS thread.
  */
 
@@ -23,14 +23,19 @@ export {
   type ExitStatus,
   type SandboxState,
 } from "./sandbox";
+export { GuestSettings } from "./settings";
 export {
   ReadOnlyHandleError,
+  RestoreBuilder,
   Snapshot,
   SnapshotBuilder,
   SnapshotHandle,
   type ExportOpts,
   type SnapshotConfig,
+  type SnapshotKind,
   type SnapshotVerifyReport,
+  type VmFile,
+  type VmSection,
 } from "./snapshot";
 
 /** Every error kind of the core, from the native library (in its order). */

@@ -46,6 +46,11 @@ export interface NativeSnapshot {
   readonly createdAt: string;
   readonly labels: string[][];
   readonly sourceSandbox: string | null;
+  readonly kind: string;
+  /** A full snapshot's `vm.json`, or null. */
+  readonly vmJson: string | null;
+  restore(config: NativeConfig | undefined, name: string, spec: NativeRestoreSpec | undefined, cancel: CancelToken | undefined): Promise<NativeSandbox>;
+  saveNamed(config: NativeConfig | undefined, name: string): Promise<void>;
   verify(
     config: NativeConfig | undefined,
     cancel: CancelToken | undefined,
@@ -60,7 +65,7 @@ export interface NativeHandleTable {
   text: string;
   /** End of each of those five fields per row, in UTF-16 units of `text`. */
   ends: Uint32Array;
-  /** Bit 0: has a name; 1: has a parent; 2: has a size; 3: format qcow2. */
+  /** Bit 0: has a name; 1: has a parent; 2: has a size; 3: format qcow2; 4: kind full. */
   flags: Uint8Array;
   sizes: BigUint64Array;
   createdAtMs: Float64Array;
@@ -75,8 +80,17 @@ export interface NativeSnapshotHandle {
   readonly sizeBytes: bigint | null;
   readonly createdAtMs: number;
   readonly path: string;
+  readonly kind: string;
+  restore(config: NativeConfig | undefined, name: string, spec: NativeRestoreSpec | undefined, cancel: CancelToken | undefined): Promise<NativeSandbox>;
   open(config: NativeConfig | undefined): Promise<NativeSnapshot>;
   remove(config: NativeConfig | undefined, force: boolean): Promise<void>;
+}
+
+/** The overrides of `restoreWith` (and the same settings of a new sandbox). */
+export interface NativeRestoreSpec {
+  memoryMib?: number;
+  cpus?: number;
+  env: string[][];
 }
 
 export interface NativeExecOptions {
@@ -137,6 +151,8 @@ export interface NativeSandbox {
   remove(config: NativeConfig | undefined): Promise<void>;
   snapshot(config: NativeConfig | undefined, name: string, cancel: CancelToken | undefined): Promise<NativeSnapshot>;
   snapshotTo(config: NativeConfig | undefined, path: string, cancel: CancelToken | undefined): Promise<NativeSnapshot>;
+  snapshotFull(config: NativeConfig | undefined, cancel: CancelToken | undefined): Promise<NativeSnapshot>;
+  resume(config: NativeConfig | undefined): Promise<void>;
 }
 
 export interface NativeSnapshotSpec {
@@ -148,14 +164,12 @@ export interface NativeSnapshotSpec {
   recordIntegrity: boolean;
 }
 
-export interface NativeSandboxSpec {
+export interface NativeSandboxSpec extends NativeRestoreSpec {
   name: string;
   image?: string;
   fromSnapshot?: string;
-  memoryMib?: number;
-  cpus?: number;
-  env: string[][];
   upperSizeBytes?: bigint;
+  instant?: boolean;
 }
 
 export interface NativeImageInfo {
@@ -184,6 +198,7 @@ export interface NativeAddon {
   snapshotList(config: C): Promise<NativeHandleTable>;
   snapshotListDir(config: C, dir: string): Promise<NativeSnapshot[]>;
   snapshotRemove(config: C, pathOrName: string, force: boolean): Promise<void>;
+  snapshotDelete(config: C, name: string): Promise<void>;
   snapshotReindex(config: C, dir: string | undefined, cancel: T): Promise<number>;
   snapshotExport(
     config: C,

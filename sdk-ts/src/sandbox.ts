@@ -1,7 +1,8 @@
 /**
  * Sandboxes: `Sandbox.builder(name)…create()` (from an image or a
  * snapshot), get, list, remove, and a handle's exec (buffered and
- * streaming), stop, start, status, snapshot and snapshotTo.
+ * streaming), stop, start, status, snapshot (no name: the whole VM; a
+ * name: the disk of a stopped sandbox), snapshotTo and resume.
  */
 
 import { Readable, Writable } from "node:stream";
@@ -16,10 +17,11 @@ import {
   type NativeExecStream,
   type NativeSandbox,
 } from "./native";
+import { GuestSettings } from "./settings";
 import { Snapshot } from "./snapshot";
 
-/** A sandbox's state. */
-export type SandboxState = "running" | "stopped" | "crashed";
+/** A sandbox's state; `paused` after a full snapshot, until `resume()`. */
+export type SandboxState = "running" | "paused" | "stopped" | "crashed";
 
 /** Options of one command. */
 export interface ExecOptions extends CallOptions {
@@ -312,10 +314,27 @@ export class SandboxHandle {
     await wrap(this.native.remove(this.config));
   }
 
-  /** Snapshot this stopped sandbox under a bare name. */
-  async snapshot(name: string, opts?: CallOptions): Promise<Snapshot> {
-    const s = await cancellable(opts?.signal, (token) => this.native.snapshot(this.config, name, token));
+  /**
+   * Capture the whole running VM (memory, CPU and device state, disk) as a
+   * full snapshot. The sandbox stays `paused` until `resume()`; the
+   * snapshot lives in the sandbox's directory until `saveNamed()` or until
+   * the sandbox is removed. `SandboxNotRunningError` unless it runs.
+   * Aborting `opts.signal` resumes the sandbox and leaves nothing behind.
+   */
+  snapshot(opts?: CallOptions): Promise<Snapshot>;
+  /** Snapshot the disk of this stopped sandbox under a bare name. */
+  snapshot(name: string, opts?: CallOptions): Promise<Snapshot>;
+  async snapshot(nameOrOpts?: string | CallOptions, opts?: CallOptions): Promise<Snapshot> {
+    const s =
+      typeof nameOrOpts === "string"
+        ? await cancellable(opts?.signal, (token) => this.native.snapshot(this.config, nameOrOpts, token))
+        : await cancellable(nameOrOpts?.signal, (token) => this.native.snapshotFull(this.config, token));
     return new Snapshot(s, this.config);
+  }
+
+  /** Continue a sandbox paused by a full snapshot; `SandboxNotPausedError` otherwise. */
+  async resume(): Promise<void> {
+    await wrap(this.native.resume(this.config));
   }
 
   /** Snapshot this stopped sandbox to an explicit path. */
@@ -356,17 +375,16 @@ export class Sandbox extends SandboxHandle {
 }
 
 /** Configures a sandbox: exactly one of `.image()` / `.fromSnapshot()`. */
-export class SandboxBuilder {
+export class SandboxBuilder extends GuestSettings {
   #name: string;
   #image: string | undefined;
   #fromSnapshot: string | undefined;
-  #memoryMib: number | undefined;
-  #cpus: number | undefined;
-  #env: Array<[string, string]> = [];
   #upperSizeBytes: bigint | undefined;
+  #instant: boolean | undefined;
 
   /** @internal */
   constructor(name: string) {
+    super();
     this.#name = name;
   }
 
@@ -380,24 +398,19 @@ export class SandboxBuilder {
     this.#fromSnapshot = pathOrName;
     return this;
   }
-  /** Guest memory in MiB (default 256). */
-  memoryMib(mib: number): this {
-    this.#memoryMib = mib;
-    return this;
-  }
-  /** Virtual CPUs (default 1). */
-  cpus(cpus: number): this {
-    this.#cpus = cpus;
-    return this;
-  }
-  /** Set an environment variable for every command. */
-  env(key: string, value: string): this {
-    this.#env.push([key, value]);
-    return this;
-  }
   /** Apparent size of the upper disk in bytes (default 4 GiB, sparse). */
   upperSizeBytes(bytes: bigint | number): this {
     this.#upperSizeBytes = u64(bytes, "upperSizeBytes");
+    return this;
+  }
+
+  /**
+   * Instant create (the core's default: on): fork a cached base full
+   * snapshot of a freshly booted guest of the same shape instead of
+   * booting. `false` always boots cold.
+   */
+  instant(instant: boolean): this {
+    this.#instant = instant;
     return this;
   }
 
@@ -408,10 +421,9 @@ export class SandboxBuilder {
       name: this.#name,
       ...(this.#image !== undefined ? { image: this.#image } : {}),
       ...(this.#fromSnapshot !== undefined ? { fromSnapshot: this.#fromSnapshot } : {}),
-      ...(this.#memoryMib !== undefined ? { memoryMib: this.#memoryMib } : {}),
-      ...(this.#cpus !== undefined ? { cpus: this.#cpus } : {}),
-      env: this.#env.map(([k, v]) => [k, v]),
+      ...this.guestSpec(),
       ...(this.#upperSizeBytes !== undefined ? { upperSizeBytes: this.#upperSizeBytes } : {}),
+      ...(this.#instant !== undefined ? { instant: this.#instant } : {}),
     };
     return new Sandbox(await cancellable(opts?.signal, (token) => native.sandboxCreate(config, spec, token)), config);
   }

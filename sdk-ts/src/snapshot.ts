@@ -1,7 +1,9 @@
 /**
  * Snapshots: `Snapshot` (an opened artifact and the static entry points),
  * `SnapshotBuilder`, `SnapshotHandle` (an index row) and their types, as the
- * TypeScript reference describes them.
+ * TypeScript reference describes them; full-VM snapshots' restore (a fork),
+ * `RestoreBuilder`, `saveNamed`, `delete` and `kind`
+ * (`docs/full-snapshots.md`).
  */
 
 import { nativeConfig } from "./config";
@@ -9,12 +11,108 @@ import { cancellable, progressFn, wrap, type CallOptions, type ProgressOptions }
 import { InvalidConfigError } from "./errors";
 import {
   native,
+  type CancelToken,
   type NativeConfig,
   type NativeHandleTable,
+  type NativeRestoreSpec,
+  type NativeSandbox,
   type NativeSnapshot,
   type NativeSnapshotHandle,
   type NativeVerifyReport,
 } from "./native";
+import { Sandbox } from "./sandbox";
+import { GuestSettings } from "./settings";
+
+/** `disk`: the upper of a stopped sandbox (restoring boots cold); `full`: the whole VM (restoring forks). */
+export type SnapshotKind = "disk" | "full";
+
+/** One file of a full snapshot's VM half. */
+export interface VmFile {
+  readonly file: string;
+  readonly sizeBytes: bigint;
+  readonly integrity: { readonly algorithm: string; readonly digest: string };
+}
+
+/** A full snapshot's VM half (its `vm.json`): the machine its state loads into, the state and RAM files, the commands' environment. */
+export interface VmSection {
+  readonly machine: {
+    readonly qemu: string;
+    readonly machine: string;
+    readonly accel: string;
+    readonly cpu: string;
+    readonly memoryMib: number;
+    readonly cpus: number;
+    readonly devices: number;
+    readonly protocol: number;
+  };
+  readonly state: VmFile;
+  readonly ram: VmFile;
+  readonly env: Readonly<Record<string, string>>;
+  readonly workingDir: string;
+}
+
+interface VmFileJson {
+  file: string;
+  size_bytes: number;
+  integrity: { algorithm: string; digest: string };
+}
+
+function vmFile(f: VmFileJson): VmFile {
+  return { file: f.file, sizeBytes: BigInt(f.size_bytes), integrity: { algorithm: f.integrity.algorithm, digest: f.integrity.digest } };
+}
+
+function vmSection(json: string): VmSection {
+  const v = JSON.parse(json) as {
+    machine: Record<string, string | number>;
+    state: VmFileJson;
+    ram: VmFileJson;
+    env: Record<string, string>;
+    working_dir: string;
+  };
+  const mc = v.machine;
+  return {
+    machine: {
+      qemu: mc.qemu as string,
+      machine: mc.machine as string,
+      accel: mc.accel as string,
+      cpu: mc.cpu as string,
+      memoryMib: mc.memory_mib as number,
+      cpus: mc.cpus as number,
+      devices: mc.devices as number,
+      protocol: mc.protocol as number,
+    },
+    state: vmFile(v.state),
+    ram: vmFile(v.ram),
+    env: v.env,
+    workingDir: v.working_dir,
+  };
+}
+
+/**
+ * The overrides of `restoreWith()`. For a full snapshot memory and CPUs may
+ * only go down (`InvalidConfigError` above the snapshot's): less memory is
+ * handed back through the balloon, fewer CPUs are taken offline. For a disk
+ * snapshot they are the ordinary boot settings.
+ */
+export class RestoreBuilder extends GuestSettings {
+  /** @internal */
+  spec(): NativeRestoreSpec {
+    return this.guestSpec();
+  }
+}
+
+type Restorer = (config: NativeConfig, spec: NativeRestoreSpec | undefined, token: CancelToken | undefined) => Promise<NativeSandbox>;
+
+/** Run a restore call with `f`'s overrides under `opts.signal`. */
+async function restoreWith(
+  config: NativeConfig,
+  call: Restorer,
+  f: ((b: RestoreBuilder) => RestoreBuilder) | undefined,
+  opts: CallOptions | undefined,
+): Promise<Sandbox> {
+  const spec = f === undefined ? undefined : f(new RestoreBuilder()).spec();
+  return new Sandbox(await cancellable(opts?.signal, (token) => call(config, spec, token)), config);
+}
 
 /** Bundle options of `Snapshot.export()`. All default to `false`. */
 export interface ExportOpts {
@@ -113,6 +211,11 @@ export class Snapshot {
     await wrap(native.snapshotRemove(nativeConfig(), pathOrName, opts?.force ?? false));
   }
 
+  /** Delete the named snapshot (`remove` without `force`). */
+  static async delete(name: string): Promise<void> {
+    await wrap(native.snapshotDelete(nativeConfig(), name));
+  }
+
   /** Rebuild the index from `dir` (default: the snapshots directory). */
   static async reindex(dir?: string, opts?: CallOptions): Promise<number> {
     const config = nativeConfig();
@@ -190,6 +293,36 @@ export class Snapshot {
     return this.#native.sourceSandbox ?? null;
   }
 
+  /** `full` (the whole VM; restoring forks) or `disk` (restoring boots cold). */
+  get kind(): SnapshotKind {
+    return this.#native.kind as SnapshotKind;
+  }
+  /** A full snapshot's VM half (`vm.json`), or null for a disk snapshot. */
+  get vm(): VmSection | null {
+    const json = this.#native.vmJson;
+    return json === null || json === undefined ? null : vmSection(json);
+  }
+
+  /**
+   * A new running sandbox `name` from this snapshot: a full snapshot forks
+   * (continues where it was captured, no boot, with its own hostname,
+   * clock and entropy); a disk snapshot boots cold. Aborting
+   * `opts.signal` kills the half-started VM and removes the sandbox.
+   */
+  async restore(name: string, opts?: CallOptions): Promise<Sandbox> {
+    return restoreWith(this.#config, (c, spec, token) => this.#native.restore(c, name, spec, token), undefined, opts);
+  }
+
+  /** `restore()` with overrides: `snap.restoreWith(name, b => b.memoryMib(128).cpus(1).env(k, v))`. */
+  async restoreWith(name: string, f: (b: RestoreBuilder) => RestoreBuilder, opts?: CallOptions): Promise<Sandbox> {
+    return restoreWith(this.#config, (c, spec, token) => this.#native.restore(c, name, spec, token), f, opts);
+  }
+
+  /** Keep this snapshot under the bare `name` in the snapshots directory (durable, indexed), so it outlives its source. */
+  async saveNamed(name: string): Promise<void> {
+    await wrap(this.#native.saveNamed(this.#config, name));
+  }
+
   /** Recompute the upper's content hash and compare it with the manifest. */
   async verify(opts?: ProgressOptions): Promise<SnapshotVerifyReport> {
     const r = await cancellable(opts?.signal, (token) =>
@@ -211,8 +344,14 @@ export class Snapshot {
       createdAt: this.createdAt,
       labels: this.labels,
       sourceSandbox: this.sourceSandbox,
+      kind: this.kind,
+      vm: this.vm === null ? null : { ...this.vm, state: fileJSON(this.vm.state), ram: fileJSON(this.vm.ram) },
     };
   }
+}
+
+function fileJSON(f: VmFile): object {
+  return { ...f, sizeBytes: f.sizeBytes.toString() };
 }
 
 /** Configures a new snapshot; exactly one of `.name()` / `.path()`. */
@@ -362,7 +501,12 @@ export class SnapshotHandle {
   get path(): string {
     return this.#live ? this.#live.path : text(this.#table!, this.#row, 4);
   }
-  /** Whether this handle came from `Snapshot.list()` (then it cannot open or remove). */
+  /** `full` or `disk`. */
+  get kind(): SnapshotKind {
+    if (this.#live) return this.#live.kind as SnapshotKind;
+    return this.#flag(16) ? "full" : "disk";
+  }
+  /** Whether this handle came from `Snapshot.list()` (then it cannot open, remove or restore). */
   get readOnly(): boolean {
     return this.#live === null;
   }
@@ -372,6 +516,18 @@ export class SnapshotHandle {
     if (this.#live === null || this.#config === null) throw new ReadOnlyHandleError(this.digest);
     const config = this.#config;
     return new Snapshot(await wrap(this.#live.open(config)), config);
+  }
+
+  /** Open the artifact and `restore()` it as the new sandbox `name`. Throws on a read-only handle. */
+  async restore(name: string, opts?: CallOptions): Promise<Sandbox> {
+    return this.restoreWith(name, (b) => b, opts);
+  }
+
+  /** Open the artifact and `restoreWith()` it. Throws on a read-only handle. */
+  async restoreWith(name: string, f: (b: RestoreBuilder) => RestoreBuilder, opts?: CallOptions): Promise<Sandbox> {
+    const live = this.#live;
+    if (live === null || this.#config === null) throw new ReadOnlyHandleError(this.digest);
+    return restoreWith(this.#config, (c, spec, token) => live.restore(c, name, spec, token), f, opts);
   }
 
   /** Remove the artifact and its index row. Throws on a read-only handle. */
@@ -390,6 +546,7 @@ export class SnapshotHandle {
       sizeBytes: this.sizeBytes?.toString() ?? null,
       createdAt: this.createdAt.toISOString(),
       path: this.path,
+      kind: this.kind,
     };
   }
 }

@@ -95,6 +95,14 @@ fn error_of_kind(kind: &str) -> MicrosandboxError {
             name: s(),
             state: "stopped".into(),
         },
+        "SandboxNotPaused" => E::SandboxNotPaused {
+            name: s(),
+            state: "running".into(),
+        },
+        "SnapshotIncompatible" => E::SnapshotIncompatible {
+            path: "/test".into(),
+            reason: s(),
+        },
         "ImageNotFound" => E::ImageNotFound { reference: s() },
         "Runtime" => E::Runtime(s()),
         "Cancelled" => E::Cancelled,

@@ -1,10 +1,12 @@
 //! Sandbox entry points: create (from an image or a snapshot), get, list,
-//! remove, and a handle's exec, stop, start, status and snapshot calls.
+//! remove, and a handle's exec, stop, start, status, snapshot (disk and
+//! full-VM) and resume calls.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
-use microsandbox::{ExecOptions, ExecOutput, Sandbox, SandboxHandle};
+use microsandbox::{ExecOptions, ExecOutput, MicrosandboxResult, Sandbox, SandboxHandle};
 use napi::Env;
 use napi::bindgen_prelude::{BigInt, Buffer, PromiseRaw};
 use napi_derive::napi;
@@ -30,6 +32,8 @@ pub struct NativeSandboxSpec {
     pub env: Vec<Vec<String>>,
     /// Apparent size of the upper disk.
     pub upper_size_bytes: Option<BigInt>,
+    /// Instant create (unset: the core's default).
+    pub instant: Option<bool>,
 }
 
 /// Options of one exec (env, cwd, timeout, output limit).
@@ -78,7 +82,7 @@ impl From<ExecOutput> for NativeExecOutput {
     }
 }
 
-fn pairs(list: Vec<Vec<String>>) -> impl Iterator<Item = (String, String)> {
+pub(crate) fn pairs(list: Vec<Vec<String>>) -> impl Iterator<Item = (String, String)> {
     list.into_iter().map(|pair| {
         let mut it = pair.into_iter();
         (it.next().unwrap_or_default(), it.next().unwrap_or_default())
@@ -116,6 +120,14 @@ fn exec_options(
 #[napi]
 pub struct NativeSandbox {
     inner: SandboxHandle,
+}
+
+impl From<Sandbox> for NativeSandbox {
+    fn from(sb: Sandbox) -> Self {
+        Self {
+            inner: sb.handle().clone(),
+        }
+    }
 }
 
 impl From<SandboxHandle> for NativeSandbox {
@@ -232,14 +244,7 @@ impl NativeSandbox {
         cancel: Option<&CancelToken>,
     ) -> napi::Result<PromiseRaw<'env, NativeSandbox>> {
         let h = self.inner.clone();
-        spawn(
-            env,
-            config,
-            cancel,
-            None,
-            async move { h.start().await },
-            |sb| Ok(NativeSandbox::from(sb.handle().clone())),
-        )
+        spawn_sandbox(env, config, cancel, async move { h.start().await })
     }
 
     /// Stop if running and delete.
@@ -267,6 +272,32 @@ impl NativeSandbox {
         spawn(env, config, cancel, None, work, |s| {
             Ok(NativeSnapshot::from(s))
         })
+    }
+
+    /// Capture the whole running VM (a full snapshot); leaves it paused.
+    #[napi(ts_return_type = "Promise<NativeSnapshot>")]
+    pub fn snapshot_full<'env>(
+        &self,
+        env: &'env Env,
+        config: Option<NativeConfig>,
+        cancel: Option<&CancelToken>,
+    ) -> napi::Result<PromiseRaw<'env, NativeSnapshot>> {
+        let h = self.inner.clone();
+        let work = async move { h.snapshot_full().await };
+        spawn(env, config, cancel, None, work, |s| {
+            Ok(NativeSnapshot::from(s))
+        })
+    }
+
+    /// Continue a sandbox paused by a full snapshot.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn resume<'env>(
+        &self,
+        env: &'env Env,
+        config: Option<NativeConfig>,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        let h = self.inner.clone();
+        spawn(env, config, None, None, async move { h.resume().await }, Ok)
     }
 
     /// Snapshot to an explicit path.
@@ -314,10 +345,24 @@ pub fn sandbox_create<'env>(
         if let Some(size) = spec.upper_size_bytes {
             b = b.upper_size_bytes(to_u64(&size, "upperSizeBytes")?);
         }
+        if let Some(instant) = spec.instant {
+            b = b.instant(instant);
+        }
         b.create().await
     };
+    spawn_sandbox(env, config, cancel, work)
+}
+
+/// [`spawn`] for a call that makes a running sandbox (create, start,
+/// restore): the Promise resolves to its handle.
+pub(crate) fn spawn_sandbox<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    cancel: Option<&CancelToken>,
+    work: impl Future<Output = MicrosandboxResult<Sandbox>> + Send + 'static,
+) -> napi::Result<PromiseRaw<'env, NativeSandbox>> {
     spawn(env, config, cancel, None, work, |sb| {
-        Ok(NativeSandbox::from(sb.handle().clone()))
+        Ok(NativeSandbox::from(sb))
     })
 }
 

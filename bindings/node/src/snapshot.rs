@@ -1,8 +1,11 @@
 //! Snapshot entry points: create, open, get, list, list_dir, remove,
-//! reindex, export, import, verify, as Promises over the core's calls.
+//! reindex, export, import, verify, and the full-VM ones (kind, restore
+//! with overrides, save_named, delete), as Promises over the core's calls.
 
 use std::path::PathBuf;
 
+use microsandbox::sandbox::RestoreBuilder;
+use microsandbox::snapshot::SnapshotKind;
 use microsandbox::{ExportOpts, Snapshot, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus};
 use napi::Env;
 use napi::bindgen_prelude::{
@@ -13,6 +16,41 @@ use napi_derive::napi;
 use crate::call::{
     BlockingTask, CancelToken, NativeConfig, Progress, ProgressFn, blocking_task, call_opts, spawn,
 };
+use crate::sandbox::{NativeSandbox, pairs, spawn_sandbox};
+
+/// The overrides of `restoreWith` (unset: the snapshot's own).
+#[napi(object)]
+pub struct NativeRestoreSpec {
+    /// Guest memory in MiB (at most the snapshot's, for a full one).
+    pub memory_mib: Option<u32>,
+    /// Online vCPUs (at most the snapshot's, for a full one).
+    pub cpus: Option<u32>,
+    /// Environment variables as `[key, value]` pairs.
+    pub env: Vec<Vec<String>>,
+}
+
+impl NativeRestoreSpec {
+    fn apply(self, mut b: RestoreBuilder) -> RestoreBuilder {
+        if let Some(mib) = self.memory_mib {
+            b = b.memory_mib(mib);
+        }
+        if let Some(cpus) = self.cpus {
+            b = b.cpus(cpus);
+        }
+        for (k, v) in pairs(self.env) {
+            b = b.env(k, v);
+        }
+        b
+    }
+}
+
+/// Overrides of `restore_with` from an optional spec (none: unchanged).
+fn overrides(spec: Option<NativeRestoreSpec>) -> impl FnOnce(RestoreBuilder) -> RestoreBuilder {
+    move |b| match spec {
+        Some(spec) => spec.apply(b),
+        None => b,
+    }
+}
 
 /// An opened artifact (the core's `Snapshot`).
 #[napi]
@@ -92,6 +130,49 @@ impl NativeSnapshot {
         self.inner.source_sandbox().map(str::to_string)
     }
 
+    /// `disk` or `full`.
+    #[napi(getter, catch_unwind)]
+    pub fn kind(&self) -> String {
+        self.inner.kind().as_str().to_string()
+    }
+
+    /// A full snapshot's `vm.json` as JSON text, or null for a disk one.
+    #[napi(getter, catch_unwind)]
+    pub fn vm_json(&self) -> Option<String> {
+        self.inner
+            .vm()
+            .and_then(|vm| serde_json::to_string(vm).ok())
+    }
+
+    /// A new sandbox `name` from this snapshot (a fork, for a full one),
+    /// with `spec`'s overrides if given.
+    #[napi(ts_return_type = "Promise<NativeSandbox>")]
+    pub fn restore<'env>(
+        &self,
+        env: &'env Env,
+        config: Option<NativeConfig>,
+        name: String,
+        spec: Option<NativeRestoreSpec>,
+        cancel: Option<&CancelToken>,
+    ) -> napi::Result<PromiseRaw<'env, NativeSandbox>> {
+        let snap = self.inner.clone();
+        let work = async move { snap.restore_with(name, overrides(spec)).await };
+        spawn_sandbox(env, config, cancel, work)
+    }
+
+    /// Keep this snapshot under the bare `name` (durable and indexed).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn save_named<'env>(
+        &self,
+        env: &'env Env,
+        config: Option<NativeConfig>,
+        name: String,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        let snap = self.inner.clone();
+        let work = async move { snap.save_named(&name).await };
+        spawn(env, config, None, None, work, Ok)
+    }
+
     /// Recompute the upper's digest and compare it with the manifest.
     #[napi(ts_return_type = "Promise<NativeVerifyReport>")]
     pub fn verify<'env>(
@@ -166,7 +247,8 @@ pub struct NativeHandleTable {
     pub text: String,
     /// End of each of those five fields per row, in UTF-16 units of `text`.
     pub ends: Uint32Array,
-    /// Bit 0: has a name; 1: has a parent; 2: has a size; 3: format qcow2.
+    /// Bit 0: has a name; 1: has a parent; 2: has a size; 3: format qcow2;
+    /// 4: kind full.
     pub flags: Uint8Array,
     /// Apparent upper size at index time (when bit 2 is set).
     pub sizes: BigUint64Array,
@@ -209,7 +291,8 @@ impl HandleRows {
             flag(h.name().is_some(), 0)
                 | flag(h.parent_digest().is_some(), 1)
                 | flag(h.size_bytes().is_some(), 2)
-                | flag(h.format().as_str() == "qcow2", 3),
+                | flag(h.format().as_str() == "qcow2", 3)
+                | flag(h.kind() == SnapshotKind::Full, 4),
         );
         self.sizes.push(h.size_bytes().unwrap_or(0));
         self.created_at_ms
@@ -283,6 +366,28 @@ impl NativeSnapshotHandle {
     #[napi(getter, catch_unwind)]
     pub fn path(&self) -> String {
         self.inner.path().to_string_lossy().into_owned()
+    }
+
+    /// `disk` or `full`.
+    #[napi(getter, catch_unwind)]
+    pub fn kind(&self) -> String {
+        self.inner.kind().as_str().to_string()
+    }
+
+    /// Open the artifact and restore it as the new sandbox `name`.
+    #[napi(ts_return_type = "Promise<NativeSandbox>")]
+    pub fn restore<'env>(
+        &self,
+        env: &'env Env,
+        config: Option<NativeConfig>,
+        name: String,
+        spec: Option<NativeRestoreSpec>,
+        cancel: Option<&CancelToken>,
+    ) -> napi::Result<PromiseRaw<'env, NativeSandbox>> {
+        let handle = self.inner.clone();
+        spawn_sandbox(env, config, cancel, async move {
+            handle.restore_with(name, overrides(spec)).await
+        })
     }
 
     /// Open the underlying artifact.
@@ -448,6 +553,17 @@ pub fn snapshot_remove<'env>(
         Snapshot::remove(path_or_name, force),
         Ok,
     )
+}
+
+/// Delete the named snapshot (`Snapshot::delete`: remove without force).
+#[napi(ts_return_type = "Promise<void>")]
+pub fn snapshot_delete<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    name: String,
+) -> napi::Result<PromiseRaw<'env, ()>> {
+    let work = async move { Snapshot::delete(&name).await };
+    spawn(env, config, None, None, work, Ok)
 }
 
 /// Rebuild the index from `dir` (default: the snapshots directory).
