@@ -19,6 +19,10 @@ use crate::runtime::{self, BootRequest, Identity, RestoreFrom};
 use crate::sandbox_store::DirLock;
 use crate::snapshot::{Snapshot, SnapshotHandle, SnapshotKind, VmSection};
 
+/// A ballooned fork's own copy of its snapshot's RAM, in its directory (the
+/// name must end in `.ram`: a capture finds the mapping by it).
+const FORK_RAM_FILE: &str = "fork.ram";
+
 /// Overrides for [`Snapshot::restore_with`]: memory, CPUs, environment.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreBuilder {
@@ -219,8 +223,18 @@ fn fork(
         cpus: config.cpus,
         hostname: name.to_string(),
     };
+    // The balloon makes QEMU 7.2 punch holes in the RAM file even when it
+    // is mapped private, which would zero pages of the snapshot under every
+    // other fork: a fork that balloons maps its own sparse copy instead.
+    let shrink = overrides.memory_mib.filter(|&m| m < vm.machine.memory_mib);
+    let mut ram = snap.path().join(&vm.ram.file);
+    if shrink.is_some() {
+        let own = dir.join(FORK_RAM_FILE);
+        crate::sparse::copy_sparse(&ram, &own).map_err(|e| MicrosandboxError::io(&ram, e))?;
+        ram = own;
+    }
     let from = RestoreFrom {
-        ram: snap.path().join(&vm.ram.file),
+        ram,
         state: snap.path().join(&vm.state.file),
         machine: vm.machine.clone(),
     };
@@ -228,7 +242,7 @@ fn fork(
     let identity = Identity::new(name, cpus_online);
     let running = runtime::restore(home, &req, &from, &identity, control)?;
     let finish = (|| {
-        if let Some(mib) = overrides.memory_mib.filter(|&m| m < vm.machine.memory_mib) {
+        if let Some(mib) = shrink {
             runtime::set_balloon(dir, &config.vm_name, mib)?;
         }
         let record = SandboxRecord {
