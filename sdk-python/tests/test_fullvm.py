@@ -105,10 +105,18 @@ async def test_named_full_snapshot_restore_with_and_bad_input(
 ) -> None:
     sb = await msb.Sandbox.create("src", image=busybox, env={"FROM": "source"})
 
+    # A capture whose task is cancelled before its first step (the core
+    # work has started with the call) still stops: the sandbox runs on.
+    task = asyncio.create_task(sb.snapshot())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await sb.status() == "running"
+    assert await sh(sb, "echo alive") == "alive"
+
     # A capture cancelled mid-way (staging under way) resumes the sandbox
     # and leaves no artifact.
     task = asyncio.create_task(sb.snapshot())
-    await asyncio.sleep(0)  # the task's first step: its guard is in place
     staging = sb.path / "snapshots"
     deadline = time.monotonic() + 30
     while not (staging.is_dir() and any(staging.iterdir())) and not task.done():
@@ -167,16 +175,15 @@ async def test_named_full_snapshot_restore_with_and_bad_input(
 
     # A restore cancelled mid-way (its sandbox directory claimed, the VM on
     # its way) leaves no sandbox and no VM.
-    task = asyncio.create_task(snap.restore("cancelled"))
-    await asyncio.sleep(0)  # the task's first step: its guard is in place
+    restoring = asyncio.create_task(snap.restore("cancelled"))
     claimed = home / "sandboxes" / "cancelled"
     deadline = time.monotonic() + 30
-    while not claimed.exists() and not task.done() and time.monotonic() < deadline:
+    while not claimed.exists() and not restoring.done() and time.monotonic() < deadline:
         await asyncio.sleep(0.001)
-    assert claimed.exists() and not task.done(), "the restore never got under way"
-    task.cancel()
+    assert claimed.exists() and not restoring.done(), "the restore never got under way"
+    restoring.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await restoring
     names = {h.name for h in await msb.Sandbox.list()}
     assert names == {"src"}, names
     assert not (home / "sandboxes" / "cancelled").exists()
