@@ -103,7 +103,7 @@ async def test_forks_continue_the_in_memory_counter_and_diverge(
 async def test_named_full_snapshot_restore_with_and_bad_input(
     home: pathlib.Path, busybox: str
 ) -> None:
-    sb = await msb.Sandbox.create("src", image=busybox, env={"FROM": "source"})
+    sb = await msb.Sandbox.create("src", image=busybox, env={"FROM": "source"}, instant=False)
 
     # A capture whose task is cancelled before its first step (the core
     # work has started with the call) still stops: the sandbox runs on.
