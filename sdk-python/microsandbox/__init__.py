@@ -1,5 +1,6 @@
-"""microsandbox: run untrusted code in microVM sandboxes and capture a
-stopped sandbox's disk as a content-addressed snapshot.
+"""microsandbox: run untrusted code in microVM sandboxes, capture a stopped
+sandbox's disk as a content-addressed snapshot, or a running one whole (a
+full snapshot) and fork new sandboxes from it.
 
 Every call that does work is ``async``; the work runs off the event loop in
 the Rust core (the GIL is released) and cancelling the asyncio task cancels
@@ -17,6 +18,7 @@ from microsandbox._native import (
     Image,
     ImageInfo,
     ProgressEvent,
+    RestoreBuilder,
     Sandbox,
     SandboxHandle,
     Snapshot,
@@ -37,15 +39,22 @@ from microsandbox.errors import (
     RuntimeError,
     SandboxAlreadyExistsError,
     SandboxNotFoundError,
+    SandboxNotPausedError,
     SandboxNotRunningError,
     SnapshotAlreadyExistsError,
     SnapshotHasChildrenError,
+    SnapshotIncompatibleError,
     SnapshotIntegrityError,
     SnapshotNotFoundError,
     SnapshotSandboxRunningError,
     kinds,
 )
-from microsandbox.types import SnapshotVerifyReport, UpperVerifyStatus
+from microsandbox.types import (
+    SandboxState,
+    SnapshotKind,
+    SnapshotVerifyReport,
+    UpperVerifyStatus,
+)
 
 __all__ = [
     "ArchiveInvalidError",
@@ -67,17 +76,22 @@ __all__ = [
     "ManifestInvalidError",
     "MicrosandboxError",
     "ProgressEvent",
+    "RestoreBuilder",
     "RuntimeError",
     "Sandbox",
     "SandboxAlreadyExistsError",
     "SandboxHandle",
     "SandboxNotFoundError",
+    "SandboxNotPausedError",
     "SandboxNotRunningError",
+    "SandboxState",
     "Snapshot",
     "SnapshotAlreadyExistsError",
     "SnapshotHandle",
     "SnapshotHasChildrenError",
+    "SnapshotIncompatibleError",
     "SnapshotIntegrityError",
+    "SnapshotKind",
     "SnapshotNotFoundError",
     "SnapshotSandboxRunningError",
     "SnapshotVerifyReport",

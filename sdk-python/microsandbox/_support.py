@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Coroutine, Generator, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
@@ -66,10 +66,44 @@ def settle(future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-async def guard(work: Awaitable[T], token: "CancelToken") -> T:
+def guard(work: Awaitable[T], token: "CancelToken") -> "Guarded[T]":
     """Await a long native call; when the task is cancelled, fire the core's
     token, wait until the core has stopped and removed what it staged, then
     raise ``CancelledError``."""
+    return Guarded(_guarded(work, token))
+
+
+class Guarded(Coroutine[Any, Any, T]):
+    """The coroutine of a long call. The core work starts when the call is
+    made, so a task cancelled before its first step must still fire the
+    token and wait: a plain coroutine would end without running its body."""
+
+    __slots__ = ("_coro", "_started")
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self._coro = coro
+        self._started = False
+
+    def send(self, value: Any) -> Any:
+        self._started = True
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
+        if not self._started:
+            # Enter the body (it now awaits the call), then cancel it there.
+            self.send(None)
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._coro.__await__()
+
+
+async def _guarded(work: Awaitable[T], token: "CancelToken") -> T:
     future = asyncio.ensure_future(work)
     try:
         return await asyncio.shield(future)

@@ -97,6 +97,20 @@ class SandboxNotRunningError(MicrosandboxError):
     kind = "SandboxNotRunning"
 
 
+class SandboxNotPausedError(MicrosandboxError):
+    """``resume`` needs a sandbox paused by a full snapshot."""
+
+    kind = "SandboxNotPaused"
+
+
+class SnapshotIncompatibleError(MicrosandboxError):
+    """A full snapshot's saved state does not fit this machine (QEMU
+    version, machine, accelerator, CPU model, memory, vCPUs, devices or
+    guest agent protocol differ)."""
+
+    kind = "SnapshotIncompatible"
+
+
 class ImageNotFoundError(MicrosandboxError):
     """No image matches the given reference or digest."""
 
@@ -149,6 +163,8 @@ __all__ = [
     "SandboxNotFoundError",
     "SandboxAlreadyExistsError",
     "SandboxNotRunningError",
+    "SandboxNotPausedError",
+    "SnapshotIncompatibleError",
     "ImageNotFoundError",
     "RuntimeError",
     "CancelledError",

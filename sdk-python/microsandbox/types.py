@@ -5,6 +5,13 @@ from __future__ import annotations
 import pathlib
 from typing import Literal, TypedDict
 
+SnapshotKind = Literal["disk", "full"]
+"""``disk``: a stopped sandbox's upper disk (restoring boots cold);
+``full``: RAM, CPU and device state plus disk (restoring forks)."""
+
+SandboxState = Literal["running", "paused", "stopped", "crashed"]
+"""A sandbox's state; ``paused`` after a full snapshot, until ``resume``."""
+
 
 class _UpperKind(TypedDict):
     kind: Literal["not_recorded", "verified"]

@@ -27,6 +27,14 @@ async def main(root: pathlib.Path) -> None:
             async with await msb.Sandbox.create("pkg", image="local/busybox:pkg") as sb:
                 out = await sb.exec("sh", ["-c", "echo from-the-wheel > /root/file.txt && sync"])
                 assert out.exit_code == 0, out.stderr
+                # A full snapshot of the running sandbox, resumed; a fork of it runs.
+                full = await sb.snapshot()
+                assert full.kind == "full"
+                await sb.resume()
+                fork = await full.restore("pkg-fork")
+                out = await fork.exec("cat", ["/root/file.txt"])
+                assert out.stdout == b"from-the-wheel\n", out
+                assert (await fork.exec("hostname")).stdout == b"pkg-fork\n"
             snap = await msb.Snapshot.create("pkg", name="pkg-snap", record_integrity=True)
             report = await snap.verify()
             assert report["upper"]["kind"] == "verified", report

@@ -112,6 +112,32 @@ async def snapshots(handle: SandboxHandle, tmp: pathlib.Path) -> None:
     await handle.remove()
 
 
+def smaller(b: msb.RestoreBuilder) -> msb.RestoreBuilder:
+    return b.memory_mib(128)
+
+
+async def full_snapshots(image: str) -> None:
+    sb = await Sandbox.create("full", image=image, instant=False)
+    snap: Snapshot = await sb.snapshot()
+    state: msb.SandboxState = (await Sandbox.get("full")).state
+    kind: msb.SnapshotKind = snap.kind
+    await sb.resume()
+    fork: Sandbox = await snap.restore("fork-1")
+    other: Sandbox = await snap.restore_with(
+        "fork-2", lambda b: b.memory_mib(128).cpus(1).env("K", "V")
+    )
+    await snap.save_named("kept")
+    h: SnapshotHandle = await Snapshot.get("kept")
+    hkind: msb.SnapshotKind = h.kind
+    again: Sandbox = await h.restore("fork-3")
+    more: Sandbox = await h.restore_with("fork-4", lambda b: b.env("A", "b"))
+    last: Sandbox = await snap.restore_with("fork-5", smaller)
+    await Snapshot.delete("kept")
+    paused: type[MicrosandboxError] = msb.SandboxNotPausedError
+    incompatible: type[MicrosandboxError] = msb.SnapshotIncompatibleError
+    print(state, kind, fork, hkind, again, more, last, paused, incompatible, await sb.status())
+
+
 async def configuration(tmp: pathlib.Path) -> None:
     msb.set_default_config(Config(home=tmp, guest_assets_dir=tmp / "guest", accel="auto"))
     with msb.use_config(Config(home=tmp / "other", accel="tcg")) as cfg:

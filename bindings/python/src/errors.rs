@@ -146,6 +146,14 @@ fn sample_error(kind: &str) -> MicrosandboxError {
             name: "test".into(),
             state: "stopped".into(),
         },
+        "SandboxNotPaused" => E::SandboxNotPaused {
+            name: "test".into(),
+            state: "running".into(),
+        },
+        "SnapshotIncompatible" => E::SnapshotIncompatible {
+            path,
+            reason: "test".into(),
+        },
         "ImageNotFound" => E::ImageNotFound {
             reference: "test".into(),
         },

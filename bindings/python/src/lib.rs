@@ -26,6 +26,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<call::PyProgressEvent>()?;
     m.add_class::<snapshot::PySnapshot>()?;
     m.add_class::<snapshot::PySnapshotHandle>()?;
+    m.add_class::<snapshot::PyRestoreBuilder>()?;
     m.add_class::<sandbox::PySandbox>()?;
     m.add_class::<sandbox::PySandboxHandle>()?;
     m.add_class::<exec::PyExecOutput>()?;

@@ -1,6 +1,7 @@
 //! `Sandbox` (a running sandbox) and `SandboxHandle` (a registry entry),
 //! with the sandbox entry points as static methods. `async with` on a
-//! `Sandbox` stops it on exit.
+//! `Sandbox` stops it on exit. `snapshot()` without a name captures the
+//! whole VM (a full snapshot, the sandbox left paused); `resume()` continues it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use crate::snapshot::PySnapshot;
 pub(crate) struct PySandbox;
 
 /// A booted sandbox on its way to Python (a subclass instance needs its base).
-pub(crate) struct Booted(Sandbox);
+pub(crate) struct Booted(pub(crate) Sandbox);
 
 impl<'py> IntoPyObject<'py> for Booted {
     type Target = PySandbox;
@@ -34,9 +35,11 @@ impl<'py> IntoPyObject<'py> for Booted {
 
 #[pymethods]
 impl PySandbox {
-    /// Create and boot a sandbox from an image or a snapshot.
+    /// Create and boot a sandbox from an image or a snapshot. `instant`
+    /// unset keeps the core's default (instant create on).
     #[staticmethod]
-    #[pyo3(signature = (name, *, image=None, from_snapshot=None, memory_mib=None, cpus=None, env=None))]
+    #[pyo3(signature = (name, *, image=None, from_snapshot=None, memory_mib=None, cpus=None, env=None, instant=None))]
+    #[allow(clippy::too_many_arguments)]
     fn create(
         py: Python<'_>,
         name: String,
@@ -45,8 +48,12 @@ impl PySandbox {
         memory_mib: Option<u32>,
         cpus: Option<u32>,
         env: Option<BTreeMap<String, String>>,
+        instant: Option<bool>,
     ) -> PyResult<Bound<'_, PyAny>> {
         let mut builder = Sandbox::builder(name);
+        if let Some(instant) = instant {
+            builder = builder.instant(instant);
+        }
         if let Some(image) = image {
             builder = builder.image(image);
         }
@@ -138,7 +145,7 @@ impl PySandboxHandle {
         self.inner.name()
     }
 
-    /// `running`, `stopped` or `crashed`, when the handle was read.
+    /// `running`, `paused`, `stopped` or `crashed`, when the handle was read.
     #[getter]
     fn state(&self) -> &'static str {
         self.inner.state().as_str()
@@ -218,12 +225,25 @@ impl PySandboxHandle {
         spawn(py, async move { handle.remove().await })
     }
 
-    /// Snapshot the stopped sandbox under a bare name.
-    fn snapshot<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+    /// Without a name: capture the running sandbox whole (a full snapshot;
+    /// the sandbox stays paused until `resume`). With a name: snapshot the
+    /// stopped sandbox's disk under that bare name.
+    #[pyo3(signature = (name=None))]
+    fn snapshot<'py>(&self, py: Python<'py>, name: Option<String>) -> PyResult<Bound<'py, PyAny>> {
         let handle = self.inner.clone();
         spawn_cancellable(py, |_| async move {
-            handle.snapshot(&name).await.map(PySnapshot::from)
+            match name {
+                Some(name) => handle.snapshot(&name).await,
+                None => handle.snapshot_full().await,
+            }
+            .map(PySnapshot::from)
         })
+    }
+
+    /// Continue the sandbox paused by a full snapshot.
+    fn resume<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let handle = self.inner.clone();
+        spawn(py, async move { handle.resume().await })
     }
 
     /// Snapshot the stopped sandbox to an explicit path.

@@ -1,16 +1,19 @@
 //! `Snapshot` (an opened artifact) and `SnapshotHandle` (an index row), with
-//! the snapshot entry points as static methods. Accessors read the core
-//! objects on demand, so a listing of thousands converts cheaply.
+//! the snapshot entry points as static methods, and `RestoreBuilder` (the
+//! overrides of `restore_with`). Accessors read the core objects on demand,
+//! so a listing of thousands converts cheaply.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use microsandbox::sandbox::RestoreBuilder;
 use microsandbox::{ExportOpts, Snapshot, SnapshotHandle, SnapshotVerifyReport, UpperVerifyStatus};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::call::{convert_all, spawn, spawn_cancellable, spawn_quick, spawn_with_call_opts};
+use crate::sandbox::Booted;
 
 /// An opened snapshot artifact: its manifest, digest and location.
 #[pyclass(name = "Snapshot", module = "microsandbox._native", frozen)]
@@ -21,6 +24,12 @@ pub(crate) struct PySnapshot {
 impl From<Snapshot> for PySnapshot {
     fn from(inner: Snapshot) -> Self {
         Self { inner }
+    }
+}
+
+impl PySnapshot {
+    fn source(&self) -> Source {
+        Source::Artifact(Box::new(self.inner.clone()))
     }
 }
 
@@ -160,6 +169,29 @@ impl PySnapshot {
         })
     }
 
+    /// Delete the named snapshot (`remove` without `force`).
+    #[staticmethod]
+    fn delete(py: Python<'_>, name: String) -> PyResult<Bound<'_, PyAny>> {
+        spawn(py, async move { Snapshot::delete(&name).await })
+    }
+
+    /// Fork a new sandbox `name` from this snapshot (a disk snapshot boots cold).
+    fn restore<'py>(&self, py: Python<'py>, name: String) -> Awaitable<'py> {
+        fork(py, self.source(), name, None)
+    }
+
+    /// `restore` with the overrides `f` sets on the `RestoreBuilder` it is given.
+    fn restore_with<'py>(&self, py: Python<'py>, name: String, f: PyFn<'py>) -> Awaitable<'py> {
+        fork(py, self.source(), name, Some(f))
+    }
+
+    /// Keep this snapshot under the bare `name` in the snapshots directory
+    /// (indexed), so it outlives its source sandbox.
+    fn save_named<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let snapshot = self.inner.clone();
+        spawn(py, async move { snapshot.save_named(&name).await })
+    }
+
     /// Check the manifest and the upper layer's recorded integrity.
     #[pyo3(signature = (*, progress=None))]
     fn verify<'py>(
@@ -183,6 +215,12 @@ impl PySnapshot {
     #[getter]
     fn digest(&self) -> &str {
         self.inner.digest()
+    }
+
+    /// `disk` or `full`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.inner.kind().as_str()
     }
 
     /// The upper layer's apparent size in bytes.
@@ -272,6 +310,12 @@ impl PySnapshotHandle {
         self.inner.digest()
     }
 
+    /// `disk` or `full`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.inner.kind().as_str()
+    }
+
     /// The bare name, when the artifact lives in the snapshots directory.
     #[getter]
     fn name(&self) -> Option<&str> {
@@ -320,6 +364,16 @@ impl PySnapshotHandle {
         spawn(py, async move { handle.open().await.map(PySnapshot::from) })
     }
 
+    /// Open the snapshot and fork a new sandbox `name` from it.
+    fn restore<'py>(&self, py: Python<'py>, name: String) -> Awaitable<'py> {
+        fork(py, Source::Row(self.inner.clone()), name, None)
+    }
+
+    /// Open the snapshot and `restore_with` it.
+    fn restore_with<'py>(&self, py: Python<'py>, name: String, f: PyFn<'py>) -> Awaitable<'py> {
+        fork(py, Source::Row(self.inner.clone()), name, Some(f))
+    }
+
     /// Remove the artifact and its row.
     #[pyo3(signature = (force=false))]
     fn remove<'py>(&self, py: Python<'py>, force: bool) -> PyResult<Bound<'py, PyAny>> {
@@ -334,6 +388,83 @@ impl PySnapshotHandle {
             self.inner.name()
         )
     }
+}
+
+/// The overrides of `restore_with`: memory and CPUs (down only, for a full
+/// snapshot) and environment. Each setter returns a new builder.
+#[pyclass(name = "RestoreBuilder", module = "microsandbox._native", frozen)]
+#[derive(Clone, Default)]
+pub(crate) struct PyRestoreBuilder {
+    inner: RestoreBuilder,
+}
+
+#[pymethods]
+impl PyRestoreBuilder {
+    /// Guest memory in MiB (at most the snapshot's).
+    fn memory_mib(&self, mib: u32) -> Self {
+        Self {
+            inner: self.inner.clone().memory_mib(mib),
+        }
+    }
+
+    /// Online vCPUs (at most the snapshot's).
+    fn cpus(&self, cpus: u32) -> Self {
+        Self {
+            inner: self.inner.clone().cpus(cpus),
+        }
+    }
+
+    /// An environment variable for every command of the new sandbox.
+    fn env(&self, key: String, value: String) -> Self {
+        Self {
+            inner: self.inner.clone().env(key, value),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("{:?}", self.inner)
+    }
+}
+
+/// A native call's awaitable.
+type Awaitable<'py> = PyResult<Bound<'py, PyAny>>;
+
+/// A Python callable.
+type PyFn<'py> = Bound<'py, PyAny>;
+
+/// What a restore starts from: an opened artifact or an index row.
+enum Source {
+    Artifact(Box<Snapshot>),
+    Row(SnapshotHandle),
+}
+
+/// Restore `source` as the new sandbox `name`, with the overrides `f` makes
+/// (none without `f`): the awaitable of a `Sandbox`.
+fn fork<'py>(
+    py: Python<'py>,
+    source: Source,
+    name: String,
+    f: Option<PyFn<'py>>,
+) -> Awaitable<'py> {
+    let overrides = f.map(|f| overrides(&f)).transpose()?.unwrap_or_default();
+    spawn_cancellable(py, |_| async move {
+        match source {
+            Source::Artifact(snapshot) => snapshot.restore_with(name, |_| overrides).await,
+            Source::Row(handle) => handle.restore_with(name, |_| overrides).await,
+        }
+        .map(Booted)
+    })
+}
+
+/// The overrides `f` makes of a fresh `RestoreBuilder` (it must return one).
+fn overrides(f: &Bound<'_, PyAny>) -> PyResult<RestoreBuilder> {
+    let built = f.call1((PyRestoreBuilder::default(),))?;
+    let built = built.cast::<PyRestoreBuilder>().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(
+            "restore_with: the function must return the RestoreBuilder (e.g. `lambda b: b.memory_mib(128)`)",
+        )
+    })?;
+    Ok(built.get().inner.clone())
 }
 
 /// A verify report as the dict of `microsandbox.SnapshotVerifyReport`.
