@@ -49,6 +49,7 @@ bench: setup $(VENV_066)/bin/python
 	./target/release/bench-index --sizes 1000,10000 --python $(VENV_066)/bin/python
 	./target/release/bench-boot --boots 50
 	./target/release/bench-exec --msb ./target/release/msb
+	$(MAKE) --no-print-directory bench-fullvm
 
 $(VENV_066)/bin/python:
 	python3 -m venv $(VENV_066)

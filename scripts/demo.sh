@@ -4,7 +4,10 @@
 # stopped sandbox with integrity, inspect and verify the snapshot, export it
 # (with its image) to one archive, import that into a second, empty home (as
 # on another machine), boot a new sandbox there from the imported snapshot
-# and read the file; show that tampering is caught.
+# and read the file; show that tampering is caught. Then the whole VM: a
+# guest counting in memory is captured, resumed and forked twice (each fork
+# continues from the captured count, on its own disk), and a create forks the
+# base snapshot its first boot left (instant create).
 # Everything lives under target/demo; your real ~/.microsandbox is untouched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +24,7 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 
 # A previous run may have left its sandbox up: take it down first.
 if [[ -d "$MSB_HOME" ]]; then
-  "$msb" rm demo >/dev/null 2>&1 || true
+  for sb in demo fork-a fork-b quick; do "$msb" rm "$sb" >/dev/null 2>&1 || true; done
 fi
 if [[ -d "$other_home" ]]; then
   MSB_HOME="$other_home" "$msb" rm demo-restored >/dev/null 2>&1 || true
@@ -85,5 +88,42 @@ if ((status == 0)); then
 fi
 echo "tampering detected (exit code $status), as it should be"
 
+step "full-VM snapshot: a guest counting in memory (a shell variable, never on disk)"
+run "$msb" start demo
+run "$msb" exec demo -- sh -c 'mkfifo /tmp/count.fifo; setsid sh -c '"'"'n=0; trap "echo \$n > /tmp/count.fifo" USR1; while :; do n=$((n+1)); sleep 0.1; done'"'"' </dev/null >/dev/null 2>&1 & echo $! > /tmp/count.pid'
+count='kill -USR1 $(cat /tmp/count.pid); cat /tmp/count.fifo'
+sleep 1
+run "$msb" exec demo -- sh -c "$count"
+run "$msb" snapshot create demo --full --name demo-live
+run "$msb" ls
+run "$msb" resume demo
+sleep 1
+printf 'the original counts on: '; "$msb" exec demo -- sh -c "$count"
+
+step "fork it twice: each continues from the captured count, no boot"
+for f in fork-a fork-b; do
+  t0=$(date +%s%N)
+  run "$msb" fork demo-live "$f"
+  printf '%s: forked in %d ms, count %s, hostname %s\n' "$f" $((($(date +%s%N) - t0) / 1000000)) \
+    "$("$msb" exec "$f" -- sh -c "$count")" "$("$msb" exec "$f" -- hostname)"
+done
+run "$msb" exec fork-a -- sh -c 'echo only-in-a > /root/mine'
+if "$msb" exec fork-b -- cat /root/mine 2>/dev/null; then
+  echo "demo: forks share a disk" >&2; exit 1
+fi
+echo "fork-b does not see fork-a's file: each fork has its own disk"
+run "$msb" snapshot verify demo-live
+run "$msb" snapshot ls
+
+step "instant create: the first sandbox of a shape left a base; this one forks it"
+t0=$(date +%s%N)
+run "$msb" create quick --image local/busybox:latest
+run "$msb" exec quick -- hostname
+printf 'created and answered in %d ms\n' $((($(date +%s%N) - t0) / 1000000))
+
 step "clean up"
+run "$msb" rm fork-a
+run "$msb" rm fork-b
+run "$msb" rm quick
+run "$msb" snapshot rm demo-live
 run "$msb" rm demo

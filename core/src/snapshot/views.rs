@@ -71,6 +71,8 @@ mod tests {
                 "size_bytes": 4096,
                 "upper_path": dir.join("upper.ext4").to_str().unwrap(),
                 "integrity": null,
+                "kind": "disk",
+                "vm": null,
             })
         );
     }
