@@ -261,6 +261,7 @@ fn listing_prints_the_documented_handle_view() {
         "created_at",
         "path",
         "child_count",
+        "kind",
     ];
     expected.sort();
     assert_eq!(keys, expected);
@@ -268,6 +269,7 @@ fn listing_prints_the_documented_handle_view() {
     assert_eq!(row["name"], "base");
     assert_eq!(row["parent_digest"], Value::Null);
     assert_eq!(row["format"], "raw");
+    assert_eq!(row["kind"], "disk");
     assert_eq!(row["size_bytes"], 1048576);
     assert_eq!(row["child_count"], 0);
     assert!(row["created_at"].as_str().unwrap().ends_with('Z'));

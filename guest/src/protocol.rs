@@ -774,7 +774,7 @@ mod tests {
             version: PROTOCOL_VERSION,
         })
         .unwrap();
-        assert_eq!(&ready[HEADER_LEN..], br#"{"type":"ready","version":2}"#);
+        assert_eq!(&ready[HEADER_LEN..], br#"{"type":"ready","version":3}"#);
     }
 
     #[test]
