@@ -74,6 +74,12 @@ async fn fork_flow(home: &TestHome, other: &TestHome) {
     assert_eq!(orig.handle().status().await.unwrap(), SandboxState::Paused);
     let err = orig.exec("true", [""; 0]).await.unwrap_err();
     assert_eq!(err.kind(), "SandboxNotRunning");
+    let again = orig.snapshot().await.unwrap_err();
+    assert_eq!(
+        again.kind(),
+        "SandboxNotRunning",
+        "a paused sandbox was captured already"
+    );
     assert!(
         snap.path().starts_with(home.path().join("sandboxes/orig")),
         "an unnamed snapshot lives with its sandbox: {}",

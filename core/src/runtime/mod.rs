@@ -138,8 +138,6 @@ fn try_boot(
         incoming: false,
     };
     let _ = std::fs::remove_file(&paths.console_log);
-    // A RAM file left by a VM that died unobserved would be mapped as is.
-    let _ = std::fs::remove_file(&paths.ram_file);
     let pid = qemu::spawn_detached(&qemu::argv(&params), paths)?;
     match AgentClient::connect(&paths.agent_sock, timeout, control)
         .and_then(|mut agent| agent.configure(&Identity::new(&req.hostname, None)))

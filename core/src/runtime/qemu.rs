@@ -1,5 +1,5 @@
 //! QEMU, the VM engine: the `microvm` command line (stable device ids, RAM in
-//! a shared file so a full snapshot saves it as a file), starting it
+//! a shared memfd a full snapshot reads as a file), starting it
 //! detached from the caller (`-daemonize`, pid file), QMP (forced quit,
 //! pause and resume, device state saved and loaded with `x-ignore-shared`,
 //! the balloon), and process liveness. The only file that knows QEMU's
@@ -43,25 +43,20 @@ pub(crate) struct VmPaths {
     pub pidfile: PathBuf,
     pub console_log: PathBuf,
     pub qemu_log: PathBuf,
-    pub ram_file: PathBuf,
+    /// A fork's own copy of its snapshot's RAM (see `RestoreFrom::own_ram`).
+    pub own_ram: PathBuf,
 }
 
 impl VmPaths {
     pub fn new(sandbox_dir: &Path, vm_name: &str) -> Self {
         let uid = nix::unistd::getuid();
         let run_dir = PathBuf::from(format!("/tmp/msb-{uid}")).join(vm_name);
-        let shm = Path::new("/dev/shm");
-        let ram_dir = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            run_dir.clone()
-        };
         let logs = sandbox_dir.join("logs");
         Self {
             agent_sock: run_dir.join("agent.sock"),
             qmp_sock: run_dir.join("qmp.sock"),
             pidfile: run_dir.join("qemu.pid"),
-            ram_file: ram_dir.join(format!("{vm_name}.ram")),
+            own_ram: sandbox_dir.join("own.ram"),
             console_log: logs.join("console.log"),
             qemu_log: logs.join("qemu.log"),
             run_dir,
@@ -76,7 +71,8 @@ pub const DEVICE_LAYOUT: u32 = 1;
 /// Where guest RAM comes from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RamSource<'a> {
-    /// A new file in `/dev/shm`, mapped shared: a full snapshot copies it.
+    /// A new memfd, mapped shared: a full snapshot reads it through
+    /// `/proc/<pid>/fd`, and it is gone with the QEMU process, however that ends.
     Fresh,
     /// A full snapshot's RAM file, mapped private (copy-on-write): the
     /// artifact never changes and forks of it share its unchanged pages.
@@ -128,9 +124,8 @@ pub(crate) fn argv(p: &VmParams<'_>) -> Vec<String> {
         "-object".into(),
         match p.ram {
             RamSource::Fresh => format!(
-                "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
-                p.memory_mib,
-                path(&p.paths.ram_file)
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                p.memory_mib
             ),
             RamSource::Snapshot(file) => format!(
                 "memory-backend-file,id=mem,size={}M,mem-path={},share=off",
@@ -250,8 +245,6 @@ pub(crate) fn spawn_detached(args: &[String], paths: &VmPaths) -> MicrosandboxRe
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .ok_or_else(|| MicrosandboxError::Runtime(format!("{QEMU_BINARY} wrote no pid file")))?;
-    // A fresh RAM file stays linked while the VM lives, so that a full
-    // snapshot can copy it; every teardown removes it (`remove_run_files`).
     Ok(pid)
 }
 
@@ -308,11 +301,11 @@ pub(crate) fn qmp(sock: &Path, command: &str) -> std::io::Result<serde_json::Val
     Qmp::connect(sock)?.execute(command, serde_json::Value::Null)
 }
 
-/// Remove what a VM leaves outside its sandbox directory: the run directory
-/// (sockets, pid file) and a fresh RAM file.
+/// Remove what a VM leaves behind once it is gone: its run directory
+/// (sockets, pid file) and a fork's own RAM copy.
 pub(crate) fn remove_run_files(paths: &VmPaths) {
     let _ = std::fs::remove_dir_all(&paths.run_dir);
-    let _ = std::fs::remove_file(&paths.ram_file);
+    let _ = std::fs::remove_file(&paths.own_ram);
 }
 
 /// A QMP connection, past the capabilities handshake.

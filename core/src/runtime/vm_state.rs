@@ -89,10 +89,11 @@ pub(crate) struct RestoreFrom {
     pub ram: PathBuf,
     pub state: PathBuf,
     pub machine: MachineShape,
-    /// Give the fork its own copy of the RAM (a shared file, as a cold boot
-    /// has) instead of mapping the snapshot's copy-on-write. Needed before
-    /// the balloon shrinks a fork: QEMU 7.2 returns ballooned pages by
-    /// punching holes in the RAM file, which must not be the artifact.
+    /// Map the fork's own copy of the RAM (`own.ram` in its sandbox
+    /// directory) instead of the snapshot's. Needed before the balloon
+    /// shrinks a fork: QEMU 7.2 returns ballooned pages by punching holes
+    /// in the RAM file even when it is mapped private, and that file must
+    /// not be the artifact.
     pub own_ram: bool,
 }
 
@@ -134,7 +135,7 @@ pub(crate) fn capture(
     let saved = qmp
         .pause_and_save(state_out)
         .map_err(|e| runtime_error("saving the VM", e))
-        .and_then(|()| ram_image(&paths, pid, u64::from(memory_mib) << 20));
+        .and_then(|()| ram_image(pid, u64::from(memory_mib) << 20));
     match saved {
         Ok(ram) => Ok((
             MachineShape {
@@ -165,14 +166,15 @@ fn accel_of(pid: u32) -> Accel {
     if kvm { Accel::Kvm } else { Accel::Tcg }
 }
 
-/// Where the paused VM's RAM is. A cold-booted VM's RAM is a shared file
-/// in `/dev/shm`: read it, its holes skipped. A fork's RAM is a private
-/// mapping of its snapshot's file, so its current content exists only in
-/// QEMU's memory: read it there (`/proc/<pid>/mem`).
-fn ram_image(paths: &VmPaths, pid: u32, len: u64) -> MicrosandboxResult<RamImage> {
-    if let Ok(file) = File::open(&paths.ram_file) {
+/// Where the paused VM's RAM is. A cold-booted VM's RAM is a shared memfd:
+/// read it through `/proc/<pid>/fd`, its holes skipped. A fork's RAM is a
+/// private mapping of a file, so its current content exists only in QEMU's
+/// memory: read it there (`/proc/<pid>/mem`).
+fn ram_image(pid: u32, len: u64) -> MicrosandboxResult<RamImage> {
+    if let Some(memfd) = ram_memfd(pid) {
+        let file = File::open(&memfd).map_err(|e| MicrosandboxError::io(&memfd, e))?;
         let extents = crate::sparse::data_extents(&file, len)
-            .map_err(|e| MicrosandboxError::io(&paths.ram_file, e))?;
+            .map_err(|e| MicrosandboxError::io(&memfd, e))?;
         return Ok(RamImage {
             file,
             base: 0,
@@ -189,6 +191,21 @@ fn ram_image(paths: &VmPaths, pid: u32, len: u64) -> MicrosandboxResult<RamImage
         extents: vec![(0, len)],
         len,
     })
+}
+
+/// `/proc/<pid>/fd/<n>` of the guest RAM memfd of QEMU process `pid`.
+fn ram_memfd(pid: u32) -> Option<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|fd| {
+            std::fs::read_link(fd).is_ok_and(|target| {
+                target
+                    .to_string_lossy()
+                    .starts_with("/memfd:memory-backend-memfd")
+            })
+        })
 }
 
 /// Address of the guest RAM mapping in QEMU process `pid`: the file
@@ -314,8 +331,9 @@ pub(crate) fn restore(
     let initramfs = assets.initramfs(home)?;
     let paths = VmPaths::new(&req.sandbox_dir, &req.vm_name);
     let ram = if from.own_ram {
-        copy_ram_file(&from.ram, &paths)?;
-        RamSource::Fresh
+        crate::sparse::copy_sparse(&from.ram, &paths.own_ram)
+            .map_err(|e| MicrosandboxError::io(&from.ram, e))?;
+        RamSource::Snapshot(&paths.own_ram)
     } else {
         RamSource::Snapshot(&from.ram)
     };
@@ -346,17 +364,6 @@ pub(crate) fn restore(
             Err(e)
         }
     }
-}
-
-/// Copy a snapshot's RAM file (its holes kept) to the VM's own RAM file.
-fn copy_ram_file(from: &Path, paths: &VmPaths) -> MicrosandboxResult<()> {
-    if let Some(dir) = paths.ram_file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| MicrosandboxError::io(dir, e))?;
-    }
-    let _ = std::fs::remove_file(&paths.ram_file);
-    crate::sparse::copy_sparse(from, &paths.ram_file)
-        .map(|_| ())
-        .map_err(|e| MicrosandboxError::io(from, e))
 }
 
 fn load_state(paths: &VmPaths, from: &RestoreFrom, artifact: &Path) -> MicrosandboxResult<()> {

@@ -42,7 +42,9 @@ pub(crate) fn capture_blocking(
     let sandbox = LockedSandbox::acquire(home, name)?;
     let record = &sandbox.record;
     let pid = match (record.state, record.pid) {
-        (SandboxState::Running | SandboxState::Paused, Some(pid)) => pid,
+        // A paused sandbox has not run since its last capture (QEMU will
+        // not save it twice): that snapshot is the one to use.
+        (SandboxState::Running, Some(pid)) => pid,
         (state, _) => {
             return Err(MicrosandboxError::SandboxNotRunning {
                 name: record.name.clone(),
