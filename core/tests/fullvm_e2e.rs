@@ -357,6 +357,12 @@ async fn instant(home: &TestHome) {
         "the second create of a shape forks"
     );
     assert_eq!(sh(&a2, "hostname; echo $WHO").await, "a2\na2");
+    // It runs in its own shared RAM: its capture carries no RAM in the
+    // device state, as a cold-booted sandbox's.
+    let captured = a2.snapshot().await.unwrap();
+    let state = captured.vm().unwrap().state.size_bytes;
+    assert!(state < 1 << 20, "device state of {state} bytes");
+    a2.resume().await.unwrap();
     sh(&a2, "echo mine > /root/f").await;
     assert_ne!(a1.exec("cat", ["/root/f"]).await.unwrap().exit_code, 0);
     let random = "head -c 16 /dev/urandom | od -An -tx1";

@@ -22,7 +22,7 @@ pub use host::AccelMode;
 pub(crate) use qemu::vm_name;
 use qemu::{RamSource, VmParams, VmPaths};
 pub use vm_state::MachineShape;
-pub(crate) use vm_state::{Identity, RestoreFrom, capture, restore, resume, set_balloon};
+pub(crate) use vm_state::{ForkRam, Identity, RestoreFrom, capture, restore, resume, set_balloon};
 
 use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};

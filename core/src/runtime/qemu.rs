@@ -43,8 +43,6 @@ pub(crate) struct VmPaths {
     pub pidfile: PathBuf,
     pub console_log: PathBuf,
     pub qemu_log: PathBuf,
-    /// A fork's own copy of its snapshot's RAM (see `RestoreFrom::own_ram`).
-    pub own_ram: PathBuf,
 }
 
 impl VmPaths {
@@ -56,7 +54,6 @@ impl VmPaths {
             agent_sock: run_dir.join("agent.sock"),
             qmp_sock: run_dir.join("qmp.sock"),
             pidfile: run_dir.join("qemu.pid"),
-            own_ram: sandbox_dir.join("own.ram"),
             console_log: logs.join("console.log"),
             qemu_log: logs.join("qemu.log"),
             run_dir,
@@ -77,6 +74,11 @@ pub(crate) enum RamSource<'a> {
     /// A full snapshot's RAM file, mapped private (copy-on-write): the
     /// artifact never changes and forks of it share its unchanged pages.
     Snapshot(&'a Path),
+    /// A new memfd mapped private, which the restore fills from a
+    /// snapshot's RAM before loading the state: a fork's own RAM. Private
+    /// as a fork's must be (a saved state only loads into RAM shared the
+    /// way its source's was, or into private RAM).
+    Own,
 }
 
 /// Everything a boot needs.
@@ -131,6 +133,10 @@ pub(crate) fn argv(p: &VmParams<'_>) -> Vec<String> {
                 "memory-backend-file,id=mem,size={}M,mem-path={},share=off",
                 p.memory_mib,
                 path(file)
+            ),
+            RamSource::Own => format!(
+                "memory-backend-memfd,id=mem,size={}M,share=off",
+                p.memory_mib
             ),
         },
         "-nodefaults".into(),
@@ -302,10 +308,9 @@ pub(crate) fn qmp(sock: &Path, command: &str) -> std::io::Result<serde_json::Val
 }
 
 /// Remove what a VM leaves behind once it is gone: its run directory
-/// (sockets, pid file) and a fork's own RAM copy.
+/// (sockets, pid file).
 pub(crate) fn remove_run_files(paths: &VmPaths) {
     let _ = std::fs::remove_dir_all(&paths.run_dir);
-    let _ = std::fs::remove_file(&paths.own_ram);
 }
 
 /// A QMP connection, past the capabilities handshake.

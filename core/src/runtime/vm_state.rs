@@ -23,8 +23,9 @@ use crate::home::MsbHome;
 /// How long a restored guest may take to answer its agent.
 const RESTORE_AGENT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How long a fork waits for its balloon to reach a smaller memory size.
-const BALLOON_WAIT: Duration = Duration::from_secs(5);
+/// How long a fork waits for its balloon to reach a smaller memory size
+/// (well under a second here; the margin covers a loaded machine).
+const BALLOON_WAIT: Duration = Duration::from_secs(30);
 
 /// What a saved device state only loads into: the same QEMU, machine,
 /// accelerator, CPU model, memory, CPU count, device layout and guest
@@ -83,18 +84,33 @@ impl Identity {
     }
 }
 
+/// Whose RAM a fork runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForkRam {
+    /// The snapshot's RAM file, mapped copy-on-write: forks of one snapshot
+    /// share its unchanged pages. Capturing such a fork streams its RAM
+    /// through the device state too (QEMU saves private RAM that way).
+    Mapped,
+    /// Its own copy, private (a memfd filled from the snapshot's RAM): for
+    /// a fork the balloon shrinks, as QEMU 7.2 returns ballooned pages by
+    /// punching holes in the RAM's backing file even when it is mapped
+    /// private, and that file must not be the artifact.
+    OwnPrivate,
+    /// Its own copy, shared (a memfd filled from the snapshot's RAM), as a
+    /// cold-booted VM has: captured as fast as one. Only for a snapshot
+    /// captured from shared RAM (a saved state loads into shared RAM only
+    /// if its source's was): instant create's bases.
+    OwnShared,
+}
+
 /// A full snapshot's VM files, for [`restore`].
 #[derive(Debug, Clone)]
 pub(crate) struct RestoreFrom {
     pub ram: PathBuf,
     pub state: PathBuf,
     pub machine: MachineShape,
-    /// Map the fork's own copy of the RAM (`own.ram` in its sandbox
-    /// directory) instead of the snapshot's. Needed before the balloon
-    /// shrinks a fork: QEMU 7.2 returns ballooned pages by punching holes
-    /// in the RAM file even when it is mapped private, and that file must
-    /// not be the artifact.
-    pub own_ram: bool,
+    /// Whose RAM the fork runs in.
+    pub ram_mode: ForkRam,
 }
 
 fn incompatible(path: &Path, reason: impl Into<String>) -> MicrosandboxError {
@@ -166,12 +182,15 @@ fn accel_of(pid: u32) -> Accel {
     if kvm { Accel::Kvm } else { Accel::Tcg }
 }
 
-/// Where the paused VM's RAM is. A cold-booted VM's RAM is a shared memfd:
-/// read it through `/proc/<pid>/fd`, its holes skipped. A fork's RAM is a
-/// private mapping of a file, so its current content exists only in QEMU's
-/// memory: read it there (`/proc/<pid>/mem`).
+/// Where the paused VM's RAM is. Shared RAM (a cold-booted VM's memfd) is
+/// read through `/proc/<pid>/fd`, its holes skipped. Private RAM (a fork's
+/// copy-on-write mapping) holds its current content only in QEMU's memory:
+/// read it there (`/proc/<pid>/mem`).
 fn ram_image(pid: u32, len: u64) -> MicrosandboxResult<RamImage> {
-    if let Some(memfd) = ram_memfd(pid) {
+    let mapping = ram_mapping(pid, len)?;
+    if mapping.shared
+        && let Some(memfd) = ram_memfd(pid)
+    {
         let file = File::open(&memfd).map_err(|e| MicrosandboxError::io(&memfd, e))?;
         let extents = crate::sparse::data_extents(&file, len)
             .map_err(|e| MicrosandboxError::io(&memfd, e))?;
@@ -182,12 +201,11 @@ fn ram_image(pid: u32, len: u64) -> MicrosandboxResult<RamImage> {
             len,
         });
     }
-    let base = ram_mapping(pid, len)?;
     let mem_path = format!("/proc/{pid}/mem");
     let file = File::open(&mem_path).map_err(|e| MicrosandboxError::io(&mem_path, e))?;
     Ok(RamImage {
         file,
-        base,
+        base: mapping.start,
         extents: vec![(0, len)],
         len,
     })
@@ -208,18 +226,25 @@ fn ram_memfd(pid: u32) -> Option<PathBuf> {
         })
 }
 
-/// Address of the guest RAM mapping in QEMU process `pid`: the file
-/// mapping of `len` bytes whose file name ends in `.ram`.
-fn ram_mapping(pid: u32, len: u64) -> MicrosandboxResult<u64> {
+/// The guest RAM mapping in a QEMU process.
+struct RamMapping {
+    start: u64,
+    shared: bool,
+}
+
+/// The guest RAM mapping of QEMU process `pid`: the `len`-byte mapping of
+/// a file whose name ends in `.ram` (a snapshot's RAM) or of the RAM memfd.
+fn ram_mapping(pid: u32, len: u64) -> MicrosandboxResult<RamMapping> {
     let maps_path = format!("/proc/{pid}/maps");
     let maps =
         std::fs::read_to_string(&maps_path).map_err(|e| MicrosandboxError::io(&maps_path, e))?;
     for line in maps.lines() {
         let mut fields = line.split_whitespace();
-        let (Some(range), Some(path)) = (fields.next(), fields.nth(4)) else {
+        let (Some(range), Some(perms), Some(path)) = (fields.next(), fields.next(), fields.nth(3))
+        else {
             continue;
         };
-        if !path.ends_with(".ram") {
+        if !(path.ends_with(".ram") || path.starts_with("/memfd:memory-backend-memfd")) {
             continue;
         }
         let Some((start, end)) = range.split_once('-') else {
@@ -228,7 +253,10 @@ fn ram_mapping(pid: u32, len: u64) -> MicrosandboxResult<u64> {
         if let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
             && end - start == len
         {
-            return Ok(start);
+            return Ok(RamMapping {
+                start,
+                shared: perms.ends_with('s'),
+            });
         }
     }
     Err(MicrosandboxError::Runtime(format!(
@@ -330,12 +358,10 @@ pub(crate) fn restore(
     let assets = GuestAssets::locate(home)?;
     let initramfs = assets.initramfs(home)?;
     let paths = VmPaths::new(&req.sandbox_dir, &req.vm_name);
-    let ram = if from.own_ram {
-        crate::sparse::copy_sparse(&from.ram, &paths.own_ram)
-            .map_err(|e| MicrosandboxError::io(&from.ram, e))?;
-        RamSource::Snapshot(&paths.own_ram)
-    } else {
-        RamSource::Snapshot(&from.ram)
+    let ram = match from.ram_mode {
+        ForkRam::Mapped => RamSource::Snapshot(&from.ram),
+        ForkRam::OwnPrivate => RamSource::Own,
+        ForkRam::OwnShared => RamSource::Fresh,
     };
     let params = VmParams {
         vm_name: &req.vm_name,
@@ -353,9 +379,18 @@ pub(crate) fn restore(
     let _ = std::fs::remove_file(&paths.console_log);
     control.check()?;
     let pid = qemu::spawn_detached(&qemu::argv(&params), &paths)?;
-    let started = load_state(&paths, from, artifact).and_then(|()| {
-        AgentClient::connect(&paths.agent_sock, RESTORE_AGENT_TIMEOUT, control)?.configure(identity)
-    });
+    let filled = match from.ram_mode {
+        ForkRam::Mapped => Ok(()),
+        ForkRam::OwnPrivate | ForkRam::OwnShared => {
+            fill_ram(pid, &from.ram, u64::from(machine.memory_mib) << 20)
+        }
+    };
+    let started = filled
+        .and_then(|()| load_state(&paths, from, artifact))
+        .and_then(|()| {
+            AgentClient::connect(&paths.agent_sock, RESTORE_AGENT_TIMEOUT, control)?
+                .configure(identity)
+        });
     match started {
         Ok(()) => Ok(RunningVm { pid }),
         Err(e) => {
@@ -364,6 +399,35 @@ pub(crate) fn restore(
             Err(e)
         }
     }
+}
+
+/// Copy a snapshot's RAM file (its data only) into the fresh memfd of the
+/// QEMU process `pid`, before its device state is loaded.
+fn fill_ram(pid: u32, ram: &Path, len: u64) -> MicrosandboxResult<()> {
+    use std::os::unix::fs::FileExt;
+    let memfd = ram_memfd(pid).ok_or_else(|| {
+        MicrosandboxError::Runtime(format!("QEMU process {pid} has no RAM memfd"))
+    })?;
+    let dst = File::options()
+        .write(true)
+        .open(&memfd)
+        .map_err(|e| MicrosandboxError::io(&memfd, e))?;
+    let src = File::open(ram).map_err(|e| MicrosandboxError::io(ram, e))?;
+    let extents =
+        crate::sparse::data_extents(&src, len).map_err(|e| MicrosandboxError::io(ram, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    for (start, end) in extents {
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(buf.len() as u64) as usize;
+            src.read_exact_at(&mut buf[..n], at)
+                .map_err(|e| MicrosandboxError::io(ram, e))?;
+            crate::sparse::write_nonzero_runs(&dst, at, &buf[..n])
+                .map_err(|e| MicrosandboxError::io(&memfd, e))?;
+            at += n as u64;
+        }
+    }
+    Ok(())
 }
 
 fn load_state(paths: &VmPaths, from: &RestoreFrom, artifact: &Path) -> MicrosandboxResult<()> {

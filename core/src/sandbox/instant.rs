@@ -79,6 +79,9 @@ pub(super) fn fork_base(
         working_dir: image.working_dir.clone(),
         memory_mib: None,
         cpus: None,
+        // Its own shared RAM: a sandbox made by instant create is captured
+        // as fast as a cold-booted one (the base was captured from one).
+        ram_mode: crate::runtime::ForkRam::OwnShared,
     };
     match fork.run(home, dir, control) {
         Ok(handle) => Ok(Some(handle)),

@@ -15,7 +15,7 @@ use crate::control::{CallOpts, Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image;
-use crate::runtime::{self, BootRequest, Identity, RestoreFrom};
+use crate::runtime::{self, BootRequest, ForkRam, Identity, RestoreFrom};
 use crate::sandbox_store::DirLock;
 use crate::snapshot::{Snapshot, SnapshotHandle, SnapshotKind, VmSection};
 
@@ -154,6 +154,7 @@ pub(crate) fn restore_blocking(
         working_dir: vm.working_dir.clone(),
         memory_mib: overrides.memory_mib,
         cpus: overrides.cpus,
+        ram_mode: ForkRam::Mapped,
     };
     let forked = fork.run(home, &dir, control);
     if forked.is_err() {
@@ -199,6 +200,8 @@ pub(super) struct Fork<'a> {
     pub memory_mib: Option<u32>,
     /// Fewer CPUs than the snapshot's (taken offline).
     pub cpus: Option<u32>,
+    /// Whose RAM it runs in (unless it shrinks: then its own, private).
+    pub ram_mode: ForkRam,
 }
 
 impl Fork<'_> {
@@ -219,6 +222,7 @@ impl Fork<'_> {
             working_dir,
             memory_mib,
             cpus,
+            ram_mode,
         } = self;
         let _lock = DirLock::acquire(dir)?;
         let upper = dir.join(UPPER_FILE);
@@ -248,7 +252,11 @@ impl Fork<'_> {
             ram: snap.path().join(&vm.ram.file),
             state: snap.path().join(&vm.state.file),
             machine: vm.machine.clone(),
-            own_ram: shrink.is_some(),
+            ram_mode: if shrink.is_some() {
+                ForkRam::OwnPrivate
+            } else {
+                ram_mode
+            },
         };
         let cpus_online = cpus.filter(|&c| c < vm.machine.cpus);
         let identity = Identity::new(name, cpus_online);
