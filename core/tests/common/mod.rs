@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod artifacts;
+pub mod registry;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
