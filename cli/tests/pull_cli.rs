@@ -1,0 +1,57 @@
+//! `msb pull` and `msb image ls` against a real registry on 127.0.0.1
+//! (Debian's `docker-registry`, fed by `skopeo`): no VM is booted.
+
+// The core suites' harness; this suite uses only its registry.
+#[path = "../../core/tests/common/registry.rs"]
+#[allow(dead_code)]
+mod registry;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use microsandbox::image::busybox::{DEFAULT_BUSYBOX, build_busybox_archive};
+use registry::{RegistryOpts, TestRegistry};
+
+/// `msb args…` with a temporary home and an empty Docker config (never `~`).
+fn msb(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_msb"))
+        .env("MSB_HOME", home.join("msb"))
+        .env("DOCKER_CONFIG", home.join("docker"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn pull_lists_the_origin_and_names_the_kind_of_a_failure() {
+    let registry = TestRegistry::start(RegistryOpts::default());
+    let archive = registry.dir.path().join("busybox.tar");
+    build_busybox_archive(Path::new(DEFAULT_BUSYBOX), "busybox:cli", &archive).unwrap();
+    registry.push_archive(&archive, "busybox:cli");
+    let home = tempfile::tempdir().unwrap();
+    let reference = format!("{}/busybox:cli", registry.host());
+
+    let pulled = msb(home.path(), &["pull", &reference]);
+    let stdout = String::from_utf8_lossy(&pulled.stdout);
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("pulled {reference} (sha256:")),
+        "{stdout}"
+    );
+
+    let listed = msb(home.path(), &["image", "ls", "--json"]);
+    let images: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(images[0]["origin"], reference.as_str(), "{images}");
+
+    let missing = msb(
+        home.path(),
+        &["pull", &format!("{}/busybox:nope", registry.host())],
+    );
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("ImageNotFound"), "{stderr}");
+}
