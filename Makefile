@@ -50,6 +50,7 @@ bench: setup $(VENV_066)/bin/python
 	./target/release/bench-boot --boots 50
 	./target/release/bench-exec --msb ./target/release/msb
 	$(MAKE) --no-print-directory bench-fullvm
+	$(MAKE) --no-print-directory bench-pull
 
 $(VENV_066)/bin/python:
 	python3 -m venv $(VENV_066)

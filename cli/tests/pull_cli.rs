@@ -1,5 +1,11 @@
-//! `msb pull` and `msb image ls` against a real registry on 127.0.0.1
-//! (Debian's `docker-registry`, fed by `skopeo`): no VM is booted.
+//! `msb pull`, `msb image ls` and `msb snapshot push/pull` against a real
+//! registry on 127.0.0.1 (Debian's `docker-registry`, fed by `skopeo`): no
+//! VM is booted.
+
+// The core suites' artifacts made without a VM.
+#[path = "../../core/tests/common/artifacts.rs"]
+#[allow(dead_code)]
+mod artifacts;
 
 // The core suites' harness; this suite uses only its registry.
 #[path = "../../core/tests/common/registry.rs"]
@@ -54,4 +60,49 @@ fn pull_lists_the_origin_and_names_the_kind_of_a_failure() {
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("ImageNotFound"), "{stderr}");
+}
+
+#[test]
+fn snapshot_push_then_pull_into_another_home() {
+    let registry = TestRegistry::start(RegistryOpts::default());
+    let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let snap = artifacts::make_artifact(
+        &from.path().join("msb/snapshots/base"),
+        5,
+        None,
+        Some(microsandbox::IntegrityAlgorithm::MerkleSha256V1),
+    );
+    let reference = format!("{}/snaps/base:1", registry.host());
+    let pushed = msb(from.path(), &["snapshot", "push", "base", &reference]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&pushed.stdout)
+            .starts_with(&format!("pushed     {reference}@sha256:"))
+    );
+    let dest = to.path().join("landed");
+    let pulled = msb(
+        to.path(),
+        &[
+            "--json",
+            "snapshot",
+            "pull",
+            &reference,
+            "--dest",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let handle: serde_json::Value = serde_json::from_slice(&pulled.stdout).unwrap();
+    assert_eq!(handle["digest"], snap.digest(), "{handle}");
+    let landed = Path::new(handle["path"].as_str().unwrap());
+    assert!(landed.starts_with(&dest), "{handle}");
+    assert!(landed.join("manifest.json").is_file());
 }

@@ -21,6 +21,9 @@ pub enum ProgressPhase {
     /// Pulling an image from a registry: bytes of its blobs downloaded
     /// (blobs already in the store count as done at once).
     Pull,
+    /// Pushing to a registry: bytes of blobs uploaded (blobs the registry
+    /// has already count as done).
+    Push,
 }
 
 impl ProgressPhase {
@@ -32,6 +35,7 @@ impl ProgressPhase {
             Self::Import => "import",
             Self::Load => "load",
             Self::Pull => "pull",
+            Self::Push => "push",
         }
     }
 }

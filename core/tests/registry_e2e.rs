@@ -360,3 +360,109 @@ async fn a_connection_cut_mid_blob_is_retried_once_then_fails() {
         .await;
     assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// Files under the registry's blob store (one per stored blob).
+fn stored_blobs(registry: &TestRegistry) -> usize {
+    fn walk(dir: &Path, n: &mut usize) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, n);
+            } else if path.file_name().is_some_and(|f| f == "data") {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(
+        &registry
+            .dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256"),
+        &mut n,
+    );
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_pushed_is_seen_by_skopeo_and_pulled_into_another_home() {
+    use common::artifacts::make_artifact;
+    use microsandbox::snapshot::remote::SNAPSHOT_ARTIFACT_TYPE;
+    use microsandbox::{IntegrityAlgorithm, Snapshot};
+
+    let (registry, _) = registry_with_busybox(RegistryOpts::default());
+    let reference = format!("{}/snapshots/base:1", registry.host());
+    let source = TestHome::new();
+    let docker = docker_config(&source, &registry.host(), None);
+    let (digest, pushed) = config(&source, &docker)
+        .scope(async {
+            let snap = make_artifact(
+                &source.snapshots_dir().join("base"),
+                3,
+                None,
+                Some(IntegrityAlgorithm::MerkleSha256V1),
+            );
+            Snapshot::reindex_default().await.unwrap();
+            let pushed = Snapshot::push("base", &reference).await.unwrap();
+            // Pushed again: every blob is there already, none is stored anew.
+            let blobs = stored_blobs(&registry);
+            let uploads = |r: &TestRegistry| {
+                r.log()
+                    .lines()
+                    .filter(|l| l.contains("\"POST /v2/") && l.contains("/blobs/uploads/"))
+                    .count()
+            };
+            let before = uploads(&registry);
+            assert_eq!(Snapshot::push("base", &reference).await.unwrap(), pushed);
+            assert_eq!(stored_blobs(&registry), blobs);
+            assert_eq!(uploads(&registry), before, "a re-push uploaded blobs");
+            (snap.digest().to_string(), pushed)
+        })
+        .await;
+
+    // skopeo, an independent client, sees the artifact and its type.
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(manifest["artifactType"], SNAPSHOT_ARTIFACT_TYPE);
+    let raw_digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&raw.stdout))
+    );
+    assert_eq!(raw_digest, pushed);
+
+    let target = TestHome::new();
+    let docker = docker_config(&target, &registry.host(), None);
+    config(&target, &docker)
+        .scope(async {
+            let pulled = Snapshot::pull(&reference, None).await.unwrap();
+            assert_eq!(pulled.digest(), digest);
+            let report = Snapshot::open(pulled.path().to_string_lossy().into_owned())
+                .await
+                .unwrap()
+                .verify()
+                .await
+                .unwrap();
+            assert!(
+                matches!(
+                    report.upper,
+                    microsandbox::UpperVerifyStatus::Verified { .. }
+                ),
+                "{report:?}"
+            );
+            // An image is not a snapshot: refused, nothing imported.
+            let image = format!("{}/busybox:1", registry.host());
+            let message = expect_kind(Snapshot::pull(&image, None).await, "Registry");
+            assert!(message.contains("artifact"), "{message}");
+            assert_eq!(Snapshot::list().await.unwrap().len(), 1);
+        })
+        .await;
+}

@@ -87,7 +87,7 @@ pub struct MsbCancel {
 /// One progress report of a long call.
 #[repr(C)]
 pub struct MsbProgressEvent {
-    /// `"hash"`, `"export"`, `"import"`, `"load"` or `"pull"` (static, NUL-terminated).
+    /// `"hash"`, `"export"`, `"import"`, `"load"`, `"pull"` or `"push"` (static, NUL-terminated).
     pub phase: *const c_char,
     /// Bytes finished so far.
     pub done_bytes: u64,
@@ -226,6 +226,7 @@ fn phase_name(phase: ProgressPhase) -> &'static CStr {
         ProgressPhase::Import => c"import",
         ProgressPhase::Load => c"load",
         ProgressPhase::Pull => c"pull",
+        ProgressPhase::Push => c"push",
     };
     debug_assert_eq!(name.to_bytes(), phase.as_str().as_bytes());
     name

@@ -1,4 +1,5 @@
-//! Pulling images from OCI registries into the image store.
+//! Pulling images from OCI registries into the image store, and moving
+//! single-file artifacts (snapshots) through them ([`artifact`]).
 //!
 //! A pull resolves a Docker-style reference (`python` →
 //! `docker.io/library/python:latest`), fetches its manifest (an OCI or
@@ -12,7 +13,13 @@
 //! root disk and no image row. The wire protocol is `oci-client`'s (see
 //! [`transport`] for why).
 
+mod artifact;
 mod transport;
+
+pub(crate) use artifact::{
+    ArtifactUpload, existing_blocking as existing_artifact_blocking,
+    pull_blocking as pull_artifact_blocking, push_blocking as push_artifact_blocking,
+};
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -126,7 +133,14 @@ pub(crate) fn pull_blocking(
     control: &Control,
 ) -> MicrosandboxResult<ImageInfo> {
     let parsed = parse_reference(reference)?;
-    let work = pull_async(home, &parsed, control);
+    run_async(pull_async(home, &parsed, control))
+}
+
+/// Run registry I/O from a blocking thread: on the caller's Tokio runtime,
+/// or on a small one of its own.
+fn run_async<T>(
+    work: impl std::future::Future<Output = MicrosandboxResult<T>>,
+) -> MicrosandboxResult<T> {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle.block_on(work),
         Err(_) => tokio::runtime::Builder::new_current_thread()
@@ -134,6 +148,37 @@ pub(crate) fn pull_blocking(
             .build()
             .map_err(|e| MicrosandboxError::Runtime(format!("cannot start an I/O runtime: {e}")))?
             .block_on(work),
+    }
+}
+
+/// A connection to `reference`'s registry and the manifest it names (raw,
+/// with its digest): over TLS, or over plain HTTP for an insecure host
+/// whose TLS attempt failed (as Docker does; if both fail, both reasons are
+/// told).
+async fn connect_and_fetch_manifest(
+    home: &MsbHome,
+    reference: &Reference,
+) -> MicrosandboxResult<(Connection, Vec<u8>, String)> {
+    let settings = home.registry();
+    let conn = Connection::open(settings, reference)?;
+    match fetch_manifest(&conn, reference).await {
+        Ok((bytes, digest)) => Ok((conn, bytes, digest)),
+        Err(tls) if conn.insecure && is_transport(&tls) => {
+            let conn = conn.over_http(settings, reference)?;
+            let (bytes, digest) = fetch_manifest(&conn, reference).await.map_err(|e| {
+                match registry_error(reference, &e) {
+                    MicrosandboxError::Registry { reference, reason } => {
+                        MicrosandboxError::Registry {
+                            reference,
+                            reason: format!("{reason} (over TLS: {})", error_chain(&tls)),
+                        }
+                    }
+                    other => other,
+                }
+            })?;
+            Ok((conn, bytes, digest))
+        }
+        Err(e) => Err(registry_error(reference, &e)),
     }
 }
 
@@ -162,27 +207,8 @@ async fn pull_async(
         reference: whole.clone(),
         reason,
     };
-    let settings = home.registry();
-    let mut conn = Connection::open(settings, reference)?;
-    let (manifest_bytes, manifest_digest) = match fetch_manifest(&conn, reference).await {
-        // An insecure host is tried over plain HTTP once TLS fails, as
-        // Docker does; if that fails too, both reasons are told.
-        Err(tls) if conn.insecure && is_transport(&tls) => {
-            conn = conn.over_http(settings, reference)?;
-            fetch_manifest(&conn, reference).await.map_err(|e| {
-                match registry_error(reference, &e) {
-                    MicrosandboxError::Registry { reference, reason } => {
-                        MicrosandboxError::Registry {
-                            reference,
-                            reason: format!("{reason} (over TLS: {})", error_chain(&tls)),
-                        }
-                    }
-                    other => other,
-                }
-            })?
-        }
-        other => other.map_err(|e| registry_error(reference, &e))?,
-    };
+    let (conn, manifest_bytes, manifest_digest) =
+        connect_and_fetch_manifest(home, reference).await?;
     let (manifest_bytes, manifest_digest) = match platform_manifest(&manifest_bytes)
         .map_err(&bad)?
     {
