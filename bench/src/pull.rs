@@ -3,7 +3,9 @@
 //! `docker-registry` on 127.0.0.1; then, in the same run, interleaved:
 //! `skopeo copy docker://… dir:…` of it (the baseline: download only), our
 //! cold `Image::pull` into a fresh home (the download, and the whole pull
-//! including the root-disk build), and a re-pull of the present image.
+//! including the root-disk build), and a re-pull of the present image; then
+//! `Snapshot::push` and `Snapshot::pull` of Case A (bench-verify's 4 GiB
+//! sparse upper holding 8 MiB of random data).
 //! Usage: `bench-pull [--runs N] [--layer-mib M]`.
 
 #[path = "../../core/tests/common/registry.rs"]
@@ -18,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use microsandbox::image::Image;
-use microsandbox::{CallOpts, Config, ProgressPhase};
-use msb_bench::{flag, median, ms, settle};
+use microsandbox::{CallOpts, Config, IntegrityAlgorithm, ProgressPhase, Snapshot};
+use msb_bench::{case_a_artifact, flag, make_case_a, median, ms, settle};
 use registry::{RegistryOpts, TestRegistry};
 use sha2::{Digest, Sha256};
 
@@ -90,6 +92,7 @@ fn main() -> Res<()> {
         median(whole),
         median(repull),
     );
+    let (push, pull) = snapshot_case_a(&rt, &registry, work.path(), &docker, runs)?;
     println!(
         "image: 4 plain-tar layers, {:.1} MB of blobs; median of {runs} runs, loopback registry",
         image_bytes as f64 / 1e6
@@ -106,7 +109,46 @@ fn main() -> Res<()> {
         whole.as_secs_f64() / skopeo.as_secs_f64()
     );
     println!("msb re-pull of a present image: {:8.1} ms", ms(repull));
+    println!("Case A snapshot push:           {:8.1} ms", ms(push));
+    println!("Case A snapshot pull (+import): {:8.1} ms", ms(pull));
     Ok(())
+}
+
+/// Median times of `Snapshot::push` of Case A (integrity recorded) to a
+/// fresh repository each run (so no blob is there yet), and of
+/// `Snapshot::pull` of it into a fresh home.
+fn snapshot_case_a(
+    rt: &tokio::runtime::Runtime,
+    registry: &TestRegistry,
+    work: &Path,
+    docker: &Path,
+    runs: usize,
+) -> Res<(Duration, Duration)> {
+    let case_a = make_case_a(Path::new("bench/data/case-a"))?;
+    let home = work.join("snap-home");
+    let snap = case_a_artifact(
+        &case_a,
+        &home.join("snapshots/case-a"),
+        IntegrityAlgorithm::MerkleSha256V1,
+    )?;
+    let key = snap.path().to_string_lossy().into_owned();
+    let (mut pushes, mut pulls) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let reference = format!("{}/snaps/case-a-{i}:1", registry.host());
+        let config = Config::new().home(&home).docker_config_dir(docker);
+        settle();
+        let t = Instant::now();
+        rt.block_on(config.scope(Snapshot::push(key.clone(), reference.clone())))?;
+        pushes.push(t.elapsed());
+        let target = work.join(format!("snap-pulled-{i}"));
+        let config = Config::new().home(&target).docker_config_dir(docker);
+        settle();
+        let t = Instant::now();
+        rt.block_on(config.scope(Snapshot::pull(reference, None)))?;
+        pulls.push(t.elapsed());
+        fs::remove_dir_all(&target)?;
+    }
+    Ok((median(pushes), median(pulls)))
 }
 
 /// An OCI layout tar with `layers` layers, each a tar holding one file of
