@@ -466,3 +466,53 @@ async fn a_snapshot_pushed_is_seen_by_skopeo_and_pulled_into_another_home() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_cancelled_as_it_starts_leaves_nothing() {
+    let (registry, _) = registry_with_busybox(RegistryOpts::default());
+    let home = TestHome::new();
+    let docker = docker_config(&home, &registry.host(), None);
+    config(&home, &docker)
+        .scope(async {
+            let token = microsandbox::CancellationToken::new();
+            let fire = token.clone();
+            // Fired by the first progress event: before any blob is fetched.
+            let call = CallOpts {
+                progress: Some(Arc::new(move |_| fire.cancel())),
+                cancel: Some(token),
+            };
+            let reference = format!("{}/busybox:1", registry.host());
+            expect_kind(Image::pull_with(&reference, call).await, "Cancelled");
+            assert_store_empty(&home).await;
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_push_authenticates_with_docker_credentials() {
+    use common::artifacts::make_artifact;
+    use microsandbox::Snapshot;
+
+    let opts = RegistryOpts {
+        auth: Some(("bob".into(), "pw".into())),
+        tls: false,
+    };
+    let registry = TestRegistry::start(opts);
+    let reference = format!("{}/snaps/auth:1", registry.host());
+    for (creds, ok) in [(Some(("bob", "nope")), false), (Some(("bob", "pw")), true)] {
+        let home = TestHome::new();
+        let docker = docker_config(&home, &registry.host(), creds);
+        config(&home, &docker)
+            .scope(async {
+                make_artifact(&home.snapshots_dir().join("base"), 7, None, None);
+                Snapshot::reindex_default().await.unwrap();
+                let pushed = Snapshot::push("base", &reference).await;
+                if ok {
+                    assert!(pushed.unwrap().starts_with("sha256:"));
+                } else {
+                    expect_kind(pushed, "Registry");
+                }
+            })
+            .await;
+    }
+}
