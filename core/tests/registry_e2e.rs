@@ -187,6 +187,7 @@ async fn a_pulled_image_boots_and_a_repull_downloads_nothing() {
     let booting = TestHome::new();
     let docker = docker_config(&booting, &registry.host(), None);
     config(&booting, &docker)
+        .implicit_pull(true)
         .scope(async {
             let sandbox = Sandbox::builder("pulled")
                 .image(&reference)

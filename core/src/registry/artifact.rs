@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::transport::{Connection, error_chain, is_transport, registry_error};
+use super::transport::{Connection, after_tls_failure, is_transport, registry_error};
 use super::{Blob, MAX_MANIFEST_BYTES, check_manifest_digest, download_blob, parse_reference};
 use crate::control::{Control, ProgressTracker};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
@@ -121,15 +121,7 @@ async fn connect_for_push(home: &MsbHome, reference: &Reference) -> Microsandbox
             conn.client
                 .auth(reference, &conn.auth, RegistryOperation::Push)
                 .await
-                .map_err(|e| match registry_error(reference, &e) {
-                    MicrosandboxError::Registry { reference, reason } => {
-                        MicrosandboxError::Registry {
-                            reference,
-                            reason: format!("{reason} (over TLS: {})", error_chain(&tls)),
-                        }
-                    }
-                    other => other,
-                })?;
+                .map_err(|e| after_tls_failure(registry_error(reference, &e), &tls))?;
             Ok(conn)
         }
         Err(e) => Err(registry_error(reference, &e)),

@@ -38,7 +38,7 @@ use crate::home::MsbHome;
 use crate::image::{self, Image, ImageInfo, NewImage};
 use crate::progress::ProgressPhase;
 use crate::publish;
-use transport::{Connection, error_chain, is_transport, registry_error};
+use transport::{Connection, after_tls_failure, error_chain, is_transport, registry_error};
 
 /// The largest manifest or index accepted, as containerd does: real ones
 /// are a few KiB, and a manifest is read whole into memory.
@@ -165,17 +165,9 @@ async fn connect_and_fetch_manifest(
         Ok((bytes, digest)) => Ok((conn, bytes, digest)),
         Err(tls) if conn.insecure && is_transport(&tls) => {
             let conn = conn.over_http(settings, reference)?;
-            let (bytes, digest) = fetch_manifest(&conn, reference).await.map_err(|e| {
-                match registry_error(reference, &e) {
-                    MicrosandboxError::Registry { reference, reason } => {
-                        MicrosandboxError::Registry {
-                            reference,
-                            reason: format!("{reason} (over TLS: {})", error_chain(&tls)),
-                        }
-                    }
-                    other => other,
-                }
-            })?;
+            let (bytes, digest) = fetch_manifest(&conn, reference)
+                .await
+                .map_err(|e| after_tls_failure(registry_error(reference, &e), &tls))?;
             Ok((conn, bytes, digest))
         }
         Err(e) => Err(registry_error(reference, &e)),

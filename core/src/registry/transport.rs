@@ -226,6 +226,21 @@ pub(crate) fn registry_error(
     }
 }
 
+/// `err` (from the plain-HTTP retry of an insecure host) with the reason
+/// its TLS attempt failed, so a user sees both.
+pub(crate) fn after_tls_failure(
+    err: MicrosandboxError,
+    tls: &OciDistributionError,
+) -> MicrosandboxError {
+    match err {
+        MicrosandboxError::Registry { reference, reason } => MicrosandboxError::Registry {
+            reference,
+            reason: format!("{reason} (over TLS: {})", error_chain(tls)),
+        },
+        other => other,
+    }
+}
+
 /// An error and its sources, one line (reqwest hides the cause otherwise).
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
