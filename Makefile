@@ -5,6 +5,10 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH):/usr/sbin:/sbin
 export MSB_KERNEL_DIR := $(CURDIR)/target/runtime
+# No target here may reach a registry on the internet: a sandbox of a missing
+# image is an error, not an implicit pull (the registry tests use their own
+# registry on 127.0.0.1 and turn it on explicitly).
+export MSB_IMPLICIT_PULL := 0
 # Test homes live here, so leftover VMs of this run can be found by path.
 TEST_TMP := $(CURDIR)/target/test-tmp
 CARGO ?= cargo
@@ -50,6 +54,7 @@ bench: setup $(VENV_066)/bin/python
 	./target/release/bench-boot --boots 50
 	./target/release/bench-exec --msb ./target/release/msb
 	$(MAKE) --no-print-directory bench-fullvm
+	$(MAKE) --no-print-directory bench-pull
 
 $(VENV_066)/bin/python:
 	python3 -m venv $(VENV_066)

@@ -19,6 +19,7 @@ for cmd in "${!NEEDS[@]}"; do
 done
 
 "$(dirname "$0")/apt-install-missing.sh" setup "${missing[@]}"
+"$(dirname "$0")/setup-registry.sh"
 
 for bin in "${HOME:-/root}/.cargo/bin" /usr/local/cargo/bin; do
   [[ -x "$bin/cargo" && ":$PATH:" != *":$bin:"* ]] && PATH="$bin:$PATH"

@@ -5,20 +5,14 @@
 //! Python API in-process, one run each: it takes tens of seconds).
 //! Usage: `bench-archive [--runs N] [--python VENV_PY]`.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use microsandbox::snapshot::integrity::upper_digest_blocking;
-use microsandbox::snapshot::manifest::{
-    ImageRef, MANIFEST_SCHEMA, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer,
-};
-use microsandbox::sparse::copy_sparse;
 use microsandbox::{Config, ExportOpts, IntegrityAlgorithm, Snapshot};
-use msb_bench::{flag, make_case_a, median, ms, settle};
+use msb_bench::{case_a_artifact as artifact, flag, make_case_a, median, ms, settle};
 use serde_json::Value;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -158,35 +152,4 @@ fn main() -> Res<()> {
         })
     );
     Ok(())
-}
-
-/// An artifact whose upper is a sparse copy of Case A, integrity recorded
-/// with `algorithm`, in the 0.6.6 manifest format.
-fn artifact(case_a: &Path, dir: &Path, algorithm: IntegrityAlgorithm) -> Res<Snapshot> {
-    fs::create_dir_all(dir)?;
-    let upper = dir.join("upper.ext4");
-    copy_sparse(case_a, &upper)?;
-    let manifest = Manifest {
-        schema: MANIFEST_SCHEMA,
-        format: SnapshotFormat::Raw,
-        fstype: "ext4".into(),
-        image: ImageRef {
-            reference: "bench/busybox".into(),
-            manifest_digest: format!("sha256:{}", "ab".repeat(32)),
-        },
-        parent: None,
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        labels: BTreeMap::new(),
-        upper: UpperLayer {
-            file: "upper.ext4".into(),
-            size_bytes: fs::metadata(&upper)?.len(),
-            integrity: Some(UpperIntegrity {
-                algorithm: algorithm.name().into(),
-                digest: upper_digest_blocking(&upper, algorithm, None)?,
-            }),
-        },
-        source_sandbox: Some("bench".into()),
-    };
-    fs::write(dir.join("manifest.json"), manifest.canonical_bytes())?;
-    Ok(Snapshot::open_dir(dir)?)
 }

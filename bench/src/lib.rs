@@ -6,7 +6,14 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use microsandbox::snapshot::integrity::data_extents;
+use std::collections::BTreeMap;
+
+use microsandbox::snapshot::integrity::{data_extents, upper_digest_blocking};
+use microsandbox::snapshot::manifest::{
+    ImageRef, MANIFEST_SCHEMA, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer,
+};
+use microsandbox::sparse::copy_sparse;
+use microsandbox::{IntegrityAlgorithm, Snapshot};
 
 /// Apparent size of Case A's upper.
 pub const UPPER_APPARENT: u64 = 4 << 30;
@@ -192,4 +199,39 @@ pub fn raw_assets(
         .find(|p| p.is_file())
         .ok_or("no kernel")?;
     Ok((kernel, initramfs))
+}
+
+/// An artifact whose upper is a sparse copy of Case A, integrity recorded
+/// with `algorithm`, in the 0.6.6 manifest format.
+pub fn case_a_artifact(
+    case_a: &Path,
+    dir: &Path,
+    algorithm: IntegrityAlgorithm,
+) -> Result<Snapshot, Box<dyn std::error::Error>> {
+    fs::create_dir_all(dir)?;
+    let upper = dir.join("upper.ext4");
+    copy_sparse(case_a, &upper)?;
+    let manifest = Manifest {
+        schema: MANIFEST_SCHEMA,
+        format: SnapshotFormat::Raw,
+        fstype: "ext4".into(),
+        image: ImageRef {
+            reference: "bench/busybox".into(),
+            manifest_digest: format!("sha256:{}", "ab".repeat(32)),
+        },
+        parent: None,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        labels: BTreeMap::new(),
+        upper: UpperLayer {
+            file: "upper.ext4".into(),
+            size_bytes: fs::metadata(&upper)?.len(),
+            integrity: Some(UpperIntegrity {
+                algorithm: algorithm.name().into(),
+                digest: upper_digest_blocking(&upper, algorithm, None)?,
+            }),
+        },
+        source_sandbox: Some("bench".into()),
+    };
+    fs::write(dir.join("manifest.json"), manifest.canonical_bytes())?;
+    Ok(Snapshot::open_dir(dir)?)
 }

@@ -1,14 +1,15 @@
-//! `msb image …`: load image archives, list images, and build the local
-//! busybox image used by the demo and tests.
+//! `msb image …` and `msb pull`: pull images from registries, load image
+//! archives, list images, and build the local busybox image used by the
+//! demo and tests.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use microsandbox::MicrosandboxResult;
 use microsandbox::image::Image;
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, DEFAULT_BUSYBOX_REF};
+use microsandbox::{CallOpts, MicrosandboxResult};
 
-use crate::render::{print_json, print_json_list};
+use crate::render::{print_json, print_json_list, with_progress};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
@@ -44,7 +45,8 @@ pub async fn run(cmd: ImageCommand, json: bool) -> MicrosandboxResult<()> {
                 print_json_list(&images);
             } else {
                 for i in images {
-                    println!("{:<40} {}", i.reference, i.manifest_digest);
+                    let origin = i.origin.as_deref().unwrap_or("local");
+                    println!("{:<40} {} {origin}", i.reference, i.manifest_digest);
                 }
             }
             return Ok(());
@@ -71,6 +73,26 @@ pub async fn run(cmd: ImageCommand, json: bool) -> MicrosandboxResult<()> {
         print_json(&image);
     } else {
         println!("loaded {} ({})", image.reference, image.manifest_digest);
+    }
+    Ok(())
+}
+
+/// `msb pull REF`: pull an image from its registry (a bar on a terminal).
+pub async fn pull(reference: String, json: bool) -> MicrosandboxResult<()> {
+    let image = with_progress("pulling", json, |progress| {
+        Image::pull_with(
+            reference,
+            CallOpts {
+                progress,
+                ..CallOpts::default()
+            },
+        )
+    })
+    .await?;
+    if json {
+        print_json(&image);
+    } else {
+        println!("pulled {} ({})", image.reference, image.manifest_digest);
     }
     Ok(())
 }

@@ -74,6 +74,9 @@ enum Command {
     Rm { name: String },
     /// Check what the runtime needs.
     Doctor,
+    /// Pull an image from its registry (`python` means
+    /// `docker.io/library/python:latest`).
+    Pull { reference: String },
     /// Load and list images.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
             Command::Ls => done(sandbox_cmd::list(json).await),
             Command::Rm { name } => done(sandbox_cmd::remove(name, json).await),
             Command::Doctor => doctor::run(json).map(|ok| if ok { 0 } else { 1 }),
+            Command::Pull { reference } => done(image_cmd::pull(reference, json).await),
             Command::Image(cmd) => done(image_cmd::run(cmd, json).await),
             Command::Snapshot(cmd) => done(snapshot_cmd::run(cmd, json).await),
             Command::Upper(cmd) => done(upper_cmd::run(cmd, json).await),

@@ -95,6 +95,22 @@ pub enum SnapshotCommand {
         #[arg(long)]
         dest: Option<PathBuf>,
     },
+    /// Push a snapshot (with its parents and image) to a registry as an OCI
+    /// artifact (docs/registry.md).
+    Push {
+        /// The snapshot: name, digest or path.
+        snapshot: String,
+        /// Where: `host[:port]/repo:tag`.
+        reference: String,
+    },
+    /// Pull a snapshot artifact from a registry and import it.
+    Pull {
+        /// The artifact's reference.
+        reference: String,
+        /// Destination directory (default $MSB_HOME/snapshots).
+        #[arg(long)]
+        dest: Option<PathBuf>,
+    },
 }
 
 pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
@@ -222,6 +238,51 @@ pub async fn run(cmd: SnapshotCommand, json: bool) -> MicrosandboxResult<()> {
                     "exported   {} ({}) in {:.2?}",
                     out.display(),
                     human_bytes(size),
+                    started.elapsed()
+                );
+            }
+            Ok(())
+        }
+        SnapshotCommand::Push {
+            snapshot,
+            reference,
+        } => {
+            let started = Instant::now();
+            let digest = with_progress("pushing", json, |progress| {
+                let call = CallOpts {
+                    progress,
+                    ..CallOpts::default()
+                };
+                Snapshot::push_with(snapshot, reference.clone(), call)
+            })
+            .await?;
+            if json {
+                print_json(&serde_json::json!({ "reference": reference, "digest": digest }));
+            } else {
+                println!(
+                    "pushed     {reference}@{digest} in {:.2?}",
+                    started.elapsed()
+                );
+            }
+            Ok(())
+        }
+        SnapshotCommand::Pull { reference, dest } => {
+            let started = Instant::now();
+            let handle = with_progress("pulling", json, |progress| {
+                let call = CallOpts {
+                    progress,
+                    ..CallOpts::default()
+                };
+                Snapshot::pull_with(reference, dest.as_deref(), call)
+            })
+            .await?;
+            if json {
+                print_json(&handle);
+            } else {
+                println!(
+                    "pulled     {}  {} in {:.2?}",
+                    handle.digest(),
+                    handle.path().display(),
                     started.elapsed()
                 );
             }

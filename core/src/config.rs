@@ -1,5 +1,5 @@
-//! The SDK's configuration: the home directory, the guest assets directory
-//! and the accelerator. A caller sets a process default
+//! The SDK's configuration: the home directory, the guest assets directory,
+//! the accelerator and how registries are reached. A caller sets a process default
 //! ([`Config::set_default`]) and overrides it for one scope of async work
 //! ([`Config::scope`]), so a binding can give each client its own home and
 //! tests can run side by side in one process. Each field falls back, on its
@@ -12,9 +12,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::RwLock;
 
-use crate::error::MicrosandboxResult;
+use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::AccelMode;
-use crate::home::MsbHome;
+use crate::home::{MsbHome, RegistrySettings};
 
 /// Where the SDK keeps its state and how it runs guests. `None` fields fall
 /// back to the next level (see the module documentation).
@@ -26,12 +26,35 @@ pub struct Config {
     pub guest_assets_dir: Option<PathBuf>,
     /// The accelerator (`auto` picks KVM only where a probe boot works).
     pub accel: Option<AccelMode>,
+    /// Registry hosts (`host` or `host:port`) reached over plain HTTP when
+    /// TLS fails, besides `localhost` and `127.0.0.1` (env
+    /// `MSB_REGISTRY_INSECURE`, comma-separated).
+    pub registry_insecure_hosts: Option<Vec<String>>,
+    /// A PEM file of extra CA certificates for registries (env `MSB_REGISTRY_CA`).
+    pub registry_ca: Option<PathBuf>,
+    /// Pull a missing image when a sandbox is created from it (env
+    /// `MSB_IMPLICIT_PULL`, `0` or `1`; default on).
+    pub implicit_pull: Option<bool>,
+    /// The directory of Docker's `config.json`, whose `auths` give registry
+    /// credentials per host (env `DOCKER_CONFIG`, else `~/.docker`).
+    pub docker_config_dir: Option<PathBuf>,
 }
+
+/// Environment variable: extra insecure registry hosts, comma-separated.
+pub const MSB_REGISTRY_INSECURE_ENV: &str = "MSB_REGISTRY_INSECURE";
+/// Environment variable: a PEM file of CA certificates for registries.
+pub const MSB_REGISTRY_CA_ENV: &str = "MSB_REGISTRY_CA";
+/// Environment variable: `0` turns off the implicit pull.
+pub const MSB_IMPLICIT_PULL_ENV: &str = "MSB_IMPLICIT_PULL";
 
 static PROCESS_DEFAULT: RwLock<Config> = RwLock::new(Config {
     home: None,
     guest_assets_dir: None,
     accel: None,
+    registry_insecure_hosts: None,
+    registry_ca: None,
+    implicit_pull: None,
+    docker_config_dir: None,
 });
 
 tokio::task_local! {
@@ -59,6 +82,30 @@ impl Config {
     /// Set the accelerator.
     pub fn accel(mut self, accel: AccelMode) -> Self {
         self.accel = Some(accel);
+        self
+    }
+
+    /// Set the extra registry hosts reached over plain HTTP.
+    pub fn registry_insecure_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.registry_insecure_hosts = Some(hosts);
+        self
+    }
+
+    /// Set a PEM file of extra CA certificates for registries.
+    pub fn registry_ca(mut self, file: impl Into<PathBuf>) -> Self {
+        self.registry_ca = Some(file.into());
+        self
+    }
+
+    /// Turn the implicit pull (on sandbox creation) on or off.
+    pub fn implicit_pull(mut self, on: bool) -> Self {
+        self.implicit_pull = Some(on);
+        self
+    }
+
+    /// Set the directory of Docker's `config.json` (registry credentials).
+    pub fn docker_config_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.docker_config_dir = Some(dir.into());
         self
     }
 
@@ -121,7 +168,56 @@ impl Config {
         };
         Ok(MsbHome::at(root)
             .with_guest_assets_dir(self.guest_assets_dir.clone())
-            .with_accel(accel))
+            .with_accel(accel)
+            .with_registry(self.registry_settings()?))
+    }
+
+    /// The registry settings: set fields, else the environment, else defaults.
+    fn registry_settings(&self) -> MicrosandboxResult<RegistrySettings> {
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let insecure_hosts = match &self.registry_insecure_hosts {
+            Some(hosts) => hosts.clone(),
+            None => env(MSB_REGISTRY_INSECURE_ENV)
+                .map(|v| {
+                    v.to_string_lossy()
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let implicit_pull = match self.implicit_pull {
+            Some(on) => on,
+            None => match env(MSB_IMPLICIT_PULL_ENV)
+                .as_deref()
+                .and_then(|v| v.to_str())
+            {
+                None | Some("1") => true,
+                Some("0") => false,
+                Some(other) => {
+                    return Err(MicrosandboxError::InvalidConfig(format!(
+                        "{MSB_IMPLICIT_PULL_ENV}={other} is not 0 or 1"
+                    )));
+                }
+            },
+        };
+        // Docker's own lookup: $DOCKER_CONFIG, else ~/.docker.
+        let docker_config_dir = self.docker_config_dir.clone().or_else(|| {
+            env("DOCKER_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        });
+        Ok(RegistrySettings {
+            insecure_hosts,
+            ca_file: self
+                .registry_ca
+                .clone()
+                .or_else(|| env(MSB_REGISTRY_CA_ENV).map(PathBuf::from)),
+            docker_config_dir,
+            implicit_pull,
+        })
     }
 
     fn scoped() -> Option<Config> {
@@ -134,6 +230,12 @@ impl Config {
             home: self.home.or(base.home),
             guest_assets_dir: self.guest_assets_dir.or(base.guest_assets_dir),
             accel: self.accel.or(base.accel),
+            registry_insecure_hosts: self
+                .registry_insecure_hosts
+                .or(base.registry_insecure_hosts),
+            registry_ca: self.registry_ca.or(base.registry_ca),
+            implicit_pull: self.implicit_pull.or(base.implicit_pull),
+            docker_config_dir: self.docker_config_dir.or(base.docker_config_dir),
         }
     }
 }

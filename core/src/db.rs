@@ -28,7 +28,7 @@ use crate::home::MsbHome;
 /// File name of the database inside `MSB_HOME/db`.
 pub const DB_FILE: &str = "microsandbox.db";
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// How long a statement waits for another connection's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS images (
     manifest_digest  TEXT NOT NULL,
     config_digest    TEXT NOT NULL,
     lower_path       TEXT NOT NULL,
-    loaded_at        TEXT NOT NULL
+    loaded_at        TEXT NOT NULL,
+    origin           TEXT
 );
 CREATE INDEX IF NOT EXISTS images_by_digest ON images(manifest_digest);
 CREATE TABLE IF NOT EXISTS sandboxes (
@@ -283,6 +284,17 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
                     "ALTER TABLE snapshots ADD COLUMN kind TEXT NOT NULL DEFAULT 'disk'",
                 )?;
             }
+            // Version 5 added the images' `origin` (the registry reference
+            // an image was pulled from).
+            let has_images = conn
+                .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'images'")?
+                .exists([])?;
+            let has_origin = conn
+                .prepare("SELECT 1 FROM pragma_table_info('images') WHERE name = 'origin'")?
+                .exists([])?;
+            if has_images && !has_origin {
+                conn.execute_batch("ALTER TABLE images ADD COLUMN origin TEXT")?;
+            }
             conn.execute_batch(SCHEMA)?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -381,7 +393,10 @@ mod tests {
         let home = MsbHome::at(dir.path());
         open(&home)
             .unwrap()
-            .execute("INSERT INTO images VALUES ('old', 'd', 'c', '/l', 't')", [])
+            .execute(
+                "INSERT INTO images VALUES ('old', 'd', 'c', '/l', 't', NULL)",
+                [],
+            )
             .unwrap();
         std::fs::remove_dir_all(home.db_dir()).unwrap();
         let conn = open(&home).unwrap();
@@ -400,7 +415,7 @@ mod tests {
         let tx = conn.transaction().unwrap();
         for i in 0..20_000 {
             tx.execute(
-                "INSERT INTO images VALUES (?1, 'd', 'c', '/l', 't')",
+                "INSERT INTO images VALUES (?1, 'd', 'c', '/l', 't', NULL)",
                 [format!("image-{i}")],
             )
             .unwrap();

@@ -138,6 +138,19 @@ pub enum MicrosandboxError {
         reference: String,
     },
 
+    /// A registry could not give an image: the connection failed or
+    /// dropped (after a retry), it refused the credentials, or what it sent
+    /// breaks a rule (a blob that does not match its digest, a manifest over
+    /// the size limit, no linux/amd64 manifest). An unknown reference is
+    /// `ImageNotFound` instead.
+    #[error("registry error for {reference}: {reason}")]
+    Registry {
+        /// The (normalised) image reference.
+        reference: String,
+        /// What failed.
+        reason: String,
+    },
+
     /// The VM or its tooling failed.
     #[error("runtime error: {0}")]
     Runtime(
@@ -181,6 +194,7 @@ impl MicrosandboxError {
             Self::SandboxNotPaused { .. } => "SandboxNotPaused",
             Self::SnapshotIncompatible { .. } => "SnapshotIncompatible",
             Self::ImageNotFound { .. } => "ImageNotFound",
+            Self::Registry { .. } => "Registry",
             Self::Runtime(_) => "Runtime",
             Self::Cancelled => "Cancelled",
             Self::Io { .. } => "Io",
@@ -204,6 +218,7 @@ impl MicrosandboxError {
         "SandboxNotPaused",
         "SnapshotIncompatible",
         "ImageNotFound",
+        "Registry",
         "Runtime",
         "Cancelled",
         "Io",
@@ -306,6 +321,10 @@ mod tests {
             E::ImageNotFound {
                 reference: "x".into(),
             },
+            E::Registry {
+                reference: "x".into(),
+                reason: "y".into(),
+            },
             E::Runtime("x".into()),
             E::Cancelled,
             E::io("/x", std::io::Error::other("x")),
@@ -327,6 +346,7 @@ mod tests {
                 | E::SandboxNotPaused { .. }
                 | E::SnapshotIncompatible { .. }
                 | E::ImageNotFound { .. }
+                | E::Registry { .. }
                 | E::Runtime(_)
                 | E::Cancelled
                 | E::Io { .. } => {}

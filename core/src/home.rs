@@ -77,6 +77,52 @@ pub struct MsbHome {
     root: PathBuf,
     guest_assets_dir: Option<PathBuf>,
     accel: AccelMode,
+    registry: RegistrySettings,
+}
+
+/// Hosts that always get plain HTTP (after a failed TLS attempt): a
+/// registry on this machine.
+pub const DEFAULT_INSECURE_REGISTRIES: &[&str] = &["localhost", "127.0.0.1"];
+
+/// How registries are reached, resolved from [`Config`](crate::Config) and
+/// the environment once per call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// Hosts (`host` or `host:port`) that may be reached over plain HTTP, in
+    /// addition to [`DEFAULT_INSECURE_REGISTRIES`].
+    pub insecure_hosts: Vec<String>,
+    /// A PEM file of extra CA certificates trusted for registries.
+    pub ca_file: Option<PathBuf>,
+    /// The directory of Docker's `config.json` (credentials per host).
+    pub docker_config_dir: Option<PathBuf>,
+    /// Pull an image that is not present when a sandbox is created from it.
+    pub implicit_pull: bool,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            insecure_hosts: Vec::new(),
+            ca_file: None,
+            docker_config_dir: None,
+            implicit_pull: true,
+        }
+    }
+}
+
+impl RegistrySettings {
+    /// Whether `registry` (`host` or `host:port`) may be reached over plain HTTP.
+    pub fn is_insecure(&self, registry: &str) -> bool {
+        let host = match registry.rsplit_once(':') {
+            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            _ => registry,
+        };
+        DEFAULT_INSECURE_REGISTRIES
+            .iter()
+            .map(|h| h.to_string())
+            .chain(self.insecure_hosts.iter().cloned())
+            .any(|h| h == registry || h == host)
+    }
 }
 
 impl MsbHome {
@@ -101,6 +147,7 @@ impl MsbHome {
             root: root.into(),
             guest_assets_dir: None,
             accel: AccelMode::Auto,
+            registry: RegistrySettings::default(),
         }
     }
 
@@ -115,6 +162,17 @@ impl MsbHome {
     pub fn with_accel(mut self, accel: AccelMode) -> Self {
         self.accel = accel;
         self
+    }
+
+    /// The same home with other registry settings.
+    pub fn with_registry(mut self, registry: RegistrySettings) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// How registries are reached.
+    pub fn registry(&self) -> &RegistrySettings {
+        &self.registry
     }
 
     /// The home directory itself.

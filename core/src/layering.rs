@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "db"],
     &["runtime"],
     &["image", "sandbox_store"],
+    &["registry"],
     &["snapshot"],
     &["sandbox"],
 ];

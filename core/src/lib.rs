@@ -12,8 +12,9 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | 7 | `sandbox` | booting, running, stopping sandboxes |
-//! | 6 | `snapshot` | artifacts, index, integrity, archives, capture |
+//! | 8 | `sandbox` | booting, running, stopping sandboxes |
+//! | 7 | `snapshot` | artifacts, index, integrity, archives, capture |
+//! | 6 | `registry` | pulling images from OCI registries into the image store |
 //! | 5 | `image`, `sandbox_store` | the image store layout; sandbox registry, directory layout and lock |
 //! | 4 | `runtime` | QEMU, guest assets, the agent, streaming exec, VM names |
 //! | 3 | `config`, `db` | resolving the configuration; the SQLite connection |
@@ -34,6 +35,7 @@ pub mod image;
 mod layering;
 pub mod progress;
 mod publish;
+pub mod registry;
 pub mod runtime;
 pub mod sandbox;
 mod sandbox_store;
@@ -44,8 +46,9 @@ mod tools;
 pub use config::Config;
 pub use control::{CallOpts, CancellationToken};
 pub use error::{MicrosandboxError, MicrosandboxResult};
-pub use home::MsbHome;
+pub use home::{MsbHome, RegistrySettings};
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
+pub use registry::normalise_reference;
 pub use runtime::AccelMode;
 pub use sandbox::{
     ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, ExitStatus, RestoreBuilder, Sandbox,

@@ -1,5 +1,5 @@
 //! Progress reporting for long operations (verify, export, import, image
-//! load).
+//! load, image pull).
 //! A progress callback is a plain `Fn(ProgressEvent)` that any binding can
 //! forward to its own language: the event is `Copy` and holds no borrows.
 //! The events are produced by the tracker in [`control`](crate::control),
@@ -18,6 +18,12 @@ pub enum ProgressPhase {
     Import,
     /// Loading an image: bytes of its layer blobs applied to its root.
     Load,
+    /// Pulling an image from a registry: bytes of its blobs downloaded
+    /// (blobs already in the store count as done at once).
+    Pull,
+    /// Pushing to a registry: bytes of blobs uploaded (blobs the registry
+    /// has already count as done).
+    Push,
 }
 
 impl ProgressPhase {
@@ -28,6 +34,8 @@ impl ProgressPhase {
             Self::Export => "export",
             Self::Import => "import",
             Self::Load => "load",
+            Self::Pull => "pull",
+            Self::Push => "push",
         }
     }
 }

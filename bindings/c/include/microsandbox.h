@@ -126,7 +126,7 @@ typedef struct MsbExecEvent {
 
 // One progress report of a long call.
 typedef struct MsbProgressEvent {
-  // `"hash"`, `"export"`, `"import"` or `"load"` (static, NUL-terminated).
+  // `"hash"`, `"export"`, `"import"`, `"load"`, `"pull"` or `"push"` (static, NUL-terminated).
   const char *phase;
   // Bytes finished so far.
   uint64_t done_bytes;

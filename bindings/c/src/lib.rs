@@ -87,7 +87,7 @@ pub struct MsbCancel {
 /// One progress report of a long call.
 #[repr(C)]
 pub struct MsbProgressEvent {
-    /// `"hash"`, `"export"`, `"import"` or `"load"` (static, NUL-terminated).
+    /// `"hash"`, `"export"`, `"import"`, `"load"`, `"pull"` or `"push"` (static, NUL-terminated).
     pub phase: *const c_char,
     /// Bytes finished so far.
     pub done_bytes: u64,
@@ -225,6 +225,8 @@ fn phase_name(phase: ProgressPhase) -> &'static CStr {
         ProgressPhase::Export => c"export",
         ProgressPhase::Import => c"import",
         ProgressPhase::Load => c"load",
+        ProgressPhase::Pull => c"pull",
+        ProgressPhase::Push => c"push",
     };
     debug_assert_eq!(name.to_bytes(), phase.as_str().as_bytes());
     name

@@ -38,6 +38,7 @@ impl PyConfig {
                     home,
                     guest_assets_dir,
                     accel,
+                    ..Config::default()
                 },
             })
         })
@@ -75,6 +76,7 @@ impl PyConfig {
                     .clone()
                     .or_else(|| outer.guest_assets_dir.clone()),
                 accel: inner.accel.or(outer.accel),
+                ..Config::default()
             },
         }
     }

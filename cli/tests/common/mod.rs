@@ -5,10 +5,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Run `msb args…` with `MSB_HOME=home`.
+/// Run `msb args…` with `MSB_HOME=home` and no implicit pull.
 pub fn msb(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_msb"))
         .env("MSB_HOME", home)
+        // A missing image is an error here, never a pull from the internet.
+        .env("MSB_IMPLICIT_PULL", "0")
         .args(args)
         .output()
         .unwrap()

@@ -52,8 +52,11 @@ pub struct ImageInfo {
     pub env: Vec<String>,
     /// Default working directory, from the config.
     pub working_dir: String,
-    /// When it was loaded (RFC 3339).
+    /// When it was loaded or pulled (RFC 3339).
     pub loaded_at: String,
+    /// The registry reference it was pulled from (`None`: loaded from a
+    /// local archive or imported with a snapshot).
+    pub origin: Option<String>,
 }
 
 /// Entry points for images.
@@ -115,7 +118,6 @@ pub(crate) fn load_blocking(
     reference: Option<&str>,
     control: &Control,
 ) -> MicrosandboxResult<ImageInfo> {
-    let images = home.images_dir();
     let tmp = staging_dir(home, "load")?;
     let blobs = blobs_dir(home);
     let staged = archive::stage(archive, &tmp.path().join("stage"), &blobs)?;
@@ -129,12 +131,41 @@ pub(crate) fn load_blocking(
                 archive.display()
             ))
         })?;
-    let lower = lower_path(home, &staged.manifest_digest);
     let layer_blobs: Vec<PathBuf> = staged
         .layer_digests
         .iter()
         .map(|layer| blobs.join(&layer[7..]))
         .collect();
+    let lower = build_lower(
+        home,
+        tmp.path(),
+        &staged.manifest_digest,
+        &layer_blobs,
+        control,
+    )?;
+    register(
+        home,
+        &NewImage {
+            reference: &reference,
+            manifest_digest: &staged.manifest_digest,
+            config_digest: &staged.config_digest,
+            lower: &lower,
+            origin: None,
+        },
+    )
+}
+
+/// Build the root disk of the image with `manifest_digest` from its layer
+/// blobs (bottom first) in `tmp`, unless one is already built, and publish
+/// it. Reports `Load` progress (bytes of layers applied).
+pub(crate) fn build_lower(
+    home: &MsbHome,
+    tmp: &Path,
+    manifest_digest: &str,
+    layer_blobs: &[PathBuf],
+    control: &Control,
+) -> MicrosandboxResult<PathBuf> {
+    let lower = lower_path(home, manifest_digest);
     let blob_size = |blob: &PathBuf| fs::metadata(blob).map(|m| m.len()).unwrap_or(0);
     let tracker = ProgressTracker::new(
         control,
@@ -142,9 +173,9 @@ pub(crate) fn load_blocking(
         layer_blobs.iter().map(blob_size).sum(),
     );
     if !lower.is_file() {
-        let rootfs = tmp.path().join("rootfs");
+        let rootfs = tmp.join("rootfs");
         fs::create_dir_all(&rootfs).map_err(|e| MicrosandboxError::io(&rootfs, e))?;
-        for blob in &layer_blobs {
+        for blob in layer_blobs {
             control.check()?;
             layers::apply_layer(blob, &rootfs)?;
             tracker
@@ -152,33 +183,56 @@ pub(crate) fn load_blocking(
                 .map_err(|e| MicrosandboxError::io(blob, e))?;
         }
         control.check()?;
-        let built = tmp.path().join("lower.erofs");
+        let built = tmp.join("lower.erofs");
         make_erofs(&rootfs, &built)?;
         control.check()?;
-        let dir = images.join("lower");
+        let dir = home.images_dir().join("lower");
         fs::create_dir_all(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
         // Named by the manifest digest: a concurrent load built the same disk.
         publish::place_if_absent(&built, &lower)?;
     }
     control.check()?;
     tracker.finish();
+    Ok(lower)
+}
+
+/// An image whose blobs are in the store and whose root disk is built,
+/// to be registered under a reference.
+pub(crate) struct NewImage<'a> {
+    pub reference: &'a str,
+    pub manifest_digest: &'a str,
+    pub config_digest: &'a str,
+    pub lower: &'a Path,
+    /// Where it came from (a registry reference); `None` for a local load.
+    pub origin: Option<&'a str>,
+}
+
+/// Point `image.reference` at the image (replacing what it named before).
+pub(crate) fn register(home: &MsbHome, image: &NewImage) -> MicrosandboxResult<ImageInfo> {
     let loaded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let conn = db::open(home)?;
     conn.execute(
-        "INSERT INTO images (reference, manifest_digest, config_digest, lower_path, loaded_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(reference) DO UPDATE SET manifest_digest = ?2, config_digest = ?3, lower_path = ?4, loaded_at = ?5",
-        params![reference, staged.manifest_digest, staged.config_digest, lower.to_string_lossy(), loaded_at],
+        "INSERT INTO images (reference, manifest_digest, config_digest, lower_path, loaded_at, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(reference) DO UPDATE SET manifest_digest = ?2, config_digest = ?3, lower_path = ?4, loaded_at = ?5, origin = ?6",
+        params![
+            image.reference,
+            image.manifest_digest,
+            image.config_digest,
+            image.lower.to_string_lossy(),
+            loaded_at,
+            image.origin
+        ],
     )
     .map_err(|e| db::db_error(&db::db_path(home), e))?;
-    get_blocking(home, &reference)
+    get_blocking(home, image.reference)
 }
 
 pub(crate) fn get_blocking(home: &MsbHome, wanted: &str) -> MicrosandboxResult<ImageInfo> {
     let conn = db::open(home)?;
     let row = conn
         .query_row(
-            "SELECT reference, manifest_digest, config_digest, lower_path, loaded_at FROM images
+            "SELECT reference, manifest_digest, config_digest, lower_path, loaded_at, origin FROM images
              WHERE reference = ?1 OR manifest_digest = ?1 ORDER BY reference = ?1 DESC LIMIT 1",
             params![wanted],
             |r| {
@@ -188,15 +242,18 @@ pub(crate) fn get_blocking(home: &MsbHome, wanted: &str) -> MicrosandboxResult<I
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                 ))
             },
         )
         .optional()
         .map_err(|e| db::db_error(&db::db_path(home), e))?;
     let not_found = || MicrosandboxError::ImageNotFound {
-        reference: format!("{wanted} (load it with `msb image load <archive>`)"),
+        reference: format!(
+            "{wanted} (pull it with `msb pull` or load it with `msb image load <archive>`)"
+        ),
     };
-    let (reference, manifest_digest, config_digest, lower, loaded_at) =
+    let (reference, manifest_digest, config_digest, lower, loaded_at, origin) =
         row.ok_or_else(not_found)?;
     let lower_path = PathBuf::from(lower);
     if !lower_path.is_file() {
@@ -211,6 +268,7 @@ pub(crate) fn get_blocking(home: &MsbHome, wanted: &str) -> MicrosandboxResult<I
         env: config.env,
         working_dir: config.working_dir,
         loaded_at,
+        origin,
     })
 }
 
@@ -246,7 +304,7 @@ pub(crate) fn staging_root(home: &MsbHome) -> PathBuf {
 }
 
 /// A new staging directory `images/tmp/<purpose>-<random>`, deleted on drop.
-fn staging_dir(home: &MsbHome, purpose: &str) -> MicrosandboxResult<TempDir> {
+pub(crate) fn staging_dir(home: &MsbHome, purpose: &str) -> MicrosandboxResult<TempDir> {
     let root = staging_root(home);
     fs::create_dir_all(&root).map_err(|e| MicrosandboxError::io(&root, e))?;
     tempfile::Builder::new()

@@ -269,7 +269,7 @@ impl SandboxBuilder {
                 )));
             }
             (Some(reference), None) => (
-                image::get_blocking(home, reference)?,
+                crate::registry::get_or_pull(home, reference, control)?,
                 UpperSource::Fresh(self.upper_size_bytes),
             ),
             (None, Some(snapshot)) => {

@@ -14,6 +14,7 @@ mod handle;
 pub mod index;
 pub mod integrity;
 pub mod manifest;
+pub mod remote;
 pub(crate) mod resolve;
 mod verify;
 mod views;

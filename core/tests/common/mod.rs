@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod artifacts;
+pub mod registry;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -60,9 +61,11 @@ impl TestHome {
     }
 
     /// This home, with the guest assets of `MSB_KERNEL_DIR` (the
-    /// accelerator still comes from `MSB_ACCEL`, if set).
+    /// accelerator still comes from `MSB_ACCEL`, if set), and no implicit
+    /// pull: a sandbox of a missing image must not reach for a registry on
+    /// the internet (the registry suite turns it back on, on loopback).
     pub fn config(&self) -> Config {
-        let config = Config::new().home(self.path());
+        let config = Config::new().home(self.path()).implicit_pull(false);
         match &self.guest_assets_dir {
             Some(dir) => config.guest_assets_dir(dir),
             None => config,
