@@ -60,6 +60,7 @@ var (
 	ErrSandboxNotPaused              = sentinel("SandboxNotPaused")
 	ErrSnapshotIncompatible          = sentinel("SnapshotIncompatible")
 	ErrImageNotFound                 = sentinel("ImageNotFound")
+	ErrRegistry                      = sentinel("Registry")
 	ErrRuntime                       = sentinel("Runtime")
 	ErrCancelled                     = sentinel("Cancelled")
 	ErrIo                            = sentinel("Io")
@@ -73,7 +74,7 @@ func init() {
 		ErrSnapshotIntegrity, ErrManifestInvalid, ErrIntegrityAlgorithmUnsupported,
 		ErrArchiveInvalid, ErrSnapshotHasChildren, ErrInvalidConfig, ErrSandboxNotFound,
 		ErrSandboxAlreadyExists, ErrSandboxNotRunning, ErrSandboxNotPaused,
-		ErrSnapshotIncompatible, ErrImageNotFound, ErrRuntime,
+		ErrSnapshotIncompatible, ErrImageNotFound, ErrRegistry, ErrRuntime,
 		ErrCancelled, ErrIo,
 	} {
 		sentinels[s.Kind] = s

@@ -18,7 +18,7 @@ import (
 // ProgressEvent is one report of a long call: DoneBytes of TotalBytes are
 // finished. Events come in order; the last has DoneBytes == TotalBytes.
 type ProgressEvent struct {
-	// Phase is "hash" (verify), "export", "import" or "load" (image load).
+	// Phase is "hash" (verify), "export", "import", "load" (image load), "pull" or "push" (registry).
 	Phase string
 	// DoneBytes is the work finished so far.
 	DoneBytes uint64

@@ -117,6 +117,13 @@ class ImageNotFoundError(MicrosandboxError):
     kind = "ImageNotFound"
 
 
+class RegistryError(MicrosandboxError):
+    """A registry could not give an image or snapshot: connection, credentials,
+    or content that breaks a rule (a digest mismatch, an oversized manifest)."""
+
+    kind = "Registry"
+
+
 class RuntimeError(MicrosandboxError):  # noqa: A001  (kind `Runtime`; lives in this namespace)
     """The VM or its tooling failed (also: a panic caught at the boundary)."""
 
@@ -166,6 +173,7 @@ __all__ = [
     "SandboxNotPausedError",
     "SnapshotIncompatibleError",
     "ImageNotFoundError",
+    "RegistryError",
     "RuntimeError",
     "CancelledError",
     "IoError",

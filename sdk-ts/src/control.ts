@@ -16,7 +16,7 @@ export interface CallOptions {
 /** One progress report: `doneBytes` of `totalBytes` are finished. */
 export interface ProgressEvent {
   /** `hash` (verify), `export`, `import` or `load` (image load). */
-  readonly phase: "hash" | "export" | "import" | "load";
+  readonly phase: "hash" | "export" | "import" | "load" | "pull" | "push";
   readonly doneBytes: bigint;
   readonly totalBytes: bigint;
 }

@@ -65,6 +65,10 @@ fn error_of_kind(kind: &str) -> MicrosandboxError {
             reason: what,
         },
         "ImageNotFound" => E::ImageNotFound { reference: what },
+        "Registry" => E::Registry {
+            reference: "test".into(),
+            reason: what,
+        },
         "Runtime" => E::Runtime(what),
         "Cancelled" => E::Cancelled,
         "Io" => E::Io {

@@ -104,6 +104,10 @@ fn error_of_kind(kind: &str) -> MicrosandboxError {
             reason: s(),
         },
         "ImageNotFound" => E::ImageNotFound { reference: s() },
+        "Registry" => E::Registry {
+            reference: "test".into(),
+            reason: s(),
+        },
         "Runtime" => E::Runtime(s()),
         "Cancelled" => E::Cancelled,
         "Io" => E::Io {

@@ -157,6 +157,10 @@ fn sample_error(kind: &str) -> MicrosandboxError {
         "ImageNotFound" => E::ImageNotFound {
             reference: "test".into(),
         },
+        "Registry" => E::Registry {
+            reference: "test".into(),
+            reason: "test".into(),
+        },
         "Runtime" => E::Runtime("test".into()),
         "Cancelled" => E::Cancelled,
         "Io" => E::Io {
