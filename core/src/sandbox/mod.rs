@@ -274,17 +274,7 @@ impl SandboxBuilder {
             ),
             (None, Some(snapshot)) => {
                 let snap = open_verified_snapshot(home, snapshot, control)?;
-                let image =
-                    image::get_blocking(home, snap.image_manifest_digest()).map_err(|_| {
-                        MicrosandboxError::ImageNotFound {
-                            reference: format!(
-                                "{} @ {} (pinned by snapshot {}; load that image first)",
-                                snap.image_ref(),
-                                snap.image_manifest_digest(),
-                                snap.path().display()
-                            ),
-                        }
-                    })?;
+                let image = pinned_image(home, &snap)?;
                 (image, UpperSource::Snapshot(snap.upper_path()))
             }
         };
@@ -701,6 +691,20 @@ enum UpperSource {
     Fresh(u64),
     /// A copy of a snapshot's upper.
     Snapshot(PathBuf),
+}
+
+/// The image a snapshot pins, or `ImageNotFound` naming it and the snapshot.
+fn pinned_image(home: &MsbHome, snap: &Snapshot) -> MicrosandboxResult<image::ImageInfo> {
+    image::get_blocking(home, snap.image_manifest_digest()).map_err(|_| {
+        MicrosandboxError::ImageNotFound {
+            reference: format!(
+                "{} @ {} (pinned by snapshot {}; load that image first)",
+                snap.image_ref(),
+                snap.image_manifest_digest(),
+                snap.path().display()
+            ),
+        }
+    })
 }
 
 /// Open the snapshot named by `key` (index name, digest or path, else a bare

@@ -10,11 +10,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::registry::{self, SandboxConfig, SandboxRecord, SandboxState};
-use super::{Sandbox, SandboxHandle, UPPER_FILE, claim_dir, validate_name};
+use super::{Sandbox, SandboxHandle, UPPER_FILE, claim_dir, pinned_image, validate_name};
 use crate::control::{CallOpts, Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
-use crate::image;
 use crate::runtime::{self, BootRequest, ForkRam, Identity, RestoreFrom};
 use crate::sandbox_store::DirLock;
 use crate::snapshot::{Snapshot, SnapshotHandle, SnapshotKind, VmSection};
@@ -132,16 +131,7 @@ pub(crate) fn restore_blocking(
     debug_assert_eq!(snap.kind(), SnapshotKind::Full);
     check_overrides(vm, &overrides)?;
     snap.verify_stamped(home, control)?;
-    let image = image::get_blocking(home, snap.image_manifest_digest()).map_err(|_| {
-        MicrosandboxError::ImageNotFound {
-            reference: format!(
-                "{} @ {} (pinned by snapshot {}; load that image first)",
-                snap.image_ref(),
-                snap.image_manifest_digest(),
-                snap.path().display()
-            ),
-        }
-    })?;
+    let image = pinned_image(home, snap)?;
     let dir = claim_dir(home, name)?;
     let mut env = vm.env.clone();
     env.extend(overrides.env.clone());

@@ -278,15 +278,29 @@ pub(crate) fn create_blocking(
     )?;
     publish::sync_dir(staging.path())?;
 
-    publish::publish_dir(&staging.keep(), &dest, config.force).map_err(|e| {
+    publish_artifact(home, &staging.keep(), &dest, config.force)
+}
+
+/// Move the synced artifact in `staging` to `dest` (over an existing one
+/// only with `replace`; `SnapshotAlreadyExists` otherwise), sync its parent,
+/// open it and index it (best effort).
+pub(crate) fn publish_artifact(
+    home: &MsbHome,
+    staging: &std::path::Path,
+    dest: &std::path::Path,
+    replace: bool,
+) -> MicrosandboxResult<Snapshot> {
+    publish::publish_dir(staging, dest, replace).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            MicrosandboxError::SnapshotAlreadyExists { path: dest.clone() }
+            MicrosandboxError::SnapshotAlreadyExists {
+                path: dest.to_path_buf(),
+            }
         } else {
-            MicrosandboxError::io(&dest, e)
+            MicrosandboxError::io(dest, e)
         }
     })?;
-    publish::sync_dir(&parent)?;
-    let snap = Snapshot::open_dir(&dest)?;
+    publish::sync_dir(publish::parent_of(dest))?;
+    let snap = Snapshot::open_dir(dest)?;
     index::record_best_effort(home, &snap);
     Ok(snap)
 }

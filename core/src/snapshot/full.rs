@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::Snapshot;
 use super::integrity::{self, IntegrityAlgorithm};
 use super::manifest::{
     ImageRef, MANIFEST_FILE, MANIFEST_SCHEMA, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer,
     VM_FILE, VM_LABEL, VmFile, VmSection, sha256_digest_string,
 };
-use super::{Snapshot, index};
 use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::{MsbHome, is_bare_name};
@@ -230,17 +230,7 @@ pub(crate) fn save_named_blocking(
         synced.map_err(|e| MicrosandboxError::io(&to, e))?;
     }
     publish::sync_dir(staging.path())?;
-    publish::publish_dir(&staging.keep(), &dest, false).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            MicrosandboxError::SnapshotAlreadyExists { path: dest.clone() }
-        } else {
-            MicrosandboxError::io(&dest, e)
-        }
-    })?;
-    publish::sync_dir(&parent)?;
-    let saved = Snapshot::open_dir(&dest)?;
-    index::record_best_effort(home, &saved);
-    Ok(saved)
+    super::create::publish_artifact(home, &staging.keep(), &dest, false)
 }
 
 /// Every file an artifact consists of, the manifest first.
