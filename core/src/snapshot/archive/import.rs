@@ -399,19 +399,8 @@ impl Unpacker<'_> {
         entry: &EntryHeader,
         hex: String,
     ) -> MicrosandboxResult<()> {
-        let archive = self.archive;
+        // `data_file` checks the entry's size against the manifest's.
         let manifest = &self.manifests[&hex];
-        if entry.apparent_size() != manifest.upper.size_bytes {
-            return Err(invalid(
-                archive,
-                format!(
-                    "{}: {} bytes, but its manifest says {}",
-                    entry.name,
-                    entry.apparent_size(),
-                    manifest.upper.size_bytes
-                ),
-            ));
-        }
         let dir = self.staging.join(&hex);
         let path = dir.join(&manifest.upper.file);
         self.data_file(tar, entry, &path, manifest.upper.size_bytes)?;
