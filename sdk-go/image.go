@@ -1,7 +1,8 @@
 package microsandbox
 
 // Images: load an OCI / docker archive, build the busybox archive, list
-// and get, through the Image value: m.Image.Load(ctx, …).
+// and get, through the Image value: m.Image.Load(ctx, …). Registry calls
+// (Pull, …) are in registry.go.
 
 /*
 #include <stdlib.h>
@@ -34,8 +35,11 @@ type ImageInfo struct {
 	Env []string `json:"env"`
 	// WorkingDir is the image's working directory.
 	WorkingDir string `json:"working_dir"`
-	// LoadedAt is the RFC 3339 load time.
+	// LoadedAt is the RFC 3339 load or pull time.
 	LoadedAt string `json:"loaded_at"`
+	// Origin is the registry reference the image was pulled from ("" for
+	// an image loaded from an archive or imported with a snapshot).
+	Origin string `json:"origin"`
 }
 
 func decodeJSON(text *C.char, into any) error {

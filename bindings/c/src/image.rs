@@ -1,5 +1,6 @@
-//! Images over the C ABI: load an archive, build the busybox archive, list
-//! and get; results are the core's `ImageInfo` JSON view (`docs/json.md`).
+//! Images over the C ABI: load an archive, pull from a registry, build the
+//! busybox archive, list and get; results are the core's `ImageInfo` JSON
+//! view (`docs/json.md`).
 
 use std::ffi::{c_char, c_void};
 
@@ -7,7 +8,7 @@ use microsandbox::image::Image;
 
 use crate::{
     MsbCancel, MsbConfig, MsbProgressFn, MsbResult, arg_opt_str, arg_str, block_on, call_opts,
-    guard, put_json,
+    guard, put_json, put_string,
 };
 
 /// Load an OCI layout or `docker save` tar, named `reference` (NULL or
@@ -28,6 +29,39 @@ pub extern "C" fn msb_image_load(
         let call = call_opts(cancel, progress, user);
         let info = block_on(config, cancel, Image::load_with(archive, reference, call))?;
         put_json(out_json, &info)
+    })
+}
+
+/// Pull `reference` (Docker-style: `python`, `host:5000/app@sha256:…`) from
+/// its registry (progress phases `pull`, then `load`); the image as JSON.
+#[unsafe(no_mangle)]
+pub extern "C" fn msb_image_pull(
+    config: *const MsbConfig,
+    cancel: *const MsbCancel,
+    reference: *const c_char,
+    progress: MsbProgressFn,
+    user: *mut c_void,
+    out_json: *mut *mut c_char,
+) -> MsbResult {
+    guard(|| {
+        let reference = arg_str(reference, "reference")?;
+        let call = call_opts(cancel, progress, user);
+        let info = block_on(config, cancel, Image::pull_with(reference, call))?;
+        put_json(out_json, &info)
+    })
+}
+
+/// The full form of a Docker-style reference (`python` →
+/// `docker.io/library/python:latest`), into `*out` (free it with
+/// `msb_string_free`).
+#[unsafe(no_mangle)]
+pub extern "C" fn msb_normalise_reference(
+    reference: *const c_char,
+    out: *mut *mut c_char,
+) -> MsbResult {
+    guard(|| {
+        let reference = arg_str(reference, "reference")?;
+        put_string(out, microsandbox::normalise_reference(reference)?)
     })
 }
 
