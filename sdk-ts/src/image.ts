@@ -1,10 +1,12 @@
 /**
- * Images: load an archive (OCI layout or `docker save`), build the busybox
- * archive from the host's busybox-static, list and get loaded images.
+ * Images: load an archive (OCI layout or `docker save`) or pull one from a
+ * registry, build the busybox archive from the host's busybox-static, list
+ * and get loaded images; the Docker-style reference normalisation.
  */
 
 import { nativeConfig } from "./config";
 import { cancellable, progressFn, wrap, type ProgressOptions } from "./control";
+import { toMicrosandboxError } from "./errors";
 import { native, type NativeImageInfo } from "./native";
 
 /** A loaded image. */
@@ -21,12 +23,27 @@ export interface ImageInfo {
   readonly env: readonly string[];
   /** Default working directory. */
   readonly workingDir: string;
-  /** RFC 3339 load time. */
+  /** RFC 3339 load or pull time. */
   readonly loadedAt: string;
+  /** The registry reference it was pulled from (`null`: loaded from an archive or imported). */
+  readonly origin: string | null;
 }
 
 function info(i: NativeImageInfo): ImageInfo {
-  return { ...i };
+  return { ...i, origin: i.origin ?? null };
+}
+
+/**
+ * The full form of a Docker-style reference: `python` is
+ * `docker.io/library/python:latest`. Throws `InvalidConfigError` for a
+ * malformed one.
+ */
+export function normaliseReference(reference: string): string {
+  try {
+    return native.normaliseReference(reference);
+  } catch (err) {
+    throw toMicrosandboxError(err);
+  }
 }
 
 /** Entry points for images. */
@@ -39,6 +56,22 @@ export class Image {
     return info(
       await cancellable(opts?.signal, (token) =>
         native.imageLoad(config, archive, reference, token, progressFn(opts?.onProgress)),
+      ),
+    );
+  }
+
+  /**
+   * Pull `reference` (`python:3.12`, `host:5000/app@sha256:…`) from its
+   * registry and build its root disk; registered under the normalised
+   * reference, which is its `origin`. Progress: `pull` (bytes downloaded),
+   * then `load`. Errors: `ImageNotFoundError`, `RegistryError`,
+   * `InvalidConfigError` (malformed reference), `CancelledError`.
+   */
+  static async pull(reference: string, opts?: ProgressOptions): Promise<ImageInfo> {
+    const config = nativeConfig();
+    return info(
+      await cancellable(opts?.signal, (token) =>
+        native.imagePull(config, reference, token, progressFn(opts?.onProgress)),
       ),
     );
   }

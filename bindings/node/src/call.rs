@@ -180,7 +180,7 @@ fn panic_error(panic: Box<dyn std::any::Any + Send>) -> MicrosandboxError {
 
 /// A JS `Error` with `code` = the core's kind and the core's message,
 /// wrapped so the Promise rejects with exactly this object.
-fn js_error(env: &Env, err: &MicrosandboxError) -> napi::Error {
+pub(crate) fn js_error(env: &Env, err: &MicrosandboxError) -> napi::Error {
     let error = napi::Error::new(err.kind().to_string(), err.to_string());
     // SAFETY: `env` is the live environment of the JS thread this callback
     // runs on; `into_value` returns a JS value owned by that environment.

@@ -1,5 +1,6 @@
-//! Image entry points: load an archive (with progress and cancellation),
-//! build the busybox archive from the host's busybox-static, list, get.
+//! Image entry points: load an archive or pull from a registry (with
+//! progress and cancellation), build the busybox archive from the host's
+//! busybox-static, list, get, and the reference normalisation.
 
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, DEFAULT_BUSYBOX_REF};
 use microsandbox::image::{Image, ImageInfo};
@@ -7,7 +8,7 @@ use napi::Env;
 use napi::bindgen_prelude::PromiseRaw;
 use napi_derive::napi;
 
-use crate::call::{CancelToken, NativeConfig, Progress, ProgressFn, call_opts, spawn};
+use crate::call::{CancelToken, NativeConfig, Progress, ProgressFn, call_opts, js_error, spawn};
 
 /// A loaded image.
 #[napi(object)]
@@ -24,8 +25,10 @@ pub struct NativeImageInfo {
     pub env: Vec<String>,
     /// Default working directory.
     pub working_dir: String,
-    /// RFC 3339 load time.
+    /// RFC 3339 load or pull time.
     pub loaded_at: String,
+    /// The registry reference it was pulled from (none: loaded or imported).
+    pub origin: Option<String>,
 }
 
 impl From<ImageInfo> for NativeImageInfo {
@@ -38,6 +41,7 @@ impl From<ImageInfo> for NativeImageInfo {
             env: i.env,
             working_dir: i.working_dir,
             loaded_at: i.loaded_at,
+            origin: i.origin,
         }
     }
 }
@@ -62,6 +66,34 @@ pub fn image_load<'env>(
         Image::load_with(archive, reference, call),
         |i| Ok(NativeImageInfo::from(i)),
     )
+}
+
+/// Pull an image from its registry (progress `pull`, then `load`).
+#[napi(ts_return_type = "Promise<NativeImageInfo>")]
+pub fn image_pull<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference: String,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, NativeImageInfo>> {
+    let progress = Progress::new(progress);
+    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
+    spawn(
+        env,
+        config,
+        cancel,
+        progress,
+        Image::pull_with(reference, call),
+        |i| Ok(NativeImageInfo::from(i)),
+    )
+}
+
+/// The full form of a Docker-style reference; throws an error whose `code`
+/// is `InvalidConfig` for a malformed one.
+#[napi(catch_unwind)]
+pub fn normalise_reference(env: &Env, reference: String) -> napi::Result<String> {
+    microsandbox::normalise_reference(&reference).map_err(|e| js_error(env, &e))
 }
 
 /// Write the busybox OCI archive to `out` (default busybox binary and

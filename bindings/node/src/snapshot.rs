@@ -1,6 +1,7 @@
 //! Snapshot entry points: create, open, get, list, list_dir, remove,
-//! reindex, export, import, verify, and the full-VM ones (kind, restore
-//! with overrides, save_named, delete), as Promises over the core's calls.
+//! reindex, export, import, verify, push and pull through a registry, and
+//! the full-VM ones (kind, restore with overrides, save_named, delete), as
+//! Promises over the core's calls.
 
 use std::path::PathBuf;
 
@@ -630,6 +631,50 @@ pub fn snapshot_import<'env>(
     let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
     let work = async move {
         Snapshot::import_with(archive, dest.map(PathBuf::from).as_deref(), call).await
+    };
+    spawn(env, config, cancel, progress, work, |inner| {
+        Ok(NativeSnapshotHandle { inner })
+    })
+}
+
+/// Push a snapshot to a registry reference as an OCI artifact (progress
+/// `export`, then `push`); the artifact's manifest digest.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn snapshot_push<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    name_or_path: String,
+    reference: String,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, String>> {
+    let progress = Progress::new(progress);
+    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
+    spawn(
+        env,
+        config,
+        cancel,
+        progress,
+        Snapshot::push_with(name_or_path, reference, call),
+        Ok,
+    )
+}
+
+/// Pull a snapshot artifact and import it into `dest` (default: the
+/// snapshots directory), progress `pull`, then `import`.
+#[napi(ts_return_type = "Promise<NativeSnapshotHandle>")]
+pub fn snapshot_pull<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference: String,
+    dest: Option<String>,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, NativeSnapshotHandle>> {
+    let progress = Progress::new(progress);
+    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
+    let work = async move {
+        Snapshot::pull_with(reference, dest.map(PathBuf::from).as_deref(), call).await
     };
     spawn(env, config, cancel, progress, work, |inner| {
         Ok(NativeSnapshotHandle { inner })
