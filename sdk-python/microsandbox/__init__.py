@@ -23,6 +23,7 @@ from microsandbox._native import (
     SandboxHandle,
     Snapshot,
     SnapshotHandle,
+    normalise_reference,
     set_default_config,
 )
 from microsandbox._support import current_config, use_config
@@ -100,6 +101,7 @@ __all__ = [
     "UpperVerifyStatus",
     "current_config",
     "kinds",
+    "normalise_reference",
     "set_default_config",
     "use_config",
 ]

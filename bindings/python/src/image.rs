@@ -1,5 +1,6 @@
-//! `Image`: load an OCI or `docker save` archive, build the busybox image
-//! archive, list and get loaded images (`ImageInfo`).
+//! `Image`: load an OCI or `docker save` archive or pull one from a
+//! registry, build the busybox image archive, list and get loaded images
+//! (`ImageInfo`); `normalise_reference`.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,15 @@ use microsandbox::image::{Image, ImageInfo};
 use pyo3::prelude::*;
 
 use crate::call::{convert_all, spawn, spawn_with_call_opts};
+use crate::errors::{catch_sync, to_py_err};
+
+/// The full form of a Docker-style reference (`python` →
+/// `docker.io/library/python:latest`); `InvalidConfigError` for a
+/// malformed one.
+#[pyfunction]
+pub(crate) fn normalise_reference(reference: &str) -> PyResult<String> {
+    catch_sync(|| microsandbox::normalise_reference(reference).map_err(to_py_err))
+}
 
 /// Entry points for images.
 #[pyclass(name = "Image", module = "microsandbox._native", frozen)]
@@ -26,6 +36,23 @@ impl PyImage {
     ) -> PyResult<Bound<'_, PyAny>> {
         spawn_with_call_opts(py, progress, |call| async move {
             Image::load_with(archive, reference, call)
+                .await
+                .map(PyImageInfo::from)
+        })
+    }
+
+    /// Pull `reference` from its registry and build its root disk (progress
+    /// `pull`, then `load`); registered under the normalised reference,
+    /// which is its `origin`.
+    #[staticmethod]
+    #[pyo3(signature = (reference, *, progress=None))]
+    fn pull(
+        py: Python<'_>,
+        reference: String,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        spawn_with_call_opts(py, progress, |call| async move {
+            Image::pull_with(reference, call)
                 .await
                 .map(PyImageInfo::from)
         })
@@ -77,8 +104,10 @@ pub(crate) struct PyImageInfo {
     env: Vec<String>,
     /// The image's working directory.
     working_dir: String,
-    /// RFC 3339 load time.
+    /// RFC 3339 load or pull time.
     loaded_at: String,
+    /// The registry reference it was pulled from (`None`: loaded or imported).
+    origin: Option<String>,
 }
 
 impl From<ImageInfo> for PyImageInfo {
@@ -91,6 +120,7 @@ impl From<ImageInfo> for PyImageInfo {
             env: info.env,
             working_dir: info.working_dir,
             loaded_at: info.loaded_at,
+            origin: info.origin,
         }
     }
 }
