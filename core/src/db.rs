@@ -360,6 +360,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_version_5_index_gains_the_pinned_image_digest_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = MsbHome::at(dir.path());
+        std::fs::create_dir_all(home.db_dir()).unwrap();
+        let old = Connection::open(db_path(&home)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE snapshots (path TEXT PRIMARY KEY, digest TEXT NOT NULL, name TEXT,
+                 parent_digest TEXT, image_ref TEXT NOT NULL, format TEXT NOT NULL,
+                 size_bytes INTEGER, created_at TEXT NOT NULL, created_epoch REAL NOT NULL,
+                 child_count INTEGER NOT NULL DEFAULT 0, kind TEXT NOT NULL DEFAULT 'disk');
+             INSERT INTO snapshots (path, digest, image_ref, format, created_at, created_epoch)
+                 VALUES ('/s', 'sha256:d', 'r', 'raw', 't', 0);
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+        drop(old);
+        let conn = open_new(&home, &db_path(&home)).unwrap();
+        let pinned: Option<String> = conn
+            .query_row(
+                "SELECT image_digest FROM snapshots WHERE path = '/s'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(pinned, None, "unknown until a reindex");
+    }
+
+    #[test]
     fn databases_are_in_wal_mode_on_every_open() {
         let dir = tempfile::tempdir().unwrap();
         let home = MsbHome::at(dir.path());

@@ -378,3 +378,61 @@ async fn unknown_images_are_not_found_and_a_save_that_fails_leaves_no_file() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_that_came_in_a_snapshot_archive_saves_with_the_same_digest() {
+    let (home, other, work) = (
+        TestHome::new(),
+        TestHome::new(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (base, _) = two_archives(work.path());
+    let archive = work.path().join("snap.tar.zst");
+    let image = home
+        .run(async {
+            let image = Image::load(&base, None).await.unwrap();
+            snapshot_pinning(&home, "pinned", BASE, &image.manifest_digest).await;
+            let opts = microsandbox::ExportOpts {
+                with_image: true,
+                ..Default::default()
+            };
+            Snapshot::export("pinned", &archive, opts).await.unwrap();
+            image
+        })
+        .await;
+    let out = work.path().join("from-import.tar");
+    other
+        .run(async {
+            Snapshot::import(&archive, None).await.unwrap();
+            // The archive carries the image's blobs, so it saves whole; and
+            // the snapshot that came with it pins it.
+            Image::save(BASE, &out).await.unwrap();
+            let err = Image::remove(BASE).await.unwrap_err();
+            assert_eq!(err.kind(), "ImageInUse");
+        })
+        .await;
+    assert_eq!(skopeo_digest(&out), image.manifest_digest);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remove_racing_a_load_that_shares_its_layer_never_takes_a_blob_the_load_needs() {
+    let (home, work) = (TestHome::new(), tempfile::tempdir().unwrap());
+    let (base, variant) = two_archives(work.path());
+    home.run(async {
+        for round in 0..12 {
+            Image::load(&base, None).await.unwrap();
+            // Both run at once: each on its own blocking thread.
+            let (removed, loaded) = tokio::join!(Image::remove(BASE), Image::load(&variant, None));
+            removed.unwrap();
+            let loaded = loaded.unwrap();
+            // Every blob of the new image is there: it saves whole.
+            let out = work.path().join(format!("round-{round}.tar"));
+            Image::save(VARIANT, &out).await.unwrap();
+            assert!(Image::get(VARIANT).await.unwrap().lower_path.is_file());
+            assert_eq!(names(&blobs_dir(home.path())).len(), 3);
+            assert!(names(&blobs_dir(home.path())).contains(&hex(&loaded.manifest_digest)));
+            Image::remove(VARIANT).await.unwrap();
+        }
+    })
+    .await;
+}
