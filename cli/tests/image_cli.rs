@@ -1,23 +1,17 @@
 //! `msb image save`, `msb image rm` and `msb image ls` on a temporary home:
-//! exit statuses, JSON shapes, and the error kind of each failure. No VM,
-//! no registry.
+//! exit statuses, JSON shapes, and the error kind of each failure. No
+//! registry; one test boots one VM (a sandbox keeps its image in use).
+
+mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{msb, ok};
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, build_busybox_archive};
 use serde_json::Value;
 
 const REF: &str = "local/busybox:cli";
-
-/// `msb args…` with `home` as MSB_HOME.
-fn msb(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msb"))
-        .env("MSB_HOME", home)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn json_of(out: &Output) -> Value {
     assert!(
@@ -107,4 +101,33 @@ fn save_writes_an_archive_that_loads_back_and_rm_removes_the_image() {
     assert!(String::from_utf8_lossy(&text.stderr).starts_with("error[ImageNotFound]"));
     let blobs = home.path().join("images/blobs/sha256");
     assert_eq!(std::fs::read_dir(blobs).unwrap().count(), 0);
+}
+
+#[test]
+fn an_image_a_sandbox_was_created_from_is_in_use_until_the_sandbox_is_removed() {
+    assert!(
+        std::env::var_os("MSB_KERNEL_DIR").is_some(),
+        "run with `make test` (or set MSB_KERNEL_DIR)"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(h, &["image", "busybox", "--tag", REF]);
+    ok(h, &["create", "box", "--image", REF]);
+    ok(h, &["stop", "box"]);
+    let refused = msb(h, &["--json", "image", "rm", REF]);
+    assert_eq!(error_kind(&refused), "ImageInUse");
+    let body: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("sandbox box"), "{message}");
+    assert!(
+        ok(h, &["image", "ls"]).contains(REF),
+        "refused: nothing changed"
+    );
+
+    ok(h, &["rm", "box"]);
+    ok(h, &["image", "rm", REF]);
+    for dir in ["images/blobs/sha256", "images/lower"] {
+        let left: Vec<_> = std::fs::read_dir(h.join(dir)).unwrap().collect();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
 }

@@ -27,7 +27,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Params, TransactionBehavior, params};
 
 use super::StoreLock;
 use crate::db;
@@ -67,7 +67,7 @@ fn delete_rows(home: &MsbHome, wanted: &str) -> MicrosandboxResult<()> {
             strings(
                 &tx,
                 "SELECT reference FROM images WHERE manifest_digest = ?1 ORDER BY reference",
-                wanted,
+                [wanted],
             )
             .map_err(sql)?,
         ),
@@ -113,7 +113,7 @@ fn users_of(
     let mut users: Vec<String> = strings(
         conn,
         "SELECT name FROM sandboxes WHERE manifest_digest = ?1 ORDER BY name",
-        digest,
+        [digest],
     )?
     .into_iter()
     .map(|name| format!("sandbox {name}"))
@@ -147,9 +147,13 @@ fn describe(users: &[String]) -> String {
     }
 }
 
-fn strings(conn: &Connection, sql: &str, arg: &str) -> rusqlite::Result<Vec<String>> {
+fn strings(conn: &Connection, sql: &str, args: impl Params) -> rusqlite::Result<Vec<String>> {
+    conn.prepare(sql)?.query_map(args, |r| r.get(0))?.collect()
+}
+
+fn pairs(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(String, String)>> {
     conn.prepare(sql)?
-        .query_map(params![arg], |r| r.get(0))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect()
 }
 
@@ -159,41 +163,32 @@ pub(crate) fn sweep(home: &MsbHome) -> MicrosandboxResult<()> {
     let conn = db::open(home)?;
     let mut digests = BTreeSet::new();
     let mut lowers: HashSet<OsString> = HashSet::new();
-    let mut rows = conn
-        .prepare("SELECT manifest_digest, lower_path FROM images")
-        .map_err(sql)?;
-    for row in rows
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .map_err(sql)?
+    let mut keep_lower = |lower: &str| {
+        lowers.extend(Path::new(lower).file_name().map(OsString::from));
+    };
+    for (digest, lower) in
+        pairs(&conn, "SELECT manifest_digest, lower_path FROM images").map_err(sql)?
     {
-        let (digest, lower) = row.map_err(sql)?;
         digests.insert(digest);
-        lowers.extend(Path::new(&lower).file_name().map(OsString::from));
+        keep_lower(&lower);
     }
-    let mut sandboxes = conn
-        .prepare("SELECT manifest_digest, config_json FROM sandboxes")
-        .map_err(sql)?;
-    for row in sandboxes
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-        .map_err(sql)?
+    for (digest, config) in
+        pairs(&conn, "SELECT manifest_digest, config_json FROM sandboxes").map_err(sql)?
     {
-        let (digest, config) = row.map_err(sql)?;
         digests.insert(digest);
-        let lower = serde_json::from_str::<serde_json::Value>(&config)
-            .ok()
-            .and_then(|c| c["lower_path"].as_str().map(str::to_string));
-        if let Some(lower) = lower {
-            lowers.extend(Path::new(&lower).file_name().map(OsString::from));
+        let config = serde_json::from_str::<serde_json::Value>(&config).unwrap_or_default();
+        if let Some(lower) = config["lower_path"].as_str() {
+            keep_lower(lower);
         }
     }
-    let pinned = conn
-        .prepare("SELECT DISTINCT image_digest FROM snapshots WHERE image_digest IS NOT NULL")
-        .and_then(|mut stmt| {
-            stmt.query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()
-        })
-        .map_err(sql)?;
-    digests.extend(pinned);
+    digests.extend(
+        strings(
+            &conn,
+            "SELECT DISTINCT image_digest FROM snapshots WHERE image_digest IS NOT NULL",
+            [],
+        )
+        .map_err(sql)?,
+    );
     let mut blobs: HashSet<OsString> = HashSet::new();
     for digest in &digests {
         lowers.extend(
