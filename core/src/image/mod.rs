@@ -9,6 +9,7 @@
 //! images/lower/<hex>.erofs      root disk of the image with that manifest digest
 //! images/lower/imported-<hex>.erofs  root disk that came in a snapshot archive
 //! images/tmp/                   staging; nothing here is ever read back
+//! images/.lock                  the store's lock (see [`lock`])
 //! ```
 //!
 //! This layout is private: other modules ask for paths ([`blob_path`],
@@ -446,8 +447,11 @@ fn imported_lower_path(home: &MsbHome, lower_digest: &str) -> PathBuf {
 
 /// A blob of the store.
 pub(crate) struct StoredBlob {
+    /// Its digest (`sha256:<hex>`).
     pub digest: String,
+    /// Where it is, under `images/blobs/sha256`.
     pub path: PathBuf,
+    /// Its size in bytes.
     pub size: u64,
 }
 
@@ -461,9 +465,8 @@ pub(crate) fn stored_blobs(
 ) -> MicrosandboxResult<Vec<StoredBlob>> {
     let missing = |digest: &str| MicrosandboxError::ImageNotFound {
         reference: format!(
-            "{manifest_digest}: its blob {digest} is not in the store (the image came without \
-             its blobs, e.g. in a snapshot archive, and has only its root disk); load or pull \
-             the image to get them"
+            "{manifest_digest}: its blob {digest} is not in the store (only its root disk is \
+             here: the blob was never stored or was deleted); load or pull the image again"
         ),
     };
     if !blob_path(home, manifest_digest).is_file() {
