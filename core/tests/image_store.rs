@@ -436,3 +436,28 @@ async fn a_remove_racing_a_load_that_shares_its_layer_never_takes_a_blob_the_loa
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_row_indexed_before_pins_were_recorded_pins_by_reference_until_a_reindex() {
+    let (home, work) = (TestHome::new(), tempfile::tempdir().unwrap());
+    let (base, _) = two_archives(work.path());
+    home.run(async {
+        let image = Image::load(&base, None).await.unwrap();
+        snapshot_pinning(&home, "old", BASE, &image.manifest_digest).await;
+        // As an index of schema 5 left it: no pinned digest.
+        let db = rusqlite::Connection::open(home.path().join("db/microsandbox.db")).unwrap();
+        db.execute("UPDATE snapshots SET image_digest = NULL", [])
+            .unwrap();
+        let err = Image::remove(BASE).await.unwrap_err();
+        assert_eq!(err.kind(), "ImageInUse");
+        assert!(err.to_string().contains("snapshot old"), "{err}");
+        Snapshot::reindex(home.snapshots_dir()).await.unwrap();
+        let err = Image::remove(&image.manifest_digest).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            "ImageInUse",
+            "pinned by digest after the reindex"
+        );
+    })
+    .await;
+}
