@@ -1,6 +1,6 @@
 //! `msb image …` and `msb pull`: pull images from registries, load image
-//! archives, list images, and build the local busybox image used by the
-//! demo and tests.
+//! archives, save and remove images, list images, and build the local
+//! busybox image used by the demo and tests.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use microsandbox::image::Image;
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, DEFAULT_BUSYBOX_REF};
 use microsandbox::{CallOpts, MicrosandboxResult};
 
-use crate::render::{print_json, print_json_list, with_progress};
+use crate::render::{Removed, print_json, print_json_list, with_progress};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
@@ -22,6 +22,19 @@ pub enum ImageCommand {
     },
     /// List loaded images.
     Ls,
+    /// Write an image as an OCI image layout archive (tar) that other tools
+    /// read; an existing OUT is replaced, as `docker save -o` does.
+    Save {
+        /// Image reference or manifest digest.
+        reference: String,
+        /// The archive to write.
+        out: PathBuf,
+    },
+    /// Remove an image and the blobs and root disk no other image uses.
+    Rm {
+        /// Image reference, or a manifest digest (every reference to it).
+        reference: String,
+    },
     /// Build a tiny busybox image from the host's busybox-static and load it.
     Busybox {
         /// Reference to give it.
@@ -51,6 +64,18 @@ pub async fn run(cmd: ImageCommand, json: bool) -> MicrosandboxResult<()> {
             }
             return Ok(());
         }
+        ImageCommand::Save { reference, out } => return save(reference, out, json).await,
+        ImageCommand::Rm { reference } => {
+            Image::remove(reference.clone()).await?;
+            if json {
+                print_json(&Removed {
+                    removed: &reference,
+                });
+            } else {
+                println!("removed {reference}");
+            }
+            return Ok(());
+        }
         ImageCommand::Busybox { tag, out, busybox } => {
             let scratch;
             let archive = match out {
@@ -73,6 +98,37 @@ pub async fn run(cmd: ImageCommand, json: bool) -> MicrosandboxResult<()> {
         print_json(&image);
     } else {
         println!("loaded {} ({})", image.reference, image.manifest_digest);
+    }
+    Ok(())
+}
+
+/// `msb image save REF OUT` (a bar on a terminal).
+async fn save(reference: String, out: PathBuf, json: bool) -> MicrosandboxResult<()> {
+    let image = Image::get(reference.clone()).await?;
+    with_progress("saving", json, |progress| {
+        Image::save_with(
+            reference,
+            out.clone(),
+            CallOpts {
+                progress,
+                ..CallOpts::default()
+            },
+        )
+    })
+    .await?;
+    if json {
+        print_json(&serde_json::json!({
+            "path": out,
+            "reference": image.reference,
+            "manifest_digest": image.manifest_digest,
+        }));
+    } else {
+        println!(
+            "saved {} ({}) to {}",
+            image.reference,
+            image.manifest_digest,
+            out.display()
+        );
     }
     Ok(())
 }

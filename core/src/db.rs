@@ -28,7 +28,7 @@ use crate::home::MsbHome;
 /// File name of the database inside `MSB_HOME/db`.
 pub const DB_FILE: &str = "microsandbox.db";
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// How long a statement waits for another connection's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     created_at       TEXT NOT NULL,
     created_epoch    REAL NOT NULL,
     child_count      INTEGER NOT NULL DEFAULT 0,
-    kind             TEXT NOT NULL DEFAULT 'disk'
+    kind             TEXT NOT NULL DEFAULT 'disk',
+    image_digest     TEXT
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_digest ON snapshots(digest);
 CREATE INDEX IF NOT EXISTS snapshots_by_name ON snapshots(name);
@@ -76,6 +77,7 @@ CREATE INDEX IF NOT EXISTS snapshots_listing_v4 ON snapshots(
     created_epoch DESC, path, digest, name, parent_digest, image_ref, format, size_bytes, child_count, kind
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_parent ON snapshots(parent_digest);
+CREATE INDEX IF NOT EXISTS snapshots_by_image ON snapshots(image_digest);
 ";
 
 /// Idle connections kept per database file; more are opened while busy
@@ -295,6 +297,17 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
             if has_images && !has_origin {
                 conn.execute_batch("ALTER TABLE images ADD COLUMN origin TEXT")?;
             }
+            // Version 6 added the snapshots' `image_digest` (the manifest
+            // digest of the image each pins, so an image in use is not
+            // removed); rows indexed before have none until a reindex.
+            let has_image_digest = conn
+                .prepare(
+                    "SELECT 1 FROM pragma_table_info('snapshots') WHERE name = 'image_digest'",
+                )?
+                .exists([])?;
+            if has_table && !has_image_digest {
+                conn.execute_batch("ALTER TABLE snapshots ADD COLUMN image_digest TEXT")?;
+            }
             conn.execute_batch(SCHEMA)?;
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -345,6 +358,34 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_version_5_index_gains_the_pinned_image_digest_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = MsbHome::at(dir.path());
+        std::fs::create_dir_all(home.db_dir()).unwrap();
+        let old = Connection::open(db_path(&home)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE snapshots (path TEXT PRIMARY KEY, digest TEXT NOT NULL, name TEXT,
+                 parent_digest TEXT, image_ref TEXT NOT NULL, format TEXT NOT NULL,
+                 size_bytes INTEGER, created_at TEXT NOT NULL, created_epoch REAL NOT NULL,
+                 child_count INTEGER NOT NULL DEFAULT 0, kind TEXT NOT NULL DEFAULT 'disk');
+             INSERT INTO snapshots (path, digest, image_ref, format, created_at, created_epoch)
+                 VALUES ('/s', 'sha256:d', 'r', 'raw', 't', 0);
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+        drop(old);
+        let conn = open_new(&home, &db_path(&home)).unwrap();
+        let pinned: Option<String> = conn
+            .query_row(
+                "SELECT image_digest FROM snapshots WHERE path = '/s'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(pinned, None, "unknown until a reindex");
+    }
 
     #[test]
     fn databases_are_in_wal_mode_on_every_open() {

@@ -138,6 +138,16 @@ pub enum MicrosandboxError {
         reference: String,
     },
 
+    /// An image cannot be removed: a snapshot pins it (by manifest digest)
+    /// or a sandbox was created from it, and no other reference keeps it.
+    #[error("image {reference} is in use by {users}; remove them first")]
+    ImageInUse {
+        /// The image's reference or digest, as asked for.
+        reference: String,
+        /// Who uses it (`snapshot <name or path>`, `sandbox <name>`, …).
+        users: String,
+    },
+
     /// A registry could not give an image: the connection failed or
     /// dropped (after a retry), it refused the credentials, or what it sent
     /// breaks a rule (a blob that does not match its digest, a manifest over
@@ -194,6 +204,7 @@ impl MicrosandboxError {
             Self::SandboxNotPaused { .. } => "SandboxNotPaused",
             Self::SnapshotIncompatible { .. } => "SnapshotIncompatible",
             Self::ImageNotFound { .. } => "ImageNotFound",
+            Self::ImageInUse { .. } => "ImageInUse",
             Self::Registry { .. } => "Registry",
             Self::Runtime(_) => "Runtime",
             Self::Cancelled => "Cancelled",
@@ -218,6 +229,7 @@ impl MicrosandboxError {
         "SandboxNotPaused",
         "SnapshotIncompatible",
         "ImageNotFound",
+        "ImageInUse",
         "Registry",
         "Runtime",
         "Cancelled",
@@ -321,6 +333,10 @@ mod tests {
             E::ImageNotFound {
                 reference: "x".into(),
             },
+            E::ImageInUse {
+                reference: "x".into(),
+                users: "sandbox y".into(),
+            },
             E::Registry {
                 reference: "x".into(),
                 reason: "y".into(),
@@ -346,6 +362,7 @@ mod tests {
                 | E::SandboxNotPaused { .. }
                 | E::SnapshotIncompatible { .. }
                 | E::ImageNotFound { .. }
+                | E::ImageInUse { .. }
                 | E::Registry { .. }
                 | E::Runtime(_)
                 | E::Cancelled

@@ -9,10 +9,17 @@
 //! images/lower/<hex>.erofs      root disk of the image with that manifest digest
 //! images/lower/imported-<hex>.erofs  root disk that came in a snapshot archive
 //! images/tmp/                   staging; nothing here is ever read back
+//! images/.lock                  the store's lock (see [`lock`])
 //! ```
 //!
 //! This layout is private: other modules ask for paths ([`blob_path`],
 //! [`lower_path`]), bundles ([`bundle`]) and staging ([`StagedImageFiles`]).
+//!
+//! Images leave the store by [`Image::save`] (an OCI archive, see [`save`])
+//! and [`Image::remove`] (rows first, then a sweep of what nothing names,
+//! see [`remove`]). Whatever adds files to the store holds the store's
+//! lock shared until its row is written; a remove holds it exclusive (the
+//! rule is in [`lock`]).
 
 mod archive;
 
@@ -20,6 +27,11 @@ pub(crate) use archive::ZSTD_MAGIC;
 use archive::sha256_file;
 pub mod busybox;
 mod layers;
+mod lock;
+mod remove;
+mod save;
+
+pub(crate) use lock::StoreLock;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -100,6 +112,50 @@ impl Image {
         crate::control::blocking(move || list_blocking(&home)).await
     }
 
+    /// Write `reference_or_digest` as an OCI image layout archive (tar) at
+    /// `out`: `oci-layout`, `index.json` naming the image by its reference
+    /// (`org.opencontainers.image.ref.name`), and its blobs exactly as
+    /// stored, so the manifest digest is the same wherever it is loaded.
+    /// `out` is replaced if it exists (as `docker save -o` does) and is
+    /// written atomically: on any error or cancel it is left as it was.
+    ///
+    /// Errors: `ImageNotFound` (no such image, or its blobs are not in the
+    /// store), `InvalidConfig` (`out` is a directory), `Io`, `Cancelled`.
+    pub async fn save(
+        reference_or_digest: impl Into<String>,
+        out: impl Into<PathBuf>,
+    ) -> MicrosandboxResult<()> {
+        Self::save_with(reference_or_digest, out, CallOpts::default()).await
+    }
+
+    /// [`save`](Self::save), reporting `Export` progress (bytes of blobs
+    /// written) and obeying `call.cancel`.
+    pub async fn save_with(
+        reference_or_digest: impl Into<String>,
+        out: impl Into<PathBuf>,
+        call: CallOpts,
+    ) -> MicrosandboxResult<()> {
+        let (wanted, out) = (reference_or_digest.into(), out.into());
+        let home = MsbHome::resolve()?;
+        crate::control::long_call(call, move |control| {
+            save::save_blocking(&home, &wanted, &out, control)
+        })
+        .await
+    }
+
+    /// Remove the image's row (a reference: that one; a manifest digest:
+    /// every reference to it), then every blob and root disk no other
+    /// image (and no snapshot or sandbox) uses.
+    ///
+    /// Errors: `ImageNotFound`, `ImageInUse` (a snapshot pins it or a
+    /// sandbox was created from it, and no other reference keeps it; the
+    /// message names them), `Io`.
+    pub async fn remove(reference_or_digest: impl Into<String>) -> MicrosandboxResult<()> {
+        let wanted = reference_or_digest.into();
+        let home = MsbHome::resolve()?;
+        crate::control::blocking(move || remove::remove_blocking(&home, &wanted)).await
+    }
+
     /// Write a tiny busybox OCI archive (see [`busybox`]) to `out`.
     pub async fn build_busybox(
         busybox: impl Into<PathBuf>,
@@ -119,6 +175,8 @@ pub(crate) fn load_blocking(
     control: &Control,
 ) -> MicrosandboxResult<ImageInfo> {
     let tmp = staging_dir(home, "load")?;
+    // Blobs go into the store before the row is written (see `lock`).
+    let _store = StoreLock::shared(home)?;
     let blobs = blobs_dir(home);
     let staged = archive::stage(archive, &tmp.path().join("stage"), &blobs)?;
     let reference = reference
@@ -288,7 +346,7 @@ fn list_blocking(home: &MsbHome) -> MicrosandboxResult<Vec<ImageInfo>> {
 }
 
 /// The directory of the blob store (`images/blobs/sha256`).
-fn blobs_dir(home: &MsbHome) -> PathBuf {
+pub(crate) fn blobs_dir(home: &MsbHome) -> PathBuf {
     home.images_dir().join("blobs/sha256")
 }
 
@@ -387,6 +445,51 @@ fn imported_lower_path(home: &MsbHome, lower_digest: &str) -> PathBuf {
         .join(format!("imported-{hex}.erofs"))
 }
 
+/// A blob of the store.
+pub(crate) struct StoredBlob {
+    /// Its digest (`sha256:<hex>`).
+    pub digest: String,
+    /// Where it is, under `images/blobs/sha256`.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Every blob of the image with `manifest_digest` (the manifest first, then
+/// the config and the layers), each present in the store. An image whose
+/// blobs are not all here (one that came in with only its root disk) is
+/// `ImageNotFound`, naming the blob.
+pub(crate) fn stored_blobs(
+    home: &MsbHome,
+    manifest_digest: &str,
+) -> MicrosandboxResult<Vec<StoredBlob>> {
+    let missing = |digest: &str| MicrosandboxError::ImageNotFound {
+        reference: format!(
+            "{manifest_digest}: its blob {digest} is not in the store (only its root disk is \
+             here: the blob was never stored or was deleted); load or pull the image again"
+        ),
+    };
+    if !blob_path(home, manifest_digest).is_file() {
+        return Err(missing(manifest_digest));
+    }
+    blob_digests(home, manifest_digest)?
+        .into_iter()
+        .map(|digest| {
+            let path = blob_path(home, &digest);
+            match fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => Ok(StoredBlob {
+                    size: meta.len(),
+                    digest,
+                    path,
+                }),
+                Ok(_) => Err(missing(&digest)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing(&digest)),
+                Err(e) => Err(MicrosandboxError::io(&path, e)),
+            }
+        })
+        .collect()
+}
+
 /// The files of a loaded image, for bundling into a snapshot archive.
 pub(crate) struct ImageBundle {
     /// The image.
@@ -402,14 +505,10 @@ pub(crate) struct ImageBundle {
 /// The files of the loaded image with `manifest_digest`.
 pub(crate) fn bundle(home: &MsbHome, manifest_digest: &str) -> MicrosandboxResult<ImageBundle> {
     let info = get_blocking(home, manifest_digest)?;
-    let mut blobs = Vec::new();
-    for digest in blob_digests(home, manifest_digest)? {
-        let path = blob_path(home, &digest);
-        let size = fs::metadata(&path)
-            .map_err(|e| MicrosandboxError::io(&path, e))?
-            .len();
-        blobs.push((digest, path, size));
-    }
+    let blobs = stored_blobs(home, manifest_digest)?
+        .into_iter()
+        .map(|b| (b.digest, b.path, b.size))
+        .collect();
     let (lower_digest, lower_size) =
         sha256_file(&info.lower_path).map_err(|e| MicrosandboxError::io(&info.lower_path, e))?;
     Ok(ImageBundle {
@@ -462,6 +561,7 @@ impl StagedImageFiles {
     /// its own digest, apart from built ones, so a later load of the image
     /// still builds (and trusts) its own.
     pub(crate) fn publish(self, home: &MsbHome, image: &ImportedImage) -> MicrosandboxResult<()> {
+        let _store = StoreLock::shared(home)?;
         let blobs = blobs_dir(home);
         fs::create_dir_all(&blobs).map_err(|e| MicrosandboxError::io(&blobs, e))?;
         for digest in image.blobs {

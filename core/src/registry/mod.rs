@@ -255,6 +255,9 @@ async fn pull_async(
     }
 
     let staging = image::staging_dir(home, "pull")?;
+    // Held until the row is written: a remove must not sweep a blob this
+    // pull found present and will not download.
+    let _store = image::StoreLock::shared(home)?;
     let staged = |digest: &str| staging.path().join(crate::digest::sha256_hex(digest));
     let missing: Vec<Blob> = {
         let mut seen = std::collections::HashSet::new();

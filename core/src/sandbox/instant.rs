@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -32,11 +33,24 @@ pub(super) struct Shape<'a> {
 
 /// The directory of the base snapshot for `shape`.
 pub(super) fn base_dir(home: &MsbHome, shape: &Shape<'_>) -> MicrosandboxResult<PathBuf> {
+    // The root disk's file identity too: a removed and reloaded image gets
+    // a rebuilt root disk whose bytes differ (mkfs.erofs is not
+    // reproducible), and a base's page cache must not meet other bytes.
+    let lower = fs::metadata(&shape.image.lower_path)
+        .map_err(|e| MicrosandboxError::io(&shape.image.lower_path, e))?;
     let mut key = Sha256::new();
     key.update(runtime::boot_shape(home)?);
     key.update(format!(
-        " image={} memory={} cpus={} upper={}",
-        shape.image.manifest_digest, shape.memory_mib, shape.cpus, shape.upper_size_bytes
+        " image={} lower={}:{}:{}.{}:{} memory={} cpus={} upper={}",
+        shape.image.manifest_digest,
+        lower.dev(),
+        lower.ino(),
+        lower.mtime(),
+        lower.mtime_nsec(),
+        lower.len(),
+        shape.memory_mib,
+        shape.cpus,
+        shape.upper_size_bytes
     ));
     Ok(home
         .cache_dir()

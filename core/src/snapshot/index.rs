@@ -154,10 +154,10 @@ pub(crate) fn upsert(
 ) -> MicrosandboxResult<()> {
     let epoch = parse_time(snap.created_at()).map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0);
     conn.prepare_cached(
-        "INSERT INTO snapshots (path, digest, name, parent_digest, image_ref, format, size_bytes, created_at, created_epoch, child_count, kind)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10)
+        "INSERT INTO snapshots (path, digest, name, parent_digest, image_ref, format, size_bytes, created_at, created_epoch, child_count, kind, image_digest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?11)
          ON CONFLICT(path) DO UPDATE SET digest = ?2, name = ?3, parent_digest = ?4, image_ref = ?5,
-             format = ?6, size_bytes = ?7, created_at = ?8, created_epoch = ?9, kind = ?10",
+             format = ?6, size_bytes = ?7, created_at = ?8, created_epoch = ?9, kind = ?10, image_digest = ?11",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -171,6 +171,7 @@ pub(crate) fn upsert(
             snap.created_at(),
             epoch,
             snap.kind().as_str(),
+            snap.image_manifest_digest(),
         ])
     })
     .map_err(sql_error(home))?;
