@@ -1,7 +1,8 @@
 package microsandbox
 
-// Images: load an OCI / docker archive, build the busybox archive, list
-// and get, through the Image value: m.Image.Load(ctx, …). Registry calls
+// Images: load an OCI / docker archive, save one, remove, build the
+// busybox archive, list and get, through the Image value:
+// m.Image.Load(ctx, …). Registry calls
 // (Pull, …) are in registry.go.
 
 /*
@@ -89,6 +90,29 @@ func (imageFactory) Get(ctx context.Context, referenceOrDigest string) (*ImageIn
 	}
 	var info ImageInfo
 	return &info, decodeJSON(out, &info)
+}
+
+// Save writes the image referenceOrDigest to out as an OCI archive other
+// tools read (as `docker save` does); out is replaced atomically, and left
+// as it was on error or cancellation. Progress phase: "export".
+func (imageFactory) Save(ctx context.Context, referenceOrDigest, out string) error {
+	k, o := C.CString(referenceOrDigest), C.CString(out)
+	defer C.free(unsafe.Pointer(k))
+	defer C.free(unsafe.Pointer(o))
+	fn, user, release := progressArgs(ctx)
+	defer release()
+	return call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+		return C.msb_image_save(cfg, tok, k, o, fn, user)
+	})
+}
+
+// Remove removes the image (a reference: that one; a manifest digest:
+// every reference to it) and the blobs and root disks no other image uses.
+// An image a snapshot or sandbox needs is ErrImageInUse.
+func (imageFactory) Remove(ctx context.Context, referenceOrDigest string) error {
+	return withCString(referenceOrDigest, func(k *C.char) error {
+		return callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_image_remove(cfg, k) })
+	})
 }
 
 // List returns every loaded image.

@@ -146,6 +146,13 @@ func TestSnapshotAndImageThroughARegistry(t *testing.T) {
 	if got := pullLog.phases(t); strings.Join(got, ",") != "pull,load" {
 		t.Fatalf("image pull phases %v", got)
 	}
+	// Nothing pins it there: it goes, and a second remove finds nothing.
+	if err := m.Image.Remove(hImg.ctx, host+"/busybox:1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Image.Remove(hImg.ctx, host+"/busybox:1"); !errors.Is(err, m.ErrImageNotFound) {
+		t.Fatalf("second remove: %v", err)
+	}
 
 	// A snapshot with a file is pushed, and pushed again to the same digest.
 	sb, err := m.CreateSandbox(ctx, "writer", m.WithImage(busyboxRef))
@@ -174,6 +181,24 @@ func TestSnapshotAndImageThroughARegistry(t *testing.T) {
 	}
 	if again, err := m.Snapshot.Push(ctx, snap.Path(), ref); err != nil || again != digest {
 		t.Fatalf("re-push: %q %v, first %q", again, err, digest)
+	}
+
+	// The image a snapshot pins cannot be removed; saved, it loads elsewhere
+	// with the same digest.
+	if err := m.Image.Remove(ctx, busyboxRef); !errors.Is(err, m.ErrImageInUse) {
+		t.Fatalf("remove of a pinned image: %v", err)
+	}
+	saved := filepath.Join(t.TempDir(), "saved.tar")
+	saveLog := &phaseLog{}
+	if err := m.Image.Save(m.WithProgress(ctx, saveLog.record), busyboxRef, saved); err != nil {
+		t.Fatal(err)
+	}
+	if got := saveLog.phases(t); strings.Join(got, ",") != "export" {
+		t.Fatalf("save phases %v", got)
+	}
+	hSaved := newHome(t)
+	if again, err := m.Image.Load(hSaved.ctx, saved, ""); err != nil || again.ManifestDigest != loaded.ManifestDigest {
+		t.Fatalf("load of the saved archive: %+v %v (saved %s)", again, err, loaded.ManifestDigest)
 	}
 
 	// Pulled into a second home: it verifies and boots with the file.

@@ -285,6 +285,20 @@ MsbResult msb_image_pull(const struct MsbConfig *config,
                          void *user,
                          char **out_json);
 
+// Write the image `reference_or_digest` to `out_path` as an OCI archive
+// other tools read (progress phase `export`); `out_path` is replaced
+// atomically.
+MsbResult msb_image_save(const struct MsbConfig *config,
+                         const struct MsbCancel *cancel,
+                         const char *reference_or_digest,
+                         const char *out_path,
+                         MsbProgressFn progress,
+                         void *user);
+
+// Remove an image and the blobs and root disks no other image uses
+// (`ImageInUse` while a snapshot or sandbox needs it).
+MsbResult msb_image_remove(const struct MsbConfig *config, const char *reference_or_digest);
+
 // The full form of a Docker-style reference (`python` →
 // `docker.io/library/python:latest`), into `*out` (free it with
 // `msb_string_free`).

@@ -1,6 +1,6 @@
-//! Images over the C ABI: load an archive, pull from a registry, build the
-//! busybox archive, list and get; results are the core's `ImageInfo` JSON
-//! view (`docs/json.md`).
+//! Images over the C ABI: load an archive, pull from a registry, save an
+//! OCI archive, remove, build the busybox archive, list and get; results are
+//! the core's `ImageInfo` JSON view (`docs/json.md`).
 
 use std::ffi::{c_char, c_void};
 
@@ -48,6 +48,39 @@ pub extern "C" fn msb_image_pull(
         let call = call_opts(cancel, progress, user);
         let info = block_on(config, cancel, Image::pull_with(reference, call))?;
         put_json(out_json, &info)
+    })
+}
+
+/// Write the image `reference_or_digest` to `out_path` as an OCI archive
+/// other tools read (progress phase `export`); `out_path` is replaced
+/// atomically.
+#[unsafe(no_mangle)]
+pub extern "C" fn msb_image_save(
+    config: *const MsbConfig,
+    cancel: *const MsbCancel,
+    reference_or_digest: *const c_char,
+    out_path: *const c_char,
+    progress: MsbProgressFn,
+    user: *mut c_void,
+) -> MsbResult {
+    guard(|| {
+        let key = arg_str(reference_or_digest, "reference_or_digest")?;
+        let out = arg_str(out_path, "out_path")?;
+        let call = call_opts(cancel, progress, user);
+        block_on(config, cancel, Image::save_with(key, out, call))
+    })
+}
+
+/// Remove an image and the blobs and root disks no other image uses
+/// (`ImageInUse` while a snapshot or sandbox needs it).
+#[unsafe(no_mangle)]
+pub extern "C" fn msb_image_remove(
+    config: *const MsbConfig,
+    reference_or_digest: *const c_char,
+) -> MsbResult {
+    guard(|| {
+        let key = arg_str(reference_or_digest, "reference_or_digest")?;
+        block_on(config, std::ptr::null(), Image::remove(key))
     })
 }
 
