@@ -1,6 +1,6 @@
 /**
  * Images: load an archive (OCI layout or `docker save`) or pull one from a
- * registry, build the busybox archive from the host's busybox-static, list
+ * registry, save one, remove, build the busybox archive from the host's busybox-static, list
  * and get loaded images; the Docker-style reference normalisation.
  */
 
@@ -82,6 +82,27 @@ export class Image {
    */
   static async buildBusybox(out: string, opts?: { reference?: string; busybox?: string }): Promise<void> {
     await wrap(native.imageBuildBusybox(out, opts?.reference, opts?.busybox));
+  }
+
+  /**
+   * Write the image to `out` as an OCI archive other tools read (as
+   * `docker save` does); `out` is replaced atomically and left as it was on
+   * error or abort. Progress: `export`.
+   */
+  static async save(referenceOrDigest: string, out: string, opts?: ProgressOptions): Promise<void> {
+    const config = nativeConfig();
+    await cancellable(opts?.signal, (token) =>
+      native.imageSave(config, referenceOrDigest, out, token, progressFn(opts?.onProgress)),
+    );
+  }
+
+  /**
+   * Remove the image (a reference: that one; a manifest digest: every
+   * reference to it) and the blobs and root disks no other image uses.
+   * `ImageInUseError` while a snapshot or sandbox needs it.
+   */
+  static async remove(referenceOrDigest: string): Promise<void> {
+    await wrap(native.imageRemove(nativeConfig(), referenceOrDigest));
   }
 
   /** The image with this reference or manifest digest. */

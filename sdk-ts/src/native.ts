@@ -222,6 +222,8 @@ export interface NativeAddon {
   imageBuildBusybox(out: string, reference: string | undefined, busybox: string | undefined): Promise<void>;
   imagePull(config: C, reference: string, cancel: T, progress: P): Promise<NativeImageInfo>;
   normaliseReference(reference: string): string;
+  imageSave(config: C, referenceOrDigest: string, out: string, cancel: T, progress: P): Promise<void>;
+  imageRemove(config: C, referenceOrDigest: string): Promise<void>;
   imageGet(config: C, reference: string): Promise<NativeImageInfo>;
   imageList(config: C): Promise<NativeImageInfo[]>;
 }

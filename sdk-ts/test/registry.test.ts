@@ -107,6 +107,10 @@ test("a snapshot and an image through a registry, into second homes", async () =
         assert.equal(pulled.origin, `${host}/busybox:1`);
         assert.deepEqual(phases(events), ["pull", "load"]);
         assert.equal((await m.Image.get(`${host}/busybox:1`)).origin, `${host}/busybox:1`);
+        // Nothing pins it there: it goes, and a second remove finds nothing.
+        await m.Image.remove(`${host}/busybox:1`);
+        await assert.rejects(m.Image.remove(`${host}/busybox:1`), m.ImageNotFoundError);
+        assert.deepEqual(await m.Image.list(), []);
       });
 
       // A snapshot with a file, pushed, then pushed again to the same digest.
@@ -121,6 +125,16 @@ test("a snapshot and an image through a registry, into second homes", async () =
       assert.match(digest, /^sha256:[0-9a-f]{64}$/);
       assert.equal(phases(events).at(-1), "push");
       assert.equal(await m.Snapshot.push(snap.path, ref), digest);
+
+      // The image a snapshot pins cannot be removed; saved, it loads elsewhere with its digest.
+      await assert.rejects(m.Image.remove(BUSYBOX_REF), m.ImageInUseError);
+      const saved = path.join(home.path, "saved.tar");
+      const saveEvents: m.ProgressEvent[] = [];
+      await m.Image.save(BUSYBOX_REF, saved, { onProgress: (e) => saveEvents.push(e) });
+      assert.deepEqual(phases(saveEvents), ["export"]);
+      await m.withConfig(imageHome.config, async () => {
+        assert.equal((await m.Image.load(saved)).manifestDigest, loaded.manifestDigest);
+      });
     });
 
     // Pulled into a second home: it verifies and boots with the file.

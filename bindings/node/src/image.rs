@@ -1,6 +1,7 @@
-//! Image entry points: load an archive or pull from a registry (with
-//! progress and cancellation), build the busybox archive from the host's
-//! busybox-static, list, get, and the reference normalisation.
+//! Image entry points: load an archive, pull from a registry or save an
+//! archive (with progress and cancellation), remove, build the busybox
+//! archive from the host's busybox-static, list, get, and the reference
+//! normalisation.
 
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, DEFAULT_BUSYBOX_REF};
 use microsandbox::image::{Image, ImageInfo};
@@ -87,6 +88,38 @@ pub fn image_pull<'env>(
         Image::pull_with(reference, call),
         |i| Ok(NativeImageInfo::from(i)),
     )
+}
+
+/// Write an image to `out` as an OCI archive (progress `export`).
+#[napi(ts_return_type = "Promise<void>")]
+pub fn image_save<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference_or_digest: String,
+    out: String,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, ()>> {
+    let progress = Progress::new(progress);
+    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
+    spawn(
+        env,
+        config,
+        cancel,
+        progress,
+        Image::save_with(reference_or_digest, out, call),
+        Ok,
+    )
+}
+
+/// Remove an image and the blobs and root disks no other image uses.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn image_remove<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference_or_digest: String,
+) -> napi::Result<PromiseRaw<'env, ()>> {
+    spawn(env, config, None, None, Image::remove(reference_or_digest), Ok)
 }
 
 /// The full form of a Docker-style reference; throws an error whose `code`
