@@ -103,6 +103,11 @@ async def test_a_snapshot_and_an_image_through_a_registry(
             assert pulled.config_digest == loaded.config_digest
             assert pulled.origin == f"{registry}/busybox:1"
             assert phases(events) == ["pull", "load"]
+            # Nothing pins it there: it goes, and a second remove finds nothing.
+            await msb.Image.remove(f"{registry}/busybox:1")
+            with pytest.raises(msb.ImageNotFoundError):
+                await msb.Image.remove(f"{registry}/busybox:1")
+            assert await msb.Image.list() == []
 
     # A snapshot with a file, pushed, then pushed again to the same digest.
     async with await msb.Sandbox.create("writer", image=busybox) as sb:
@@ -116,6 +121,18 @@ async def test_a_snapshot_and_an_image_through_a_registry(
     assert digest.startswith("sha256:") and len(digest) == 71
     assert phases(push_events)[-1] == "push"
     assert await msb.Snapshot.push(snap.path, ref) == digest
+
+    # The image a snapshot pins cannot be removed; saved, it loads elsewhere
+    # with its digest.
+    with pytest.raises(msb.ImageInUseError):
+        await msb.Image.remove(busybox)
+    saved = home / "saved.tar"
+    save_events: list[msb.ProgressEvent] = []
+    await msb.Image.save(busybox, saved, progress=save_events.append)
+    assert phases(save_events) == ["export"]
+    with tempfile.TemporaryDirectory(prefix="msb-py-saved-") as other:
+        with msb.use_config(msb.Config(home=other, guest_assets_dir=assets)):
+            assert (await msb.Image.load(saved)).manifest_digest == loaded.manifest_digest
 
     # Pulled into a second home: it verifies and boots with the file.
     with tempfile.TemporaryDirectory(prefix="msb-py-home2-") as second:

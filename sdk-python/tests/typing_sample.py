@@ -146,6 +146,12 @@ async def registries(tmp: pathlib.Path) -> None:
     again: str = await Snapshot.push(tmp / "base", "127.0.0.1:5000/snaps/base:1")
     handle: SnapshotHandle = await Snapshot.pull("127.0.0.1:5000/snaps/base:1", dest=tmp, progress=on_progress)
     elsewhere: SnapshotHandle = await Snapshot.pull("127.0.0.1:5000/snaps/base:1")
+    await Image.save(full, tmp / "saved.tar", progress=on_progress)
+    await Image.save(pulled.manifest_digest, tmp / "again.tar")
+    try:
+        await Image.remove(full)
+    except msb.ImageInUseError as err:
+        print(err.kind)
     try:
         await Image.pull("127.0.0.1:1/none:1")
     except msb.RegistryError as err:

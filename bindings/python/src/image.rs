@@ -1,6 +1,6 @@
 //! `Image`: load an OCI or `docker save` archive or pull one from a
-//! registry, build the busybox image archive, list and get loaded images
-//! (`ImageInfo`); `normalise_reference`.
+//! registry, save an OCI archive, remove, build the busybox image archive,
+//! list and get loaded images (`ImageInfo`); `normalise_reference`.
 
 use std::path::PathBuf;
 
@@ -56,6 +56,28 @@ impl PyImage {
                 .await
                 .map(PyImageInfo::from)
         })
+    }
+
+    /// Write the image to `out` as an OCI archive other tools read (progress
+    /// `export`); `out` is replaced atomically.
+    #[staticmethod]
+    #[pyo3(signature = (reference_or_digest, out, *, progress=None))]
+    fn save(
+        py: Python<'_>,
+        reference_or_digest: String,
+        out: PathBuf,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        spawn_with_call_opts(py, progress, |call| async move {
+            Image::save_with(reference_or_digest, out, call).await
+        })
+    }
+
+    /// Remove the image and the blobs and root disks no other image uses
+    /// (`ImageInUseError` while a snapshot or sandbox needs it).
+    #[staticmethod]
+    fn remove(py: Python<'_>, reference_or_digest: String) -> PyResult<Bound<'_, PyAny>> {
+        spawn(py, async move { Image::remove(reference_or_digest).await })
     }
 
     /// The image with this reference or manifest digest.
