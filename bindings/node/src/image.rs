@@ -9,7 +9,7 @@ use napi::Env;
 use napi::bindgen_prelude::PromiseRaw;
 use napi_derive::napi;
 
-use crate::call::{CancelToken, NativeConfig, Progress, ProgressFn, call_opts, js_error, spawn};
+use crate::call::{CancelToken, NativeConfig, ProgressFn, js_error, spawn, spawn_with_call_opts};
 
 /// A loaded image.
 #[napi(object)]
@@ -57,14 +57,12 @@ pub fn image_load<'env>(
     cancel: Option<&CancelToken>,
     progress: Option<ProgressFn>,
 ) -> napi::Result<PromiseRaw<'env, NativeImageInfo>> {
-    let progress = Progress::new(progress);
-    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
-    spawn(
+    spawn_with_call_opts(
         env,
         config,
         cancel,
         progress,
-        Image::load_with(archive, reference, call),
+        |call| Image::load_with(archive, reference, call),
         |i| Ok(NativeImageInfo::from(i)),
     )
 }
@@ -78,14 +76,12 @@ pub fn image_pull<'env>(
     cancel: Option<&CancelToken>,
     progress: Option<ProgressFn>,
 ) -> napi::Result<PromiseRaw<'env, NativeImageInfo>> {
-    let progress = Progress::new(progress);
-    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
-    spawn(
+    spawn_with_call_opts(
         env,
         config,
         cancel,
         progress,
-        Image::pull_with(reference, call),
+        |call| Image::pull_with(reference, call),
         |i| Ok(NativeImageInfo::from(i)),
     )
 }
@@ -100,14 +96,12 @@ pub fn image_save<'env>(
     cancel: Option<&CancelToken>,
     progress: Option<ProgressFn>,
 ) -> napi::Result<PromiseRaw<'env, ()>> {
-    let progress = Progress::new(progress);
-    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
-    spawn(
+    spawn_with_call_opts(
         env,
         config,
         cancel,
         progress,
-        Image::save_with(reference_or_digest, out, call),
+        |call| Image::save_with(reference_or_digest, out, call),
         Ok,
     )
 }
@@ -119,7 +113,14 @@ pub fn image_remove<'env>(
     config: Option<NativeConfig>,
     reference_or_digest: String,
 ) -> napi::Result<PromiseRaw<'env, ()>> {
-    spawn(env, config, None, None, Image::remove(reference_or_digest), Ok)
+    spawn(
+        env,
+        config,
+        None,
+        None,
+        Image::remove(reference_or_digest),
+        Ok,
+    )
 }
 
 /// The full form of a Docker-style reference; throws an error whose `code`

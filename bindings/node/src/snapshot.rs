@@ -15,7 +15,7 @@ use napi::bindgen_prelude::{
 use napi_derive::napi;
 
 use crate::call::{
-    BlockingTask, CancelToken, NativeConfig, Progress, ProgressFn, blocking_task, call_opts, spawn,
+    BlockingTask, CancelToken, NativeConfig, ProgressFn, blocking_task, spawn, spawn_with_call_opts,
 };
 use crate::sandbox::{NativeSandbox, pairs, spawn_sandbox};
 
@@ -184,14 +184,12 @@ impl NativeSnapshot {
         progress: Option<ProgressFn>,
     ) -> napi::Result<PromiseRaw<'env, NativeVerifyReport>> {
         let snapshot = self.inner.clone();
-        let progress = Progress::new(progress);
-        let opts = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
-        spawn(
+        spawn_with_call_opts(
             env,
             config,
             cancel,
             progress,
-            async move { snapshot.verify_with(opts).await },
+            |call| async move { snapshot.verify_with(call).await },
             |report| Ok(NativeVerifyReport::from(report)),
         )
     }
@@ -600,19 +598,17 @@ pub fn snapshot_export<'env>(
     cancel: Option<&CancelToken>,
     progress: Option<ProgressFn>,
 ) -> napi::Result<PromiseRaw<'env, ()>> {
-    let progress = Progress::new(progress);
-    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
     let opts = ExportOpts {
         with_parents,
         with_image,
         plain_tar,
     };
-    spawn(
+    spawn_with_call_opts(
         env,
         config,
         cancel,
         progress,
-        Snapshot::export_with(name_or_path, out, opts, call),
+        |call| Snapshot::export_with(name_or_path, out, opts, call),
         Ok,
     )
 }
@@ -627,12 +623,10 @@ pub fn snapshot_import<'env>(
     cancel: Option<&CancelToken>,
     progress: Option<ProgressFn>,
 ) -> napi::Result<PromiseRaw<'env, NativeSnapshotHandle>> {
-    let progress = Progress::new(progress);
-    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
-    let work = async move {
+    let work = |call| async move {
         Snapshot::import_with(archive, dest.map(PathBuf::from).as_deref(), call).await
     };
-    spawn(env, config, cancel, progress, work, |inner| {
+    spawn_with_call_opts(env, config, cancel, progress, work, |inner| {
         Ok(NativeSnapshotHandle { inner })
     })
 }
@@ -648,14 +642,12 @@ pub fn snapshot_push<'env>(
     cancel: Option<&CancelToken>,
     progress: Option<ProgressFn>,
 ) -> napi::Result<PromiseRaw<'env, String>> {
-    let progress = Progress::new(progress);
-    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
-    spawn(
+    spawn_with_call_opts(
         env,
         config,
         cancel,
         progress,
-        Snapshot::push_with(name_or_path, reference, call),
+        |call| Snapshot::push_with(name_or_path, reference, call),
         Ok,
     )
 }
@@ -671,12 +663,10 @@ pub fn snapshot_pull<'env>(
     cancel: Option<&CancelToken>,
     progress: Option<ProgressFn>,
 ) -> napi::Result<PromiseRaw<'env, NativeSnapshotHandle>> {
-    let progress = Progress::new(progress);
-    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
-    let work = async move {
+    let work = |call| async move {
         Snapshot::pull_with(reference, dest.map(PathBuf::from).as_deref(), call).await
     };
-    spawn(env, config, cancel, progress, work, |inner| {
+    spawn_with_call_opts(env, config, cancel, progress, work, |inner| {
         Ok(NativeSnapshotHandle { inner })
     })
 }
