@@ -43,6 +43,15 @@ type ImageInfo struct {
 	Origin string `json:"origin"`
 }
 
+// imageResult is the image a call returned as JSON, or its error.
+func imageResult(out *C.char, err error) (*ImageInfo, error) {
+	if err != nil {
+		return nil, err
+	}
+	var info ImageInfo
+	return &info, decodeJSON(out, &info)
+}
+
 func decodeJSON(text *C.char, into any) error {
 	if err := json.Unmarshal([]byte(takeString(text)), into); err != nil {
 		return &Error{Kind: ErrRuntime.Kind, Message: "cannot decode a core view: " + err.Error()}
@@ -56,17 +65,11 @@ func (imageFactory) Load(ctx context.Context, archive, reference string) (*Image
 	a, r := C.CString(archive), optCString(reference)
 	defer C.free(unsafe.Pointer(a))
 	defer C.free(unsafe.Pointer(r))
-	fn, user, release := progressArgs(ctx)
-	defer release()
 	var out *C.char
-	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+	err := callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
 		return C.msb_image_load(cfg, tok, a, r, fn, user, &out)
 	})
-	if err != nil {
-		return nil, err
-	}
-	var info ImageInfo
-	return &info, decodeJSON(out, &info)
+	return imageResult(out, err)
 }
 
 // BuildBusybox writes a tiny busybox OCI archive named reference to out,
@@ -85,11 +88,7 @@ func (imageFactory) Get(ctx context.Context, referenceOrDigest string) (*ImageIn
 	err := withCString(referenceOrDigest, func(k *C.char) error {
 		return callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_image_get(cfg, k, &out) })
 	})
-	if err != nil {
-		return nil, err
-	}
-	var info ImageInfo
-	return &info, decodeJSON(out, &info)
+	return imageResult(out, err)
 }
 
 // Save writes the image referenceOrDigest to out as an OCI archive other
@@ -99,9 +98,7 @@ func (imageFactory) Save(ctx context.Context, referenceOrDigest, out string) err
 	k, o := C.CString(referenceOrDigest), C.CString(out)
 	defer C.free(unsafe.Pointer(k))
 	defer C.free(unsafe.Pointer(o))
-	fn, user, release := progressArgs(ctx)
-	defer release()
-	return call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+	return callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
 		return C.msb_image_save(cfg, tok, k, o, fn, user)
 	})
 }

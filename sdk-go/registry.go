@@ -30,10 +30,8 @@ func NormaliseReference(reference string) (string, error) {
 	r := C.CString(reference)
 	defer C.free(unsafe.Pointer(r))
 	var out *C.char
-	if err := takeError(nil, C.msb_normalise_reference(r, &out)); err != nil {
-		return "", err
-	}
-	return takeString(out), nil
+	err := takeError(nil, C.msb_normalise_reference(r, &out))
+	return stringResult(out, err)
 }
 
 // Pull fetches reference ("python:3.12", "host:5000/app@sha256:…") from its
@@ -43,17 +41,11 @@ func NormaliseReference(reference string) (string, error) {
 func (imageFactory) Pull(ctx context.Context, reference string) (*ImageInfo, error) {
 	r := C.CString(reference)
 	defer C.free(unsafe.Pointer(r))
-	fn, user, release := progressArgs(ctx)
-	defer release()
 	var out *C.char
-	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+	err := callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
 		return C.msb_image_pull(cfg, tok, r, fn, user, &out)
 	})
-	if err != nil {
-		return nil, err
-	}
-	var info ImageInfo
-	return &info, decodeJSON(out, &info)
+	return imageResult(out, err)
 }
 
 // Push sends the snapshot nameOrPath (name, digest or path) to reference
@@ -65,16 +57,11 @@ func (snapshotFactory) Push(ctx context.Context, nameOrPath, reference string) (
 	key, r := C.CString(nameOrPath), C.CString(reference)
 	defer C.free(unsafe.Pointer(key))
 	defer C.free(unsafe.Pointer(r))
-	fn, user, release := progressArgs(ctx)
-	defer release()
 	var out *C.char
-	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+	err := callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
 		return C.msb_snapshot_push(cfg, tok, key, r, fn, user, &out)
 	})
-	if err != nil {
-		return "", err
-	}
-	return takeString(out), nil
+	return stringResult(out, err)
 }
 
 // Pull fetches the snapshot artifact reference and imports it into
@@ -84,10 +71,8 @@ func (snapshotFactory) Pull(ctx context.Context, reference string, opts Snapshot
 	r, d := C.CString(reference), optCString(opts.Dest)
 	defer C.free(unsafe.Pointer(r))
 	defer C.free(unsafe.Pointer(d))
-	fn, user, release := progressArgs(ctx)
-	defer release()
 	var list *C.MsbSnapshotHandleList
-	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+	err := callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
 		return C.msb_snapshot_pull(cfg, tok, r, d, fn, user, &list)
 	})
 	return firstHandle(list, err)
