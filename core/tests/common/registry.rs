@@ -203,6 +203,47 @@ impl TestRegistry {
             .count()
     }
 
+    /// Blob files in the registry's storage (one per stored blob, manifests
+    /// included): `docker/registry/v2/blobs/sha256/*/*/data`.
+    pub fn stored_blobs(&self) -> usize {
+        let root = self
+            .dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256");
+        let mut n = 0;
+        for prefix in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            for blob in std::fs::read_dir(prefix.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                n += usize::from(blob.path().join("data").is_file());
+            }
+        }
+        n
+    }
+
+    /// How many blob uploads the registry has started (`POST …/blobs/uploads/`).
+    pub fn uploads(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"POST /v2/") && l.contains("/blobs/uploads/"))
+            .count()
+    }
+
+    /// `skopeo inspect --raw` of `reference`: the manifest's bytes, and
+    /// their digest.
+    pub fn skopeo_raw(&self, reference: &str) -> (serde_json::Value, String) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+        if let Some((user, pass)) = &self.opts.auth {
+            cmd.arg(format!("--creds={user}:{pass}"));
+        }
+        let raw = run(cmd.arg(format!("docker://{reference}")));
+        let digest = microsandbox::digest::sha256_digest_string(raw.as_bytes());
+        (serde_json::from_str(&raw).unwrap(), digest)
+    }
+
     /// A request with curl (for what skopeo cannot do, e.g. an oversized
     /// manifest); returns stdout.
     pub fn curl(&self, args: &[&str]) -> String {
@@ -350,4 +391,19 @@ fn serve_one(
     }
     client.write_all(&response)?;
     client.shutdown(Shutdown::Both)
+}
+
+/// Rewrite the manifest of the artifact in `dir` to pin the image
+/// `reference` @ `digest` (one of the home's), and open it: an artifact
+/// made without a VM that a push can carry with its image.
+pub fn repin(dir: &Path, reference: &str, digest: &str) -> microsandbox::Snapshot {
+    use microsandbox::snapshot::manifest::{ImageRef, Manifest};
+    let path = dir.join("manifest.json");
+    let mut manifest = Manifest::parse(&std::fs::read(&path).unwrap(), &path).unwrap();
+    manifest.image = ImageRef {
+        reference: reference.into(),
+        manifest_digest: digest.into(),
+    };
+    std::fs::write(&path, manifest.canonical_bytes()).unwrap();
+    microsandbox::Snapshot::open_dir(dir).unwrap()
 }
