@@ -305,6 +305,7 @@ async fn unknown_references_and_oversized_manifests_leave_nothing() {
     // Over the 4 MiB limit: the registry refuses to store such a manifest,
     // so a proxy pads the one it serves.
     let proxy = SpoilingProxy::start(registry.port, "/manifests/1".into(), Spoil::Oversize);
+    let endless = SpoilingProxy::start(registry.port, "/manifests/1".into(), Spoil::Endless);
     let home = TestHome::new();
     let docker = docker_config(&home, &registry.host(), None);
     config(&home, &docker)
@@ -317,6 +318,16 @@ async fn unknown_references_and_oversized_manifests_leave_nothing() {
             let padded = format!("{}/busybox:1", proxy.host());
             let message = expect_kind(Image::pull(&padded).await, "Registry");
             assert!(message.contains("limit"), "{message}");
+            // No length, no end: refused once past the limit, not read whole.
+            let endless = format!("{}/busybox:1", endless.host());
+            let started = Instant::now();
+            let message = expect_kind(Image::pull(&endless).await, "Registry");
+            assert!(message.contains("limit"), "{message}");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{:?}",
+                started.elapsed()
+            );
             assert_store_empty(&home).await;
         })
         .await;

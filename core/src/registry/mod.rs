@@ -330,16 +330,14 @@ pub(crate) async fn pull_async(
     )
 }
 
-/// The raw manifest `reference` names and its digest (checked by the
-/// client against a digest reference).
+/// The raw manifest `reference` names and its digest, never more than
+/// [`MAX_MANIFEST_BYTES`] read (the caller checks the digest).
 async fn fetch_manifest(
     conn: &Connection,
     reference: &Reference,
 ) -> Result<(Vec<u8>, String), oci_client::errors::OciDistributionError> {
-    conn.client
-        .pull_manifest_raw(reference, &conn.auth, MANIFEST_MEDIA_TYPES)
+    conn.fetch_manifest(reference, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES)
         .await
-        .map(|(bytes, digest)| (bytes.to_vec(), digest))
 }
 
 /// The digest a manifest's bytes must have.

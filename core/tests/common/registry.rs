@@ -277,6 +277,11 @@ pub enum Spoil {
     /// Pad the body with 5 MiB of trailing spaces (still the same JSON),
     /// dropping the digest header.
     Oversize,
+    /// Send the body with no `Content-Length` (delimited by the close),
+    /// followed by spaces without end until the client stops reading: a
+    /// client that reads a whole manifest before checking its size never
+    /// returns.
+    Endless,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of a plain-HTTP registry: one request
@@ -376,6 +381,25 @@ fn serve_one(
                     lines.push(format!("Content-Length: {}", body.len()));
                     response = format!("{}\r\n\r\n", lines.join("\r\n")).into_bytes();
                     response.extend_from_slice(&body);
+                }
+                Spoil::Endless => {
+                    let head = String::from_utf8_lossy(&response[..end]).into_owned();
+                    let lines: Vec<&str> = head
+                        .split("\r\n")
+                        .filter(|l| {
+                            let l = l.to_ascii_lowercase();
+                            !l.starts_with("content-length:")
+                                && !l.starts_with("docker-content-digest:")
+                        })
+                        .collect();
+                    client.write_all(format!("{}\r\n\r\n", lines.join("\r\n")).as_bytes())?;
+                    client.write_all(&response[body..])?;
+                    let spaces = [b' '; 64 << 10];
+                    // Until the client hangs up (a write fails), or 1 GiB.
+                    for _ in 0..(1 << 14) {
+                        client.write_all(&spaces)?;
+                    }
+                    return client.shutdown(Shutdown::Both);
                 }
                 Spoil::Corrupt => {
                     let last = response.len() - 1;
