@@ -605,6 +605,85 @@ async fn a_pull_cancelled_as_it_starts_leaves_nothing() {
         .await;
 }
 
+/// A full snapshot (VM state and sparse RAM besides its upper) travels as
+/// four data layers and lands verified, holes kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_snapshot_travels_with_its_vm_files() {
+    use common::artifacts::{allocated, make_full};
+    use common::registry::repin;
+    use microsandbox::{Snapshot, SnapshotKind};
+
+    let registry = TestRegistry::start(RegistryOpts::default());
+    let reference = format!("{}/snaps/full:1", registry.host());
+    let source = TestHome::new();
+    let docker = docker_config(&source, &registry.host(), None);
+    let snap = config(&source, &docker)
+        .scope(async {
+            let image = load_busybox_image(&source).await;
+            let dir = source.snapshots_dir().join("live");
+            make_full(&dir);
+            let snap = repin(&dir, &image.reference, &image.manifest_digest);
+            Snapshot::reindex_default().await.unwrap();
+            Snapshot::push("live", &reference).await.unwrap();
+            snap
+        })
+        .await;
+    let (manifest, _) = registry.skopeo_raw(&reference);
+    let titles: Vec<_> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["annotations"]["org.opencontainers.image.title"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "manifest.json",
+            "vm.json.tar.zst",
+            "vm.state.tar.zst",
+            "vm.ram.tar.zst",
+            "upper.ext4.tar.zst"
+        ]
+    );
+
+    let target = TestHome::new();
+    let docker = docker_config(&target, &registry.host(), None);
+    config(&target, &docker)
+        .scope(async {
+            let pulled = Snapshot::pull(&reference, None).await.unwrap();
+            assert_eq!(pulled.digest(), snap.digest());
+            let landed = Snapshot::open(pulled.path().to_string_lossy().into_owned())
+                .await
+                .unwrap();
+            assert_eq!(landed.kind(), SnapshotKind::Full);
+            let report = landed.verify().await.unwrap();
+            assert!(
+                matches!(
+                    report.upper,
+                    microsandbox::UpperVerifyStatus::Verified { .. }
+                ),
+                "{report:?}"
+            );
+            let ram = pulled.path().join("vm.ram");
+            assert_eq!(
+                std::fs::read(&ram).unwrap(),
+                std::fs::read(snap.path().join("vm.ram")).unwrap()
+            );
+            // Sparse: the 64 MiB RAM holds 3 MiB of data and lands as such.
+            assert!(
+                allocated(&ram) < 8 << 20,
+                "{} bytes allocated",
+                allocated(&ram)
+            );
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_push_authenticates_with_docker_credentials() {
     use common::artifacts::make_artifact;
