@@ -682,6 +682,37 @@ async fn a_full_snapshot_travels_with_its_vm_files() {
             );
         })
         .await;
+
+    // An artifact whose blobs are sound but which lies about its snapshot
+    // (another digest) is refused by import's checks, and leaves nothing:
+    // no snapshot, no index row, no image, no staging.
+    let mut lying = manifest.clone();
+    lying["annotations"]["dev.microsandbox.snapshot.digest"] =
+        format!("sha256:{}", "cd".repeat(32)).into();
+    lying["annotations"]["dev.microsandbox.snapshot.name"] = "liar".into();
+    put_manifest(
+        &registry,
+        "snaps/full",
+        "lying",
+        "application/vnd.oci.image.manifest.v1+json",
+        &lying.to_string(),
+    );
+    let third = TestHome::new();
+    let docker = docker_config(&third, &registry.host(), None);
+    config(&third, &docker)
+        .scope(async {
+            let reference = format!("{}/snaps/full:lying", registry.host());
+            let message = expect_kind(Snapshot::pull(&reference, None).await, "Registry");
+            assert!(message.contains("snapshot is invalid"), "{message}");
+            assert!(Snapshot::list().await.unwrap().is_empty());
+            let left: Vec<_> = std::fs::read_dir(third.snapshots_dir())
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{left:?}");
+            // Refused before the missing image was fetched: no image either.
+            assert_store_empty(&third).await;
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -414,27 +414,9 @@ fn pull_blocking(
         },
         other => other,
     };
-    registry::run_async(async {
+    let (snapshots, images) = registry::run_async(async {
         let (session, bytes, _) = Session::for_pull(home, &parsed).await?;
-        let mut chain = vec![parse_incoming(&parsed, &bytes)?];
-        let mut seen = HashSet::new();
-        while let Some(parent) = chain.last().and_then(|c| c.parent.clone()) {
-            let at = session.at_digest(&parent);
-            if !seen.insert(parent.clone()) || chain.len() > MAX_CHAIN {
-                return Err(MicrosandboxError::Registry {
-                    reference: parsed.whole(),
-                    reason: "its parent chain loops or is too long".into(),
-                });
-            }
-            let (bytes, _) = session.fetch_manifest(&at).await?;
-            let incoming = parse_incoming(&at, &bytes)?;
-            if present(home, &incoming.digest) {
-                break;
-            }
-            chain.push(incoming);
-        }
-        chain.reverse();
-
+        let chain = fetch_chain(home, &parsed, &session, &bytes).await?;
         let blobs: Vec<&registry::Blob> = {
             let mut unique = HashSet::new();
             chain
@@ -456,29 +438,12 @@ fn pull_blocking(
         .try_collect::<Vec<()>>()
         .await?;
         tracker.finish();
-
         let mut snapshots = Vec::new();
         for incoming in &chain {
             let manifest_blob = staged(&incoming.layers[0].digest);
             let manifest = std::fs::read(&manifest_blob)
                 .map_err(|e| MicrosandboxError::io(&manifest_blob, e))?;
-            let pinned = Manifest::parse(&manifest, &manifest_blob)
-                .map_err(|e| MicrosandboxError::Registry {
-                    reference: parsed.whole(),
-                    reason: format!("snapshot {}: {e}", incoming.digest),
-                })?
-                .image
-                .manifest_digest;
-            if incoming.image.digest() != Some(pinned.as_str()) {
-                return Err(MicrosandboxError::Registry {
-                    reference: parsed.whole(),
-                    reason: format!(
-                        "snapshot {} pins image {pinned}, but its artifact names {}",
-                        incoming.digest,
-                        incoming.image.whole()
-                    ),
-                });
-            }
+            check_pinned_image(&parsed, incoming, &manifest, &manifest_blob)?;
             snapshots.push(SnapshotBlobs {
                 digest: incoming.digest.clone(),
                 name: incoming.name.clone(),
@@ -489,15 +454,87 @@ fn pull_blocking(
                     .collect(),
             });
         }
-        // The image, if missing, by digest: a complete image of its own,
-        // kept even if the landing below fails.
-        let mut fetched = HashSet::new();
-        for incoming in &chain {
-            let digest = incoming.image.digest().expect("checked: by digest");
-            if image::get_blocking(home, digest).is_err() && fetched.insert(digest.to_string()) {
-                registry::pull_async(home, &incoming.image, &control.without_progress()).await?;
+        let mut images: Vec<Reference> = Vec::new();
+        for incoming in chain {
+            if !images.iter().any(|i| i.digest() == incoming.image.digest()) {
+                images.push(incoming.image);
             }
         }
-        archive::land_blobs(home, staging.path(), &snapshots, dest, control).map_err(registry_fault)
-    })
+        Ok((snapshots, images))
+    })?;
+    // The image, when missing, is pulled by digest once every snapshot has
+    // passed its checks and before any is placed: a failure of either
+    // leaves nothing.
+    let fetch_images = || {
+        for image in &images {
+            let digest = image.digest().expect("checked: by digest");
+            if image::get_blocking(home, digest).is_err() {
+                registry::pull_blocking(home, &image.whole(), &control.without_progress())?;
+            }
+        }
+        Ok(())
+    };
+    archive::land_blobs(
+        home,
+        staging.path(),
+        &snapshots,
+        dest,
+        control,
+        fetch_images,
+    )
+    .map_err(registry_fault)
+}
+
+/// The artifact `head` (the manifest `bytes`) and its ancestors down to the
+/// first one this home has, oldest first.
+async fn fetch_chain(
+    home: &MsbHome,
+    head: &Reference,
+    session: &Session,
+    bytes: &[u8],
+) -> MicrosandboxResult<Vec<Incoming>> {
+    let mut chain = vec![parse_incoming(head, bytes)?];
+    let mut seen = HashSet::new();
+    while let Some(parent) = chain.last().and_then(|c| c.parent.clone()) {
+        if !seen.insert(parent.clone()) || chain.len() > MAX_CHAIN {
+            return Err(MicrosandboxError::Registry {
+                reference: head.whole(),
+                reason: "its parent chain loops or is too long".into(),
+            });
+        }
+        let at = session.at_digest(&parent);
+        let (bytes, _) = session.fetch_manifest(&at).await?;
+        let incoming = parse_incoming(&at, &bytes)?;
+        if present(home, &incoming.digest) {
+            break;
+        }
+        chain.push(incoming);
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// The snapshot `manifest` must pin the image its artifact names.
+fn check_pinned_image(
+    reference: &Reference,
+    incoming: &Incoming,
+    manifest: &[u8],
+    path: &Path,
+) -> MicrosandboxResult<()> {
+    let bad = |reason: String| MicrosandboxError::Registry {
+        reference: reference.whole(),
+        reason: format!("snapshot {}: {reason}", incoming.digest),
+    };
+    let pinned = Manifest::parse(manifest, path)
+        .map_err(|e| bad(e.to_string()))?
+        .image
+        .manifest_digest;
+    if incoming.image.digest() == Some(pinned.as_str()) {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "it pins image {pinned}, but its artifact names {}",
+            incoming.image.whole()
+        )))
+    }
 }

@@ -72,21 +72,25 @@ pub(crate) fn import_blocking(
         ));
     };
 
-    let handle = land_stream(home, archive, stream, dest, control)?;
+    let handle = land_stream(home, archive, stream, dest, control, || Ok(()))?;
     tracker.finish();
     Ok(handle)
 }
 
 /// Land the archive `stream` into `dest` (default: the snapshots
 /// directory) with every check of an import; `archive` names the input in
-/// errors. Shared by [`import_blocking`] and a registry pull, which joins
-/// a snapshot's blobs back into an archive stream. Blocking.
+/// errors. `before_publish` runs once every check has passed and before
+/// anything is placed (a registry pull fetches a missing image there); its
+/// error fails the landing like any other. Shared by [`import_blocking`]
+/// and a registry pull, which joins a snapshot's blobs back into an
+/// archive stream. Blocking.
 pub(crate) fn land_stream(
     home: &MsbHome,
     archive: &Path,
     stream: impl Read,
     dest: Option<&Path>,
     control: &Control,
+    before_publish: impl FnOnce() -> MicrosandboxResult<()>,
 ) -> MicrosandboxResult<SnapshotHandle> {
     let dest_root = dest.map_or_else(|| home.snapshots_dir(), Path::to_path_buf);
     let mut created = CreatedDirs::default();
@@ -111,6 +115,7 @@ pub(crate) fn land_stream(
     };
     let index = unpacker.unpack(stream)?;
     let image_staging = unpacker.image_staging.take();
+    before_publish()?;
     let handle = publish(home, &index, staging.path(), image_staging, &dest_root)?;
     created.keep();
     Ok(handle)

@@ -32,13 +32,15 @@ pub(crate) struct SnapshotBlobs {
 }
 
 /// Land `snapshots` (oldest first; the last is the head) into `dest` with
-/// every check of an import; `label` names the input in errors. Blocking.
+/// every check of an import, running `before_publish` once they have all
+/// passed; `label` names the input in errors. Blocking.
 pub(crate) fn land_blobs(
     home: &MsbHome,
     label: &Path,
     snapshots: &[SnapshotBlobs],
     dest: Option<&Path>,
     control: &Control,
+    before_publish: impl FnOnce() -> MicrosandboxResult<()>,
 ) -> MicrosandboxResult<SnapshotHandle> {
     let index = ArchiveIndex {
         format: ARCHIVE_FORMAT.into(),
@@ -86,7 +88,7 @@ pub(crate) fn land_blobs(
         }
     }
     let stream = stream.chain(io::Cursor::new(vec![0u8; 2 * BLOCK]));
-    let handle = super::import::land_stream(home, label, stream, dest, control)?;
+    let handle = super::import::land_stream(home, label, stream, dest, control, before_publish)?;
     tracker.finish();
     Ok(handle)
 }
