@@ -28,6 +28,23 @@ fn msb(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `msb image load` of the busybox image as `busybox:cli` into `home`; its
+/// `--json` answer.
+fn load_busybox(home: &Path) -> serde_json::Value {
+    let archive = home.join("busybox.tar");
+    build_busybox_archive(Path::new(DEFAULT_BUSYBOX), "busybox:cli", &archive).unwrap();
+    let loaded = msb(
+        home,
+        &["--json", "image", "load", archive.to_str().unwrap()],
+    );
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    serde_json::from_slice(&loaded.stdout).unwrap()
+}
+
 #[test]
 fn pull_lists_the_origin_and_names_the_kind_of_a_failure() {
     let registry = TestRegistry::start(RegistryOpts::default());
@@ -67,18 +84,7 @@ fn snapshot_push_then_pull_into_another_home() {
     let registry = TestRegistry::start(RegistryOpts::default());
     let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // The snapshot pins an image of this home, which the push carries.
-    let archive = from.path().join("busybox.tar");
-    build_busybox_archive(Path::new(DEFAULT_BUSYBOX), "busybox:cli", &archive).unwrap();
-    let loaded = msb(
-        from.path(),
-        &["--json", "image", "load", archive.to_str().unwrap()],
-    );
-    assert!(
-        loaded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&loaded.stderr)
-    );
-    let image: serde_json::Value = serde_json::from_slice(&loaded.stdout).unwrap();
+    let image = load_busybox(from.path());
     let dir = from.path().join("msb/snapshots/base");
     artifacts::make_artifact(
         &dir,
@@ -137,18 +143,7 @@ fn snapshot_push_then_pull_into_another_home() {
 fn image_push_prints_the_digest_skopeo_sees() {
     let registry = TestRegistry::start(RegistryOpts::default());
     let home = tempfile::tempdir().unwrap();
-    let archive = home.path().join("busybox.tar");
-    build_busybox_archive(Path::new(DEFAULT_BUSYBOX), "busybox:cli", &archive).unwrap();
-    let loaded = msb(
-        home.path(),
-        &["--json", "image", "load", archive.to_str().unwrap()],
-    );
-    assert!(
-        loaded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&loaded.stderr)
-    );
-    let image: serde_json::Value = serde_json::from_slice(&loaded.stdout).unwrap();
+    let image = load_busybox(home.path());
     let target = format!("{}/cli/busybox:1", registry.host());
     let pushed = msb(
         home.path(),

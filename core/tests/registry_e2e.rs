@@ -78,6 +78,28 @@ async fn assert_store_empty(home: &TestHome) {
     assert!(Image::list().await.unwrap().is_empty());
 }
 
+/// A snapshot pull of `host/path` into a new home fails with `Registry`
+/// (its message holding `needle`) and leaves nothing: no snapshot
+/// directory, no index row, and the image store empty too.
+async fn snapshot_pull_leaves_nothing(host: &str, path: &str, needle: &str) {
+    let home = TestHome::new();
+    let docker = docker_config(&home, host, None);
+    config(&home, &docker)
+        .scope(async {
+            let reference = format!("{host}/{path}");
+            let pulled = microsandbox::Snapshot::pull(&reference, None).await;
+            let message = expect_kind(pulled, "Registry");
+            assert!(message.contains(needle), "{message}");
+            assert!(microsandbox::Snapshot::list().await.unwrap().is_empty());
+            let left: Vec<_> = std::fs::read_dir(home.snapshots_dir())
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{left:?}");
+            assert_store_empty(&home).await;
+        })
+        .await;
+}
+
 fn expect_kind(result: Result<impl std::fmt::Debug, MicrosandboxError>, kind: &str) -> String {
     let err = result.expect_err("the pull should have failed");
     assert_eq!(err.kind(), kind, "{err}");
@@ -516,21 +538,12 @@ async fn snapshots_travel_as_artifacts_with_their_parents_and_image() {
         .unwrap()
         .to_string();
     let proxy = SpoilingProxy::start(registry.port, upper, Spoil::Corrupt);
-    let spoiled = TestHome::new();
-    let docker = docker_config(&spoiled, &proxy.host(), None);
-    config(&spoiled, &docker)
-        .scope(async {
-            let reference = format!("{}/snaps/app:child", proxy.host());
-            let message = expect_kind(Snapshot::pull(&reference, None).await, "Registry");
-            assert!(message.contains("does not match its digest"), "{message}");
-            assert!(Snapshot::list().await.unwrap().is_empty());
-            let left: Vec<_> = std::fs::read_dir(spoiled.snapshots_dir())
-                .map(|d| d.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            assert!(left.is_empty(), "{left:?}");
-            assert_store_empty(&spoiled).await;
-        })
-        .await;
+    snapshot_pull_leaves_nothing(
+        &proxy.host(),
+        "snaps/app:child",
+        "does not match its digest",
+    )
+    .await;
     assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     let target = TestHome::new();
@@ -697,22 +710,8 @@ async fn a_full_snapshot_travels_with_its_vm_files() {
         "application/vnd.oci.image.manifest.v1+json",
         &lying.to_string(),
     );
-    let third = TestHome::new();
-    let docker = docker_config(&third, &registry.host(), None);
-    config(&third, &docker)
-        .scope(async {
-            let reference = format!("{}/snaps/full:lying", registry.host());
-            let message = expect_kind(Snapshot::pull(&reference, None).await, "Registry");
-            assert!(message.contains("snapshot is invalid"), "{message}");
-            assert!(Snapshot::list().await.unwrap().is_empty());
-            let left: Vec<_> = std::fs::read_dir(third.snapshots_dir())
-                .map(|d| d.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default();
-            assert!(left.is_empty(), "{left:?}");
-            // Refused before the missing image was fetched: no image either.
-            assert_store_empty(&third).await;
-        })
-        .await;
+    // Refused before the missing image was fetched: no image either.
+    snapshot_pull_leaves_nothing(&registry.host(), "snaps/full:lying", "snapshot is invalid").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
