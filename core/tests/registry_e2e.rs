@@ -443,6 +443,26 @@ async fn an_image_pushed_keeps_its_digest_and_comes_back() {
     let (_, seen) = registry.skopeo_raw(&target);
     assert_eq!(seen, loaded.manifest_digest);
 
+    // An image whose blobs the store lacks (only a root disk): a clear
+    // error, for the image and for a snapshot that pins it.
+    config(&source, &docker)
+        .scope(async {
+            use common::artifacts::make_artifact;
+            use common::registry::repin;
+            use microsandbox::Snapshot;
+            let hex = &loaded.manifest_digest["sha256:".len()..];
+            std::fs::remove_file(source.path().join("images/blobs/sha256").join(hex)).unwrap();
+            let message = expect_kind(Image::push(BUSYBOX, &target).await, "ImageNotFound");
+            assert!(message.contains("has no blobs"), "{message}");
+            let dir = source.snapshots_dir().join("orphan");
+            make_artifact(&dir, 4, None, None);
+            repin(&dir, BUSYBOX, &loaded.manifest_digest);
+            let snapshot = format!("{}/snaps/orphan:1", registry.host());
+            let message = expect_kind(Snapshot::push("orphan", &snapshot).await, "ImageNotFound");
+            assert!(message.contains("has no blobs"), "{message}");
+        })
+        .await;
+
     let other = TestHome::new();
     let docker = docker_config(&other, &registry.host(), None);
     config(&other, &docker)
