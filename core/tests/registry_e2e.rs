@@ -416,6 +416,15 @@ async fn an_image_pushed_keeps_its_digest_and_comes_back() {
     let loaded = config(&source, &docker)
         .scope(async {
             let loaded = load_busybox_image(&source).await;
+            // Cancelled by its first progress event: no blob sent.
+            let token = microsandbox::CancellationToken::new();
+            let fire = token.clone();
+            let call = CallOpts {
+                progress: Some(Arc::new(move |_| fire.cancel())),
+                cancel: Some(token),
+            };
+            expect_kind(Image::push_with(BUSYBOX, &target, call).await, "Cancelled");
+            assert_eq!(registry.uploads(), 0);
             let events: Arc<Mutex<Vec<ProgressEvent>>> = Arc::default();
             let sink = events.clone();
             let call = CallOpts {
