@@ -22,7 +22,7 @@ mod transport;
 pub(crate) use artifact::{
     ArtifactLayer, EMPTY_CONFIG, OCI_MANIFEST, artifact_manifest, parse_artifact, sha256_of,
 };
-pub(crate) use push::push_image;
+pub(crate) use push::{push_image, pushable_blobs};
 pub(crate) use session::Session;
 
 use std::fs::{self, File};

@@ -11,7 +11,7 @@ use super::{parse_reference, run_async};
 use crate::control::{CallOpts, Control, ProgressTracker};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
-use crate::image::{self, Image};
+use crate::image::{self, Image, ImageInfo};
 use crate::progress::ProgressPhase;
 
 /// Media type of a manifest that does not name its own (OCI's default).
@@ -69,6 +69,21 @@ pub(crate) fn push_image_blocking(
     })
 }
 
+/// Every blob of the local image `info` (manifest, config, layers), or
+/// `ImageNotFound` naming the cause when the store does not hold them.
+pub(crate) fn pushable_blobs(home: &MsbHome, info: &ImageInfo) -> MicrosandboxResult<Vec<String>> {
+    image::blob_digests(home, &info.manifest_digest).map_err(|e| match e {
+        MicrosandboxError::ImageNotFound { reference } => MicrosandboxError::ImageNotFound {
+            reference: format!(
+                "{} has no blobs in the store, so it cannot be pushed (an image that arrived \
+                 inside a snapshot archive keeps only its root disk; load or pull it): {reference}",
+                info.reference
+            ),
+        },
+        other => other,
+    })
+}
+
 /// Push the local image `wanted` through `session` as `at` (a tag or a
 /// digest of the session's repository). Returns its manifest digest.
 pub(crate) async fn push_image(
@@ -80,16 +95,7 @@ pub(crate) async fn push_image(
 ) -> MicrosandboxResult<String> {
     let info = image::get_blocking(home, wanted)?;
     let digest = &info.manifest_digest;
-    let blobs = image::blob_digests(home, digest).map_err(|e| match e {
-        MicrosandboxError::ImageNotFound { reference } => MicrosandboxError::ImageNotFound {
-            reference: format!(
-                "{} has no blobs in the store, so it cannot be pushed (an image that arrived \
-                 inside a snapshot archive keeps only its root disk; load or pull it): {reference}",
-                info.reference
-            ),
-        },
-        other => other,
-    })?;
+    let blobs = pushable_blobs(home, &info)?;
     let manifest_path = image::blob_path(home, digest);
     let manifest =
         std::fs::read(&manifest_path).map_err(|e| MicrosandboxError::io(&manifest_path, e))?;

@@ -23,7 +23,7 @@ use oci_client::Reference;
 use crate::control::{CallOpts, Control, ProgressTracker, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
-use crate::image;
+use crate::image::{self, ImageInfo};
 use crate::progress::ProgressPhase;
 use crate::registry::{
     self, ArtifactLayer, EMPTY_CONFIG, OCI_MANIFEST, Session, artifact_manifest, parse_artifact,
@@ -140,23 +140,34 @@ fn push_blocking(
     for snap in chain.iter().rev() {
         snap.verify_controlled(&control.without_progress())?;
     }
+    // Their images, found (and a local one's blobs) before any work.
+    let mut images: HashMap<String, (ImageInfo, Option<String>)> = HashMap::new();
+    for snap in &chain {
+        let digest = snap.image_manifest_digest();
+        if !images.contains_key(digest) {
+            let info = pinned_image(home, snap)?;
+            if info.origin.is_none() {
+                registry::pushable_blobs(home, &info)?;
+            }
+            images.insert(digest.to_string(), (info, None));
+        }
+    }
     let names = archive::archive_names(home, &chain);
     let staging = image::staging_dir(home, "push-snapshot")?;
     let outgoing = write_blobs(chain, names, staging.path(), control)?;
     registry::run_async(async {
         let session = Session::for_push(home, &target).await?;
-        let mut images: HashMap<String, String> = HashMap::new();
         let mut parent: Option<String> = None;
         let mut pending = Vec::new();
         for (i, out) in outgoing.iter().enumerate() {
-            let pinned = out.snap.image_manifest_digest().to_string();
-            let image_ref = match images.get(&pinned) {
+            let (info, known) = images
+                .get_mut(out.snap.image_manifest_digest())
+                .expect("found above");
+            let image_ref = match known {
                 Some(r) => r.clone(),
-                None => {
-                    let r = image_reference(home, &session, &out.snap, control).await?;
-                    images.insert(pinned, r.clone());
-                    r
-                }
+                None => known
+                    .insert(image_reference(home, &session, info, control).await?)
+                    .clone(),
             };
             let mut annotations = BTreeMap::from([
                 (
@@ -283,22 +294,27 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((crate::digest::prefixed_sha256(&hasher.finalize()), size))
 }
 
-/// The reference by digest of the image `snap` pins: where it was pulled
-/// from, or (a local image) this repository, after pushing it there.
-async fn image_reference(
-    home: &MsbHome,
-    session: &Session,
-    snap: &Snapshot,
-    control: &Control,
-) -> MicrosandboxResult<String> {
+/// The local image `snap` pins.
+fn pinned_image(home: &MsbHome, snap: &Snapshot) -> MicrosandboxResult<ImageInfo> {
     let digest = snap.image_manifest_digest();
-    let info = image::get_blocking(home, digest).map_err(|_| MicrosandboxError::ImageNotFound {
+    image::get_blocking(home, digest).map_err(|_| MicrosandboxError::ImageNotFound {
         reference: format!(
             "{} @ {digest} (pinned by snapshot {}; a snapshot is pushed with its image, which must be here)",
             snap.image_ref(),
             snap.path().display()
         ),
-    })?;
+    })
+}
+
+/// The reference by digest of the image `info`: where it was pulled from,
+/// or (a local image) this repository, after pushing it there.
+async fn image_reference(
+    home: &MsbHome,
+    session: &Session,
+    info: &ImageInfo,
+    control: &Control,
+) -> MicrosandboxResult<String> {
+    let digest = &info.manifest_digest;
     if let Some(origin) = &info.origin {
         let origin = parse_reference(origin)?;
         let pinned = Reference::with_digest(
