@@ -743,6 +743,51 @@ async fn a_full_snapshot_travels_with_its_vm_files() {
     snapshot_pull_leaves_nothing(&registry.host(), "snaps/full:lying", "snapshot is invalid").await;
 }
 
+/// A snapshot of an image pulled from a registry references that image
+/// where it came from (pinned by digest) instead of pushing it again; a
+/// pull fetches it from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_a_pulled_image_points_at_its_origin() {
+    use common::artifacts::make_artifact;
+    use common::registry::repin;
+    use microsandbox::Snapshot;
+    use microsandbox::snapshot::remote::SNAPSHOT_IMAGE_ANNOTATION;
+
+    let (registry, _) = registry_with_busybox(RegistryOpts::default());
+    let origin = format!("{}/busybox:1", registry.host());
+    let reference = format!("{}/snaps/origin:1", registry.host());
+    let source = TestHome::new();
+    let docker = docker_config(&source, &registry.host(), None);
+    let image = config(&source, &docker)
+        .scope(async {
+            let image = Image::pull(&origin).await.unwrap();
+            let dir = source.snapshots_dir().join("base");
+            make_artifact(&dir, 5, None, None);
+            repin(&dir, &image.reference, &image.manifest_digest);
+            Snapshot::push("base", &reference).await.unwrap();
+            image
+        })
+        .await;
+    let (manifest, _) = registry.skopeo_raw(&reference);
+    let pinned = format!("{}/busybox@{}", registry.host(), image.manifest_digest);
+    assert_eq!(
+        manifest["annotations"][SNAPSHOT_IMAGE_ANNOTATION],
+        pinned.as_str()
+    );
+
+    let target = TestHome::new();
+    let docker = docker_config(&target, &registry.host(), None);
+    config(&target, &docker)
+        .scope(async {
+            Snapshot::pull(&reference, None).await.unwrap();
+            let images = Image::list().await.unwrap();
+            assert_eq!(images.len(), 1);
+            assert_eq!(images[0].manifest_digest, image.manifest_digest);
+            assert_eq!(images[0].origin.as_deref(), Some(pinned.as_str()));
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_push_authenticates_with_docker_credentials() {
     use common::artifacts::make_artifact;
