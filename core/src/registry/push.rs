@@ -118,11 +118,11 @@ pub(crate) async fn push_image(
     }
     let total = files.iter().map(|(_, _, size)| size).sum();
     let tracker = ProgressTracker::new(control, ProgressPhase::Push, total);
-    for (blob, path, size) in &files {
-        session
-            .push_file_blob(blob, path, *size, &tracker, control)
-            .await?;
-    }
+    let blobs: Vec<(&str, &std::path::Path, u64)> = files
+        .iter()
+        .map(|(blob, path, size)| (blob.as_str(), path.as_path(), *size))
+        .collect();
+    session.push_file_blobs(&blobs, &tracker, control).await?;
     control.check()?;
     // Not asked first: a manifest is small, and a PUT of the same bytes is
     // what makes a tag point at it.

@@ -15,8 +15,11 @@ use crate::control::{Control, ProgressTracker};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 
-/// Bytes read from a file and sent per upload chunk.
+/// Bytes read from a file at a time while it streams up.
 const UPLOAD_CHUNK: usize = 4 << 20;
+
+/// Blobs uploaded at once.
+pub(crate) const CONCURRENT_UPLOADS: usize = 4;
 
 /// A connection to the registry of `reference`, authenticated for it.
 pub(crate) struct Session {
@@ -110,10 +113,10 @@ impl Session {
         Ok(())
     }
 
-    /// Stream the file `path` (`size` bytes, content `digest`) as a blob,
-    /// unless the repository has it; it is read a chunk at a time, never
-    /// whole. Every byte, sent or found present, advances `tracker`.
-    /// Returns whether it was sent.
+    /// Stream the file `path` (`size` bytes, content `digest`) as a blob
+    /// (one PUT whose body is the file), unless the repository has it; it is
+    /// read a chunk at a time, never whole. Every byte, sent or found
+    /// present, advances `tracker`. Returns whether it was sent.
     pub(crate) async fn push_file_blob(
         &self,
         digest: &str,
@@ -171,6 +174,26 @@ impl Session {
         fed?;
         sent.map_err(|e| self.failed(e))?;
         Ok(true)
+    }
+
+    /// Push the files `blobs` (digest, path, size), [`CONCURRENT_UPLOADS`]
+    /// at a time, each as [`push_file_blob`](Self::push_file_blob) does.
+    pub(crate) async fn push_file_blobs(
+        &self,
+        blobs: &[(&str, &Path, u64)],
+        tracker: &ProgressTracker<'_>,
+        control: &Control,
+    ) -> MicrosandboxResult<()> {
+        use futures_util::{StreamExt, TryStreamExt};
+        futures_util::stream::iter(
+            blobs.iter().map(|&(digest, path, size)| {
+                self.push_file_blob(digest, path, size, tracker, control)
+            }),
+        )
+        .buffer_unordered(CONCURRENT_UPLOADS)
+        .try_collect::<Vec<bool>>()
+        .await
+        .map(drop)
     }
 
     /// Put `body` (of `media_type`) as the manifest `at` (a tag or digest

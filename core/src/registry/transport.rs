@@ -227,6 +227,9 @@ fn build_client(
         read_timeout: Some(READ_TIMEOUT),
         // We pick the platform ourselves, from the raw index.
         platform_resolver: None,
+        // A blob goes as one PUT whose body streams from its file: two
+        // requests a blob, where chunks take one more per 4 MiB.
+        use_monolithic_push: true,
         ..ClientConfig::default()
     };
     let client = Client::try_from(config).map_err(|e| registry_error(reference, &e))?;

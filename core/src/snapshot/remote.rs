@@ -203,12 +203,18 @@ fn push_blocking(
         session
             .push_small_blob(&sha256_of(EMPTY_CONFIG), EMPTY_CONFIG)
             .await?;
-        for (out, at, body) in pending {
-            for (layer, path) in &out.files {
-                session
-                    .push_file_blob(&layer.digest, path, layer.size, &tracker, control)
-                    .await?;
-            }
+        // Every missing artifact's blobs at once, then the manifests,
+        // parents first (a registry may refuse a manifest whose blobs it
+        // lacks).
+        let mut seen = HashSet::new();
+        let blobs: Vec<(&str, &Path, u64)> = pending
+            .iter()
+            .flat_map(|(out, _, _)| &out.files)
+            .filter(|(layer, _)| seen.insert(layer.digest.as_str()))
+            .map(|(layer, path)| (layer.digest.as_str(), path.as_path(), layer.size))
+            .collect();
+        session.push_file_blobs(&blobs, &tracker, control).await?;
+        for (_, at, body) in pending {
             control.check()?;
             session.push_manifest(&at, body, OCI_MANIFEST).await?;
         }
