@@ -19,14 +19,14 @@ use crate::home::MsbHome;
 const UPLOAD_CHUNK: usize = 4 << 20;
 
 /// Blobs uploaded at once.
-pub(crate) const CONCURRENT_UPLOADS: usize = 4;
+const CONCURRENT_UPLOADS: usize = 4;
 
 /// A connection to the registry of `reference`, authenticated for it.
 pub(crate) struct Session {
     conn: Connection,
     /// The reference the session was opened for (its repository is the one
     /// blobs go to).
-    pub reference: Reference,
+    reference: Reference,
 }
 
 impl Session {
@@ -89,7 +89,7 @@ impl Session {
     }
 
     /// Whether the repository has the blob `digest`.
-    pub(crate) async fn has_blob(&self, digest: &str) -> MicrosandboxResult<bool> {
+    async fn has_blob(&self, digest: &str) -> MicrosandboxResult<bool> {
         self.conn
             .client
             .blob_exists(&self.reference, digest)
@@ -117,7 +117,7 @@ impl Session {
     /// (one PUT whose body is the file), unless the repository has it; it is
     /// read a chunk at a time, never whole. Every byte, sent or found
     /// present, advances `tracker`. Returns whether it was sent.
-    pub(crate) async fn push_file_blob(
+    async fn push_file_blob(
         &self,
         digest: &str,
         path: &Path,
@@ -260,7 +260,7 @@ impl Session {
 
 /// A manifest of `reference` must be within the size limit and hash to
 /// `digest`.
-pub(crate) fn checked_manifest(
+fn checked_manifest(
     reference: &Reference,
     bytes: &[u8],
     digest: &str,
