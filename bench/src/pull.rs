@@ -5,7 +5,10 @@
 //! cold `Image::pull` into a fresh home (the download, and the whole pull
 //! including the root-disk build), and a re-pull of the present image; then
 //! `Snapshot::push` and `Snapshot::pull` of Case A (bench-verify's 4 GiB
-//! sparse upper holding 8 MiB of random data).
+//! sparse upper holding 8 MiB of random data), as an artifact of format v2
+//! pinning a busybox image that both homes have loaded (so the pull times
+//! the snapshot, and the push includes putting the ~1 MB image into the
+//! fresh repository by digest).
 //! Usage: `bench-pull [--runs N] [--layer-mib M]`.
 
 #[path = "../../core/tests/common/registry.rs"]
@@ -20,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use microsandbox::image::Image;
+use microsandbox::image::busybox::{DEFAULT_BUSYBOX, build_busybox_archive};
 use microsandbox::{CallOpts, Config, IntegrityAlgorithm, ProgressPhase, Snapshot};
 use msb_bench::{case_a_artifact, flag, make_case_a, median, ms, settle};
 use registry::{RegistryOpts, TestRegistry};
@@ -131,6 +135,15 @@ fn snapshot_case_a(
         &home.join("snapshots/case-a"),
         IntegrityAlgorithm::MerkleSha256V1,
     )?;
+    // The image it pins, in the pushing home and in each pulling one.
+    let busybox = work.join("busybox.tar");
+    build_busybox_archive(Path::new(DEFAULT_BUSYBOX), "bench/busybox", &busybox)?;
+    let load = |home: &Path| {
+        let config = Config::new().home(home).docker_config_dir(docker);
+        rt.block_on(config.scope(Image::load(&busybox, None)))
+    };
+    let image = load(&home)?;
+    let snap = registry::repin(snap.path(), &image.reference, &image.manifest_digest);
     let key = snap.path().to_string_lossy().into_owned();
     let (mut pushes, mut pulls) = (Vec::new(), Vec::new());
     for i in 0..runs {
@@ -141,6 +154,7 @@ fn snapshot_case_a(
         rt.block_on(config.scope(Snapshot::push(key.clone(), reference.clone())))?;
         pushes.push(t.elapsed());
         let target = work.join(format!("snap-pulled-{i}"));
+        load(&target)?;
         let config = Config::new().home(&target).docker_config_dir(docker);
         settle();
         let t = Instant::now();

@@ -1,6 +1,6 @@
-//! `msb image …` and `msb pull`: pull images from registries, load image
-//! archives, save and remove images, list images, and build the local
-//! busybox image used by the demo and tests.
+//! `msb image …` and `msb pull`: pull images from registries and push them
+//! back, load image archives, save and remove images, list images, and
+//! build the local busybox image used by the demo and tests.
 
 use std::path::PathBuf;
 
@@ -34,6 +34,13 @@ pub enum ImageCommand {
     Rm {
         /// Image reference, or a manifest digest (every reference to it).
         reference: String,
+    },
+    /// Push a local image to a registry (same manifest digest there).
+    Push {
+        /// The local image: reference or manifest digest.
+        image: String,
+        /// Where: `host[:port]/repo:tag` (or `@sha256:…`).
+        target: String,
     },
     /// Build a tiny busybox image from the host's busybox-static and load it.
     Busybox {
@@ -76,6 +83,7 @@ pub async fn run(cmd: ImageCommand, json: bool) -> MicrosandboxResult<()> {
             }
             return Ok(());
         }
+        ImageCommand::Push { image, target } => return push(image, target, json).await,
         ImageCommand::Busybox { tag, out, busybox } => {
             let scratch;
             let archive = match out {
@@ -149,6 +157,27 @@ pub async fn pull(reference: String, json: bool) -> MicrosandboxResult<()> {
         print_json(&image);
     } else {
         println!("pulled {} ({})", image.reference, image.manifest_digest);
+    }
+    Ok(())
+}
+
+/// `msb image push REF TARGET`: push a local image (a bar on a terminal).
+async fn push(image: String, target: String, json: bool) -> MicrosandboxResult<()> {
+    let digest = with_progress("pushing", json, |progress| {
+        Image::push_with(
+            image,
+            target.clone(),
+            CallOpts {
+                progress,
+                ..CallOpts::default()
+            },
+        )
+    })
+    .await?;
+    if json {
+        print_json(&serde_json::json!({ "digest": digest }));
+    } else {
+        println!("pushed {target} ({digest})");
     }
     Ok(())
 }

@@ -95,15 +95,16 @@ pub enum SnapshotCommand {
         #[arg(long)]
         dest: Option<PathBuf>,
     },
-    /// Push a snapshot (with its parents and image) to a registry as an OCI
-    /// artifact (docs/registry.md).
+    /// Push a snapshot to a registry as an OCI artifact, its parents as
+    /// their own artifacts and its image by digest (docs/registry.md).
     Push {
         /// The snapshot: name, digest or path.
         snapshot: String,
         /// Where: `host[:port]/repo:tag`.
         reference: String,
     },
-    /// Pull a snapshot artifact from a registry and import it.
+    /// Pull a snapshot artifact (with the parents and image this home
+    /// lacks) from a registry and import it.
     Pull {
         /// The artifact's reference.
         reference: String,

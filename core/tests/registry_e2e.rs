@@ -4,7 +4,10 @@
 //! re-pull downloads nothing; and hostile or failing registries (unknown
 //! reference, wrong credentials, an oversized manifest, a corrupted blob, a
 //! connection cut mid-blob) each give a clear error of a stable kind and
-//! leave nothing in the store. Every registry and proxy is on 127.0.0.1.
+//! leave nothing in the store. An image pushed keeps its manifest digest;
+//! snapshots travel as artifacts, a child's push uploading only its own
+//! blobs, and a pulled snapshot boots with its file (the second VM).
+//! Every registry and proxy is on 127.0.0.1.
 
 mod common;
 
@@ -73,6 +76,28 @@ async fn assert_store_empty(home: &TestHome) {
         assert!(left.is_empty(), "{} still holds {left:?}", dir.display());
     }
     assert!(Image::list().await.unwrap().is_empty());
+}
+
+/// A snapshot pull of `host/path` into a new home fails with `Registry`
+/// (its message holding `needle`) and leaves nothing: no snapshot
+/// directory, no index row, and the image store empty too.
+async fn snapshot_pull_leaves_nothing(host: &str, path: &str, needle: &str) {
+    let home = TestHome::new();
+    let docker = docker_config(&home, host, None);
+    config(&home, &docker)
+        .scope(async {
+            let reference = format!("{host}/{path}");
+            let pulled = microsandbox::Snapshot::pull(&reference, None).await;
+            let message = expect_kind(pulled, "Registry");
+            assert!(message.contains(needle), "{message}");
+            assert!(microsandbox::Snapshot::list().await.unwrap().is_empty());
+            let left: Vec<_> = std::fs::read_dir(home.snapshots_dir())
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{left:?}");
+            assert_store_empty(&home).await;
+        })
+        .await;
 }
 
 fn expect_kind(result: Result<impl std::fmt::Debug, MicrosandboxError>, kind: &str) -> String {
@@ -302,6 +327,7 @@ async fn unknown_references_and_oversized_manifests_leave_nothing() {
     // Over the 4 MiB limit: the registry refuses to store such a manifest,
     // so a proxy pads the one it serves.
     let proxy = SpoilingProxy::start(registry.port, "/manifests/1".into(), Spoil::Oversize);
+    let endless = SpoilingProxy::start(registry.port, "/manifests/1".into(), Spoil::Endless);
     let home = TestHome::new();
     let docker = docker_config(&home, &registry.host(), None);
     config(&home, &docker)
@@ -314,6 +340,16 @@ async fn unknown_references_and_oversized_manifests_leave_nothing() {
             let padded = format!("{}/busybox:1", proxy.host());
             let message = expect_kind(Image::pull(&padded).await, "Registry");
             assert!(message.contains("limit"), "{message}");
+            // No length, no end: refused once past the limit, not read whole.
+            let endless = format!("{}/busybox:1", endless.host());
+            let started = Instant::now();
+            let message = expect_kind(Image::pull(&endless).await, "Registry");
+            assert!(message.contains("limit"), "{message}");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{:?}",
+                started.elapsed()
+            );
             assert_store_empty(&home).await;
         })
         .await;
@@ -362,110 +398,232 @@ async fn a_connection_cut_mid_blob_is_retried_once_then_fails() {
     assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
-/// Files under the registry's blob store (one per stored blob).
-fn stored_blobs(registry: &TestRegistry) -> usize {
-    fn walk(dir: &Path, n: &mut usize) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, n);
-            } else if path.file_name().is_some_and(|f| f == "data") {
-                *n += 1;
-            }
-        }
-    }
-    let mut n = 0;
-    walk(
-        &registry
-            .dir
-            .path()
-            .join("storage/docker/registry/v2/blobs/sha256"),
-        &mut n,
-    );
-    n
+/// Load the busybox image into the home in force (no VM needed).
+async fn load_busybox_image(home: &TestHome) -> microsandbox::image::ImageInfo {
+    let archive = home.path().join("busybox.tar");
+    build_busybox_archive(Path::new(DEFAULT_BUSYBOX_PATH), BUSYBOX, &archive).unwrap();
+    Image::load(&archive, None).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_pushed_is_seen_by_skopeo_and_pulled_into_another_home() {
-    use common::artifacts::make_artifact;
-    use microsandbox::snapshot::remote::SNAPSHOT_ARTIFACT_TYPE;
-    use microsandbox::{IntegrityAlgorithm, Snapshot};
+const BUSYBOX: &str = "busybox:e2e";
 
-    let (registry, _) = registry_with_busybox(RegistryOpts::default());
-    let reference = format!("{}/snapshots/base:1", registry.host());
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_keeps_its_digest_and_comes_back() {
+    let registry = TestRegistry::start(RegistryOpts::default());
+    let target = format!("{}/pushed/busybox:1", registry.host());
     let source = TestHome::new();
     let docker = docker_config(&source, &registry.host(), None);
-    let (digest, pushed) = config(&source, &docker)
+    let loaded = config(&source, &docker)
         .scope(async {
-            let snap = make_artifact(
-                &source.snapshots_dir().join("base"),
-                3,
-                None,
-                Some(IntegrityAlgorithm::MerkleSha256V1),
-            );
-            Snapshot::reindex_default().await.unwrap();
-            let pushed = Snapshot::push("base", &reference).await.unwrap();
-            // Pushed again: every blob is there already, none is stored anew.
-            let blobs = stored_blobs(&registry);
-            let uploads = |r: &TestRegistry| {
-                r.log()
-                    .lines()
-                    .filter(|l| l.contains("\"POST /v2/") && l.contains("/blobs/uploads/"))
-                    .count()
+            let loaded = load_busybox_image(&source).await;
+            // Cancelled by its first progress event: no blob sent.
+            let token = microsandbox::CancellationToken::new();
+            let fire = token.clone();
+            let call = CallOpts {
+                progress: Some(Arc::new(move |_| fire.cancel())),
+                cancel: Some(token),
             };
-            let before = uploads(&registry);
-            assert_eq!(Snapshot::push("base", &reference).await.unwrap(), pushed);
-            assert_eq!(stored_blobs(&registry), blobs);
-            assert_eq!(uploads(&registry), before, "a re-push uploaded blobs");
-            (snap.digest().to_string(), pushed)
+            expect_kind(Image::push_with(BUSYBOX, &target, call).await, "Cancelled");
+            assert_eq!(registry.uploads(), 0);
+            let events: Arc<Mutex<Vec<ProgressEvent>>> = Arc::default();
+            let sink = events.clone();
+            let call = CallOpts {
+                progress: Some(Arc::new(move |e| sink.lock().unwrap().push(e))),
+                ..CallOpts::default()
+            };
+            let digest = Image::push_with(BUSYBOX, &target, call).await.unwrap();
+            assert_eq!(digest, loaded.manifest_digest);
+            let last = *events.lock().unwrap().last().expect("no push progress");
+            assert_eq!(last.phase.as_str(), "push");
+            assert!(last.total_bytes > 0 && last.done_bytes == last.total_bytes);
+            // Pushed again: every blob is there, none is uploaded.
+            let (uploads, stored) = (registry.uploads(), registry.stored_blobs());
+            assert_eq!(
+                Image::push(&loaded.manifest_digest, &target).await.unwrap(),
+                digest
+            );
+            assert_eq!(registry.uploads(), uploads, "a re-push uploaded blobs");
+            assert_eq!(registry.stored_blobs(), stored);
+            expect_kind(Image::push("nothing:here", &target).await, "ImageNotFound");
+            loaded
+        })
+        .await;
+    // skopeo sees the same manifest, byte for byte.
+    let (_, seen) = registry.skopeo_raw(&target);
+    assert_eq!(seen, loaded.manifest_digest);
+
+    // An image whose blobs the store lacks (only a root disk): a clear
+    // error, for the image and for a snapshot that pins it.
+    config(&source, &docker)
+        .scope(async {
+            use common::artifacts::make_artifact;
+            use common::registry::repin;
+            use microsandbox::Snapshot;
+            let hex = &loaded.manifest_digest["sha256:".len()..];
+            std::fs::remove_file(source.path().join("images/blobs/sha256").join(hex)).unwrap();
+            let message = expect_kind(Image::push(BUSYBOX, &target).await, "ImageNotFound");
+            assert!(message.contains("has no blobs"), "{message}");
+            let dir = source.snapshots_dir().join("orphan");
+            make_artifact(&dir, 4, None, None);
+            repin(&dir, BUSYBOX, &loaded.manifest_digest);
+            let snapshot = format!("{}/snaps/orphan:1", registry.host());
+            let message = expect_kind(Snapshot::push("orphan", &snapshot).await, "ImageNotFound");
+            assert!(message.contains("has no blobs"), "{message}");
         })
         .await;
 
-    // skopeo, an independent client, sees the artifact and its type.
-    let raw = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let other = TestHome::new();
+    let docker = docker_config(&other, &registry.host(), None);
+    config(&other, &docker)
+        .scope(async {
+            let pulled = Image::pull(&target).await.unwrap();
+            assert_eq!(pulled.manifest_digest, loaded.manifest_digest);
+            assert_eq!(pulled.config_digest, loaded.config_digest);
+        })
+        .await;
+}
+
+/// The one VM of this test: a busybox sandbox writes a file and is
+/// captured as `base`; a child of it (made without a VM) pins the same
+/// image. Pushed, the child uploads only its own blobs; pulled into a
+/// second home (parent and image with it), it verifies and `base` boots
+/// with the file; through a corrupting proxy, a third home gets a
+/// `Registry` error and nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_travel_as_artifacts_with_their_parents_and_image() {
+    use common::artifacts::make_artifact;
+    use common::registry::repin;
+    use microsandbox::snapshot::remote::{SNAPSHOT_ARTIFACT_TYPE, SNAPSHOT_PARENT_ANNOTATION};
+    use microsandbox::{IntegrityAlgorithm, Snapshot};
+
+    let registry = TestRegistry::start(RegistryOpts::default());
+    let base_ref = format!("{}/snaps/app:base", registry.host());
+    let child_ref = format!("{}/snaps/app:child", registry.host());
+    let source = TestHome::new();
+    let docker = docker_config(&source, &registry.host(), None);
+    let (base, child, base_pushed, child_pushed, image) = config(&source, &docker)
+        .scope(async {
+            source.load_busybox().await;
+            let api = common::sandbox_running("api", "echo travelled > /root/carried").await;
+            api.stop().await.unwrap();
+            let base = Snapshot::builder("api")
+                .name("base")
+                .record_integrity()
+                .create()
+                .await
+                .unwrap();
+            Sandbox::remove("api").await.unwrap();
+            let image = Image::get(base.image_manifest_digest()).await.unwrap();
+            let dir = source.snapshots_dir().join("child");
+            make_artifact(
+                &dir,
+                9,
+                Some(base.digest()),
+                Some(IntegrityAlgorithm::MerkleSha256V1),
+            );
+            let child = repin(&dir, base.image_ref(), base.image_manifest_digest());
+            Snapshot::reindex_default().await.unwrap();
+
+            let base_pushed = Snapshot::push("base", &base_ref).await.unwrap();
+            let before = registry.stored_blobs();
+            let child_pushed = Snapshot::push("child", &child_ref).await.unwrap();
+            // Its manifest.json, its upper, its artifact manifest: nothing
+            // of the parent or the image again.
+            assert_eq!(registry.stored_blobs(), before + 3);
+            // Pushed again (deterministic blobs): nothing uploaded.
+            let uploads = registry.uploads();
+            assert_eq!(
+                Snapshot::push("child", &child_ref).await.unwrap(),
+                child_pushed
+            );
+            assert_eq!(registry.uploads(), uploads, "a re-push uploaded blobs");
+            assert_eq!(registry.stored_blobs(), before + 3);
+            (base, child, base_pushed, child_pushed, image)
+        })
+        .await;
+
+    // skopeo, an independent client, sees the artifact, its type and parent.
+    let (manifest, seen) = registry.skopeo_raw(&child_ref);
+    assert_eq!(seen, child_pushed);
     assert_eq!(manifest["artifactType"], SNAPSHOT_ARTIFACT_TYPE);
-    let raw_digest = format!(
-        "sha256:{}",
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&raw.stdout))
+    assert_eq!(
+        manifest["annotations"][SNAPSHOT_PARENT_ANNOTATION],
+        base_pushed.as_str()
     );
-    assert_eq!(raw_digest, pushed);
+    // The local image went into the same repository, by digest.
+    let (_, image_seen) = registry.skopeo_raw(&format!(
+        "{}/snaps/app@{}",
+        registry.host(),
+        image.manifest_digest
+    ));
+    assert_eq!(image_seen, image.manifest_digest);
+
+    // Through a proxy that corrupts the parent's upper: a Registry error,
+    // and nothing in that home (no snapshot, no index row, no image).
+    let (base_manifest, _) = registry.skopeo_raw(&base_ref);
+    let layers = base_manifest["layers"].as_array().unwrap();
+    let upper = layers.last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let proxy = SpoilingProxy::start(registry.port, upper, Spoil::Corrupt);
+    snapshot_pull_leaves_nothing(
+        &proxy.host(),
+        "snaps/app:child",
+        "does not match its digest",
+    )
+    .await;
+    assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     let target = TestHome::new();
     let docker = docker_config(&target, &registry.host(), None);
     config(&target, &docker)
         .scope(async {
-            let pulled = Snapshot::pull(&reference, None).await.unwrap();
-            assert_eq!(pulled.digest(), digest);
-            let report = Snapshot::open(pulled.path().to_string_lossy().into_owned())
-                .await
-                .unwrap()
-                .verify()
-                .await
-                .unwrap();
-            assert!(
-                matches!(
-                    report.upper,
-                    microsandbox::UpperVerifyStatus::Verified { .. }
-                ),
-                "{report:?}"
+            let pulled = Snapshot::pull(&child_ref, None).await.unwrap();
+            assert_eq!(pulled.digest(), child.digest());
+            assert_eq!(pulled.name(), Some("child"));
+            for snap in [&child, &base] {
+                let report = Snapshot::open(snap.digest())
+                    .await
+                    .unwrap()
+                    .verify()
+                    .await
+                    .unwrap();
+                assert!(
+                    matches!(
+                        report.upper,
+                        microsandbox::UpperVerifyStatus::Verified { .. }
+                    ),
+                    "{report:?}"
+                );
+            }
+            let images = Image::list().await.unwrap();
+            assert_eq!(images.len(), 1);
+            assert_eq!(images[0].manifest_digest, image.manifest_digest);
+            // Pulled again: everything is here, it lands as it is.
+            assert_eq!(
+                Snapshot::pull(&child_ref, None).await.unwrap().digest(),
+                child.digest()
             );
             // An image is not a snapshot: refused, nothing imported.
-            let image = format!("{}/busybox:1", registry.host());
-            let message = expect_kind(Snapshot::pull(&image, None).await, "Registry");
+            let busybox = format!("{}/snaps/app@{}", registry.host(), image.manifest_digest);
+            let message = expect_kind(Snapshot::pull(&busybox, None).await, "Registry");
             assert!(message.contains("artifact"), "{message}");
-            assert_eq!(Snapshot::list().await.unwrap().len(), 1);
+            assert_eq!(Snapshot::list().await.unwrap().len(), 2);
+
+            let restored = Sandbox::builder("restored")
+                .from_snapshot("base")
+                .create()
+                .await
+                .unwrap();
+            let out = restored.exec("cat", ["/root/carried"]).await.unwrap();
+            assert_eq!(out.exit_code, 0, "{out:?}");
+            assert_eq!(out.stdout_text().trim(), "travelled");
+            restored.stop().await.unwrap();
+            Sandbox::remove("restored").await.unwrap();
         })
         .await;
+    drop(base);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,9 +647,151 @@ async fn a_pull_cancelled_as_it_starts_leaves_nothing() {
         .await;
 }
 
+/// A full snapshot (VM state and sparse RAM besides its upper) travels as
+/// four data layers and lands verified, holes kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_snapshot_travels_with_its_vm_files() {
+    use common::artifacts::{allocated, make_full};
+    use common::registry::repin;
+    use microsandbox::{Snapshot, SnapshotKind};
+
+    let registry = TestRegistry::start(RegistryOpts::default());
+    let reference = format!("{}/snaps/full:1", registry.host());
+    let source = TestHome::new();
+    let docker = docker_config(&source, &registry.host(), None);
+    let snap = config(&source, &docker)
+        .scope(async {
+            let image = load_busybox_image(&source).await;
+            let dir = source.snapshots_dir().join("live");
+            make_full(&dir);
+            let snap = repin(&dir, &image.reference, &image.manifest_digest);
+            Snapshot::reindex_default().await.unwrap();
+            Snapshot::push("live", &reference).await.unwrap();
+            snap
+        })
+        .await;
+    let (manifest, _) = registry.skopeo_raw(&reference);
+    let titles: Vec<_> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["annotations"]["org.opencontainers.image.title"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "manifest.json",
+            "vm.json.tar.zst",
+            "vm.state.tar.zst",
+            "vm.ram.tar.zst",
+            "upper.ext4.tar.zst"
+        ]
+    );
+
+    let target = TestHome::new();
+    let docker = docker_config(&target, &registry.host(), None);
+    config(&target, &docker)
+        .scope(async {
+            let pulled = Snapshot::pull(&reference, None).await.unwrap();
+            assert_eq!(pulled.digest(), snap.digest());
+            let landed = Snapshot::open(pulled.path().to_string_lossy().into_owned())
+                .await
+                .unwrap();
+            assert_eq!(landed.kind(), SnapshotKind::Full);
+            let report = landed.verify().await.unwrap();
+            assert!(
+                matches!(
+                    report.upper,
+                    microsandbox::UpperVerifyStatus::Verified { .. }
+                ),
+                "{report:?}"
+            );
+            let ram = pulled.path().join("vm.ram");
+            assert_eq!(
+                std::fs::read(&ram).unwrap(),
+                std::fs::read(snap.path().join("vm.ram")).unwrap()
+            );
+            // Sparse: the 64 MiB RAM holds 3 MiB of data and lands as such.
+            assert!(
+                allocated(&ram) < 8 << 20,
+                "{} bytes allocated",
+                allocated(&ram)
+            );
+        })
+        .await;
+
+    // An artifact whose blobs are sound but which lies about its snapshot
+    // (another digest) is refused by import's checks, and leaves nothing:
+    // no snapshot, no index row, no image, no staging.
+    let mut lying = manifest.clone();
+    lying["annotations"]["dev.microsandbox.snapshot.digest"] =
+        format!("sha256:{}", "cd".repeat(32)).into();
+    lying["annotations"]["dev.microsandbox.snapshot.name"] = "liar".into();
+    put_manifest(
+        &registry,
+        "snaps/full",
+        "lying",
+        "application/vnd.oci.image.manifest.v1+json",
+        &lying.to_string(),
+    );
+    // Refused before the missing image was fetched: no image either.
+    snapshot_pull_leaves_nothing(&registry.host(), "snaps/full:lying", "snapshot is invalid").await;
+}
+
+/// A snapshot of an image pulled from a registry references that image
+/// where it came from (pinned by digest) instead of pushing it again; a
+/// pull fetches it from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_a_pulled_image_points_at_its_origin() {
+    use common::artifacts::make_artifact;
+    use common::registry::repin;
+    use microsandbox::Snapshot;
+    use microsandbox::snapshot::remote::SNAPSHOT_IMAGE_ANNOTATION;
+
+    let (registry, _) = registry_with_busybox(RegistryOpts::default());
+    let origin = format!("{}/busybox:1", registry.host());
+    let reference = format!("{}/snaps/origin:1", registry.host());
+    let source = TestHome::new();
+    let docker = docker_config(&source, &registry.host(), None);
+    let image = config(&source, &docker)
+        .scope(async {
+            let image = Image::pull(&origin).await.unwrap();
+            let dir = source.snapshots_dir().join("base");
+            make_artifact(&dir, 5, None, None);
+            repin(&dir, &image.reference, &image.manifest_digest);
+            Snapshot::push("base", &reference).await.unwrap();
+            image
+        })
+        .await;
+    let (manifest, _) = registry.skopeo_raw(&reference);
+    let pinned = format!("{}/busybox@{}", registry.host(), image.manifest_digest);
+    assert_eq!(
+        manifest["annotations"][SNAPSHOT_IMAGE_ANNOTATION],
+        pinned.as_str()
+    );
+
+    let target = TestHome::new();
+    let docker = docker_config(&target, &registry.host(), None);
+    config(&target, &docker)
+        .scope(async {
+            Snapshot::pull(&reference, None).await.unwrap();
+            let images = Image::list().await.unwrap();
+            assert_eq!(images.len(), 1);
+            assert_eq!(images[0].manifest_digest, image.manifest_digest);
+            assert_eq!(images[0].origin.as_deref(), Some(pinned.as_str()));
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_push_authenticates_with_docker_credentials() {
     use common::artifacts::make_artifact;
+    use common::registry::repin;
     use microsandbox::Snapshot;
 
     let opts = RegistryOpts {
@@ -505,7 +805,10 @@ async fn a_snapshot_push_authenticates_with_docker_credentials() {
         let docker = docker_config(&home, &registry.host(), creds);
         config(&home, &docker)
             .scope(async {
-                make_artifact(&home.snapshots_dir().join("base"), 7, None, None);
+                let image = load_busybox_image(&home).await;
+                let dir = home.snapshots_dir().join("base");
+                make_artifact(&dir, 7, None, None);
+                repin(&dir, &image.reference, &image.manifest_digest);
                 Snapshot::reindex_default().await.unwrap();
                 let pushed = Snapshot::push("base", &reference).await;
                 if ok {
@@ -516,4 +819,11 @@ async fn a_snapshot_push_authenticates_with_docker_credentials() {
             })
             .await;
     }
+    // The artifact and the image it carried are both behind the same auth.
+    let (manifest, _) = registry.skopeo_raw(&reference);
+    let image = manifest["annotations"]["dev.microsandbox.snapshot.image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    registry.skopeo_raw(&image);
 }

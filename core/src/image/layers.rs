@@ -3,10 +3,18 @@
 //! honoured (`.wh.<name>` removes `<name>` from lower layers; `.wh..wh..opq`
 //! empties its directory of lower-layer content). Whiteouts of a layer are
 //! applied before its other entries, whatever their order in the tar.
+//! Directory times are set once every layer is in ([`settle_dir_times`]),
+//! so the tree, and the root disk built from it, is the same on every
+//! machine.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::AT_FDCWD;
+use nix::sys::stat::{UtimensatFlags, utimensat};
+use nix::sys::time::TimeSpec;
 
 use super::archive::{decompressed, safe_relative};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
@@ -14,8 +22,19 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
-/// Apply the layer blob at `layer` on top of `root`.
-pub(crate) fn apply_layer(layer: &Path, root: &Path) -> MicrosandboxResult<()> {
+/// The mtimes the layers' tars give their directories, by path inside the
+/// root (the last layer's wins). Unpacking into a directory moves its
+/// mtime to the time of the load, so they are applied at the end.
+#[derive(Default)]
+pub(crate) struct DirTimes(BTreeMap<PathBuf, u64>);
+
+/// Apply the layer blob at `layer` on top of `root`, noting the mtimes its
+/// directories ask for in `dir_times`.
+pub(crate) fn apply_layer(
+    layer: &Path,
+    root: &Path,
+    dir_times: &mut DirTimes,
+) -> MicrosandboxResult<()> {
     let invalid = |reason: String| MicrosandboxError::ArchiveInvalid {
         path: layer.to_path_buf(),
         reason,
@@ -56,6 +75,11 @@ pub(crate) fn apply_layer(layer: &Path, root: &Path) -> MicrosandboxResult<()> {
         {
             remove_any(&dest)?;
         }
+        if kind.is_dir() {
+            dir_times
+                .0
+                .insert(path.clone(), entry.header().mtime().unwrap_or(0));
+        }
         entry.set_preserve_mtime(true);
         entry.unpack_in(root).map_err(|e| {
             invalid(format!(
@@ -66,6 +90,39 @@ pub(crate) fn apply_layer(layer: &Path, root: &Path) -> MicrosandboxResult<()> {
         })?;
         Ok(())
     })
+}
+
+/// Give every directory under `root` (and `root`) the mtime its layers
+/// asked for, or 0 for one no tar entry named: a directory's time must not
+/// depend on when the image was loaded.
+pub(crate) fn settle_dir_times(root: &Path, dir_times: &DirTimes) -> MicrosandboxResult<()> {
+    fn visit(root: &Path, rel: &Path, dir_times: &DirTimes) -> MicrosandboxResult<()> {
+        let dir = root.join(rel);
+        let entries = fs::read_dir(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| MicrosandboxError::io(&dir, e))?;
+            let is_dir = entry
+                .file_type()
+                .map_err(|e| MicrosandboxError::io(entry.path(), e))?
+                .is_dir();
+            if is_dir {
+                visit(root, &rel.join(entry.file_name()), dir_times)?;
+            }
+        }
+        // After the children: setting theirs does not touch this one's, but
+        // visiting them first keeps the rule obvious.
+        let secs = dir_times.0.get(rel).copied().unwrap_or(0);
+        let time = TimeSpec::new(i64::try_from(secs).unwrap_or(0), 0);
+        utimensat(
+            AT_FDCWD,
+            &dir,
+            &time,
+            &time,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| MicrosandboxError::io(&dir, e.into()))
+    }
+    visit(root, Path::new(""), dir_times)
 }
 
 fn for_each_entry(
@@ -200,8 +257,9 @@ mod tests {
                 ("opt/.wh..wh..opq", Some(b"")),
             ],
         );
-        apply_layer(&base, &root).unwrap();
-        apply_layer(&top, &root).unwrap();
+        let mut times = DirTimes::default();
+        apply_layer(&base, &root, &mut times).unwrap();
+        apply_layer(&top, &root, &mut times).unwrap();
         assert!(root.join("etc/keep").exists());
         assert!(!root.join("etc/gone").exists());
         assert!(!root.join("opt/old").exists());
@@ -210,16 +268,42 @@ mod tests {
     }
 
     #[test]
+    fn directory_times_come_from_the_layers_not_the_load() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let mut times = DirTimes::default();
+        let files = [
+            ("etc/", None),
+            ("etc/keep", Some(&b"k"[..])),
+            ("implicit/x", Some(&b"x"[..])),
+        ];
+        apply_layer(&layer(dir.path(), "l1", &files), &root, &mut times).unwrap();
+        let mtime = |p: &str| fs::metadata(root.join(p)).unwrap().mtime();
+        assert!(mtime("etc") > 0, "unpacking into etc moved its time");
+        settle_dir_times(&root, &times).unwrap();
+        assert_eq!((mtime(""), mtime("etc"), mtime("implicit")), (0, 0, 0));
+    }
+
+    #[test]
     fn a_file_can_replace_a_directory() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         fs::create_dir(&root).unwrap();
+        let mut times = DirTimes::default();
         apply_layer(
             &layer(dir.path(), "l1", &[("x/", None), ("x/y", Some(b"1"))]),
             &root,
+            &mut times,
         )
         .unwrap();
-        apply_layer(&layer(dir.path(), "l2", &[("x", Some(b"file"))]), &root).unwrap();
+        apply_layer(
+            &layer(dir.path(), "l2", &[("x", Some(b"file"))]),
+            &root,
+            &mut times,
+        )
+        .unwrap();
         assert_eq!(fs::read(root.join("x")).unwrap(), b"file");
     }
 }

@@ -233,16 +233,18 @@ pub(crate) fn build_lower(
     if !lower.is_file() {
         let rootfs = tmp.join("rootfs");
         fs::create_dir_all(&rootfs).map_err(|e| MicrosandboxError::io(&rootfs, e))?;
+        let mut dir_times = layers::DirTimes::default();
         for blob in layer_blobs {
             control.check()?;
-            layers::apply_layer(blob, &rootfs)?;
+            layers::apply_layer(blob, &rootfs, &mut dir_times)?;
             tracker
                 .advance(blob_size(blob))
                 .map_err(|e| MicrosandboxError::io(blob, e))?;
         }
+        layers::settle_dir_times(&rootfs, &dir_times)?;
         control.check()?;
         let built = tmp.join("lower.erofs");
-        make_erofs(&rootfs, &built)?;
+        make_erofs(&rootfs, &built, manifest_digest)?;
         control.check()?;
         let dir = home.images_dir().join("lower");
         fs::create_dir_all(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
@@ -621,11 +623,60 @@ fn read_config(home: &MsbHome, config_digest: &str) -> RuntimeConfig {
     }
 }
 
-/// Build an uncompressed EROFS image of `rootfs` at `out` with `mkfs.erofs`.
-fn make_erofs(rootfs: &Path, out: &Path) -> MicrosandboxResult<()> {
+/// Offset of the EROFS superblock, and of its build time (seconds, u64,
+/// then nanoseconds, u32) inside it.
+const EROFS_SUPERBLOCK: u64 = 1024;
+const EROFS_MAGIC: u32 = 0xE0F5_E1E2;
+const EROFS_BUILD_TIME: u64 = EROFS_SUPERBLOCK + 24;
+
+/// Build an uncompressed EROFS image of `rootfs` at `out` with
+/// `mkfs.erofs`, the same bytes on every machine for the same tree: a
+/// full-VM snapshot's page cache holds blocks of the root disk, so a root
+/// disk rebuilt elsewhere (an image pulled again from a registry) must not
+/// differ from the one it was captured over. Three things of mkfs.erofs
+/// vary between runs: the filesystem UUID (given: derived from
+/// `manifest_digest`), the superblock's build time, and the superblock
+/// checksum over it. Every inode is written extended, so each keeps its
+/// own mtime and none borrows the build time; the checksum is left out
+/// (`nosbcrc`) and the build time is then zeroed in place, which
+/// mkfs.erofs 1.5 cannot do without also forcing every file's time.
+fn make_erofs(rootfs: &Path, out: &Path, manifest_digest: &str) -> MicrosandboxResult<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let hex = sha256_hex(manifest_digest);
+    let uuid = format!(
+        "-U{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
     crate::tools::run_tool(
         "mkfs.erofs",
-        [OsStr::new("--quiet"), out.as_os_str(), rootfs.as_os_str()],
+        [
+            OsStr::new("--quiet"),
+            OsStr::new(&uuid),
+            OsStr::new("-Enosbcrc,force-inode-extended"),
+            out.as_os_str(),
+            rootfs.as_os_str(),
+        ],
         "erofs-utils",
-    )
+    )?;
+    let io = |e| MicrosandboxError::io(out, e);
+    let mut disk = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(out)
+        .map_err(io)?;
+    let mut magic = [0u8; 4];
+    disk.seek(SeekFrom::Start(EROFS_SUPERBLOCK)).map_err(io)?;
+    disk.read_exact(&mut magic).map_err(io)?;
+    if u32::from_le_bytes(magic) != EROFS_MAGIC {
+        return Err(MicrosandboxError::Runtime(format!(
+            "mkfs.erofs wrote {} without an EROFS superblock",
+            out.display()
+        )));
+    }
+    disk.seek(SeekFrom::Start(EROFS_BUILD_TIME)).map_err(io)?;
+    disk.write_all(&[0u8; 12]).map_err(io)
 }

@@ -1,5 +1,6 @@
-//! Pulling images from OCI registries into the image store, and moving
-//! single-file artifacts (snapshots) through them ([`artifact`]).
+//! Pulling images from OCI registries into the image store, pushing them
+//! back ([`push`]), and the pieces snapshots travel with: a [`session`]
+//! with one repository and our own OCI artifacts ([`artifact`]).
 //!
 //! A pull resolves a Docker-style reference (`python` →
 //! `docker.io/library/python:latest`), fetches its manifest (an OCI or
@@ -14,12 +15,15 @@
 //! [`transport`] for why).
 
 mod artifact;
+mod push;
+mod session;
 mod transport;
 
 pub(crate) use artifact::{
-    ArtifactUpload, existing_blocking as existing_artifact_blocking,
-    pull_blocking as pull_artifact_blocking, push_blocking as push_artifact_blocking,
+    ArtifactLayer, EMPTY_CONFIG, OCI_MANIFEST, artifact_manifest, parse_artifact, sha256_of,
 };
+pub(crate) use push::{push_image, pushable_blobs};
+pub(crate) use session::Session;
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -95,7 +99,7 @@ pub fn normalise_reference(reference: &str) -> MicrosandboxResult<String> {
     parse_reference(reference).map(|r| r.whole())
 }
 
-fn parse_reference(reference: &str) -> MicrosandboxResult<Reference> {
+pub(crate) fn parse_reference(reference: &str) -> MicrosandboxResult<Reference> {
     reference.parse::<Reference>().map_err(|e| {
         MicrosandboxError::InvalidConfig(format!("'{reference}' is not an image reference: {e}"))
     })
@@ -138,7 +142,7 @@ pub(crate) fn pull_blocking(
 
 /// Run registry I/O from a blocking thread: on the caller's Tokio runtime,
 /// or on a small one of its own.
-fn run_async<T>(
+pub(crate) fn run_async<T>(
     work: impl std::future::Future<Output = MicrosandboxResult<T>>,
 ) -> MicrosandboxResult<T> {
     match tokio::runtime::Handle::try_current() {
@@ -181,15 +185,17 @@ struct ImageManifest {
     layers: Vec<Blob>,
 }
 
-#[derive(Deserialize, Clone)]
-struct Blob {
-    digest: String,
-    size: u64,
+/// A blob a manifest names.
+#[derive(Debug, Deserialize, Clone)]
+pub(crate) struct Blob {
+    pub digest: String,
+    pub size: u64,
     #[serde(rename = "mediaType", default)]
-    media_type: String,
+    pub media_type: String,
 }
 
-async fn pull_async(
+/// Pull `reference` into the store (the async body of [`Image::pull`]).
+pub(crate) async fn pull_async(
     home: &MsbHome,
     reference: &Reference,
     control: &Control,
@@ -327,16 +333,14 @@ async fn pull_async(
     )
 }
 
-/// The raw manifest `reference` names and its digest (checked by the
-/// client against a digest reference).
+/// The raw manifest `reference` names and its digest, never more than
+/// [`MAX_MANIFEST_BYTES`] read (the caller checks the digest).
 async fn fetch_manifest(
     conn: &Connection,
     reference: &Reference,
 ) -> Result<(Vec<u8>, String), oci_client::errors::OciDistributionError> {
-    conn.client
-        .pull_manifest_raw(reference, &conn.auth, MANIFEST_MEDIA_TYPES)
+    conn.fetch_manifest(reference, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES)
         .await
-        .map(|(bytes, digest)| (bytes.to_vec(), digest))
 }
 
 /// The digest a manifest's bytes must have.

@@ -16,7 +16,8 @@ use base64::Engine;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 
 use crate::error::MicrosandboxError;
@@ -34,6 +35,14 @@ pub(crate) struct Connection {
     pub auth: RegistryAuth,
     /// Whether plain HTTP may be tried after TLS fails.
     pub insecure: bool,
+    /// A plain HTTP client with the same TLS settings, for the one request
+    /// `oci-client` cannot bound: a manifest, read at most
+    /// [`MAX_MANIFEST_BYTES`](super::MAX_MANIFEST_BYTES).
+    http: reqwest::Client,
+    /// `https`, or `http` for an insecure host's fallback.
+    scheme: &'static str,
+    /// The `Authorization` header of manifest requests, found once.
+    authorization: tokio::sync::OnceCell<Option<HeaderValue>>,
 }
 
 impl Connection {
@@ -44,11 +53,14 @@ impl Connection {
         reference: &Reference,
     ) -> Result<Self, MicrosandboxError> {
         let registry = reference.resolve_registry().to_string();
-        let client = build_client(settings, reference, ClientProtocol::Https)?;
+        let (client, http) = build_client(settings, reference, ClientProtocol::Https)?;
         Ok(Self {
             client,
             auth: docker_credentials(settings, reference.registry()),
             insecure: settings.is_insecure(&registry) || settings.is_insecure(reference.registry()),
+            http,
+            scheme: "https",
+            authorization: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -60,15 +72,121 @@ impl Connection {
         reference: &Reference,
     ) -> Result<Self, MicrosandboxError> {
         let registry = reference.resolve_registry().to_string();
+        let (client, http) = build_client(
+            settings,
+            reference,
+            ClientProtocol::HttpsExcept(vec![registry]),
+        )?;
         Ok(Self {
-            client: build_client(
-                settings,
-                reference,
-                ClientProtocol::HttpsExcept(vec![registry]),
-            )?,
+            client,
             auth: self.auth.clone(),
             insecure: self.insecure,
+            http,
+            scheme: "http",
+            authorization: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The raw manifest `reference` names (one of `accept`) and its digest
+    /// (the registry's `Docker-Content-Digest`, else the one asked for,
+    /// else its hash). A body over `limit` bytes is refused by its
+    /// `Content-Length` before it is read, and one without a length as soon
+    /// as it passes the limit: a hostile registry cannot make us hold more.
+    pub(crate) async fn fetch_manifest(
+        &self,
+        reference: &Reference,
+        accept: &[&str],
+        limit: usize,
+    ) -> Result<(Vec<u8>, String), OciDistributionError> {
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme,
+            reference.resolve_registry(),
+            reference.repository(),
+            reference
+                .digest()
+                .unwrap_or_else(|| reference.tag().unwrap_or("latest")),
+        );
+        let mut request = self.http.get(&url).header(ACCEPT, accept.join(", "));
+        if let Some(value) = self.authorization(reference).await? {
+            request = request.header(AUTHORIZATION, value);
+        }
+        let mut response = request.send().await?;
+        let status = response.status();
+        let over = |n: u64| {
+            OciDistributionError::GenericError(Some(format!(
+                "its manifest is {n} bytes or more, over the {limit}-byte limit"
+            )))
+        };
+        let limit_here = if status.is_success() { limit } else { 64 << 10 };
+        if status.is_success()
+            && let Some(length) = response.content_length()
+            && length > limit as u64
+        {
+            return Err(over(length));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > limit_here {
+                if status.is_success() {
+                    return Err(over(body.len() as u64));
+                }
+                break;
+            }
+        }
+        match status.as_u16() {
+            200 => {}
+            401 => return Err(OciDistributionError::UnauthorizedError { url }),
+            code => {
+                return Err(OciDistributionError::ServerError {
+                    code,
+                    url,
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                });
+            }
+        }
+        let digest = response
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| reference.digest().map(str::to_string))
+            .unwrap_or_else(|| crate::digest::sha256_digest_string(&body));
+        Ok((body, digest))
+    }
+
+    /// `Bearer <token>` (the registry's challenge answered by `oci-client`),
+    /// or `Basic` with the configured credentials, or nothing.
+    async fn authorization(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<HeaderValue>, OciDistributionError> {
+        self.authorization
+            .get_or_try_init(|| async {
+                let token = self
+                    .client
+                    .auth(reference, &self.auth, RegistryOperation::Pull)
+                    .await?;
+                let value = match (token, &self.auth) {
+                    (Some(token), _) => format!("Bearer {token}"),
+                    (None, RegistryAuth::Basic(user, password)) => {
+                        let pair = format!("{user}:{password}");
+                        format!(
+                            "Basic {}",
+                            base64::engine::general_purpose::STANDARD.encode(pair)
+                        )
+                    }
+                    (None, _) => return Ok(None),
+                };
+                HeaderValue::from_str(&value).map(Some).map_err(|_| {
+                    OciDistributionError::GenericError(Some(
+                        "the credentials are not a valid header".into(),
+                    ))
+                })
+            })
+            .await
+            .cloned()
     }
 }
 
@@ -76,7 +194,7 @@ fn build_client(
     settings: &RegistrySettings,
     reference: &Reference,
     protocol: ClientProtocol,
-) -> Result<Client, MicrosandboxError> {
+) -> Result<(Client, reqwest::Client), MicrosandboxError> {
     install_crypto_provider();
     let mut extra_root_certificates = Vec::new();
     if let Some(ca) = &settings.ca_file {
@@ -91,6 +209,17 @@ fn build_client(
             data: pem,
         });
     }
+    let mut http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT);
+    for cert in &extra_root_certificates {
+        let certs = reqwest::Certificate::from_pem_bundle(&cert.data)
+            .map_err(|e| registry_error(reference, &e.into()))?;
+        http = http.tls_certs_merge(certs);
+    }
+    let http = http
+        .build()
+        .map_err(|e| registry_error(reference, &e.into()))?;
     let config = ClientConfig {
         protocol,
         extra_root_certificates,
@@ -98,9 +227,13 @@ fn build_client(
         read_timeout: Some(READ_TIMEOUT),
         // We pick the platform ourselves, from the raw index.
         platform_resolver: None,
+        // A blob goes as one PUT whose body streams from its file: two
+        // requests a blob, where chunks take one more per 4 MiB.
+        use_monolithic_push: true,
         ..ClientConfig::default()
     };
-    Client::try_from(config).map_err(|e| registry_error(reference, &e))
+    let client = Client::try_from(config).map_err(|e| registry_error(reference, &e))?;
+    Ok((client, http))
 }
 
 /// `rustls` needs one process-wide crypto provider; `ring` is ours (a
@@ -219,6 +352,10 @@ pub(crate) fn registry_error(
         }
         | OciDistributionError::AuthenticationFailure(_)
         | OciDistributionError::UnauthorizedError { .. } => refused(),
+        OciDistributionError::GenericError(Some(reason)) => MicrosandboxError::Registry {
+            reference: reference_text.clone(),
+            reason: reason.clone(),
+        },
         _ => MicrosandboxError::Registry {
             reference: reference_text.clone(),
             reason: error_chain(err),

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use microsandbox::snapshot::integrity::upper_digest_blocking;
 use microsandbox::snapshot::manifest::{
     ImageRef, MANIFEST_SCHEMA, Manifest, SnapshotFormat, UpperIntegrity, UpperLayer,
+    sha256_digest_string,
 };
+use microsandbox::snapshot::{MachineShape, VmFile, VmSection};
 use microsandbox::{IntegrityAlgorithm, Snapshot};
 
 pub const IMAGE_DIGEST: &str =
@@ -133,4 +135,57 @@ pub fn tree(root: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// RAM of the synthetic full artifacts, in MiB.
+pub const FULL_RAM_MIB: u32 = 64;
+
+fn vm_file(dir: &Path, name: &str) -> VmFile {
+    let path = dir.join(name);
+    let algorithm = IntegrityAlgorithm::MerkleSha256V1;
+    VmFile {
+        file: name.into(),
+        size_bytes: fs::metadata(&path).unwrap().len(),
+        integrity: UpperIntegrity {
+            algorithm: algorithm.name().into(),
+            digest: upper_digest_blocking(&path, algorithm, None).unwrap(),
+        },
+    }
+}
+
+/// Turn the disk artifact in `dir` into a full one, as a capture writes it.
+pub fn make_full(dir: &Path) -> Snapshot {
+    make_artifact(dir, 3, None, Some(IntegrityAlgorithm::MerkleSha256V1));
+    fs::write(dir.join("vm.state"), vec![0x5a; 70_000]).unwrap();
+    let ram = File::create(dir.join("vm.ram")).unwrap();
+    ram.set_len(u64::from(FULL_RAM_MIB) << 20).unwrap();
+    ram.write_all_at(&[7u8; 3 << 20], 5 << 20).unwrap();
+    ram.write_all_at(b"top of RAM", (u64::from(FULL_RAM_MIB) << 20) - 10)
+        .unwrap();
+    drop(ram);
+    let vm = VmSection {
+        machine: MachineShape {
+            qemu: "7.2.22".into(),
+            machine: "microvm".into(),
+            accel: "tcg".into(),
+            cpu: "qemu64".into(),
+            memory_mib: FULL_RAM_MIB,
+            cpus: 1,
+            devices: 1,
+            protocol: 3,
+        },
+        state: vm_file(dir, "vm.state"),
+        ram: vm_file(dir, "vm.ram"),
+        env: BTreeMap::from([("PATH".into(), "/bin".into())]),
+        working_dir: "/".into(),
+    };
+    let vm_bytes = vm.canonical_bytes();
+    fs::write(dir.join("vm.json"), &vm_bytes).unwrap();
+    let mut manifest: Manifest =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    manifest
+        .labels
+        .insert("msb.vm".into(), sha256_digest_string(&vm_bytes));
+    fs::write(dir.join("manifest.json"), manifest.canonical_bytes()).unwrap();
+    Snapshot::open_dir(dir).unwrap()
 }

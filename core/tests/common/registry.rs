@@ -203,6 +203,47 @@ impl TestRegistry {
             .count()
     }
 
+    /// Blob files in the registry's storage (one per stored blob, manifests
+    /// included): `docker/registry/v2/blobs/sha256/*/*/data`.
+    pub fn stored_blobs(&self) -> usize {
+        let root = self
+            .dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256");
+        let mut n = 0;
+        for prefix in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            for blob in std::fs::read_dir(prefix.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                n += usize::from(blob.path().join("data").is_file());
+            }
+        }
+        n
+    }
+
+    /// How many blob uploads the registry has started (`POST …/blobs/uploads/`).
+    pub fn uploads(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"POST /v2/") && l.contains("/blobs/uploads/"))
+            .count()
+    }
+
+    /// `skopeo inspect --raw` of `reference`: the manifest's bytes, and
+    /// their digest.
+    pub fn skopeo_raw(&self, reference: &str) -> (serde_json::Value, String) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+        if let Some((user, pass)) = &self.opts.auth {
+            cmd.arg(format!("--creds={user}:{pass}"));
+        }
+        let raw = run(cmd.arg(format!("docker://{reference}")));
+        let digest = microsandbox::digest::sha256_digest_string(raw.as_bytes());
+        (serde_json::from_str(&raw).unwrap(), digest)
+    }
+
     /// A request with curl (for what skopeo cannot do, e.g. an oversized
     /// manifest); returns stdout.
     pub fn curl(&self, args: &[&str]) -> String {
@@ -236,6 +277,11 @@ pub enum Spoil {
     /// Pad the body with 5 MiB of trailing spaces (still the same JSON),
     /// dropping the digest header.
     Oversize,
+    /// Send the body with no `Content-Length` (delimited by the close),
+    /// followed by spaces without end until the client stops reading: a
+    /// client that reads a whole manifest before checking its size never
+    /// returns.
+    Endless,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of a plain-HTTP registry: one request
@@ -336,6 +382,25 @@ fn serve_one(
                     response = format!("{}\r\n\r\n", lines.join("\r\n")).into_bytes();
                     response.extend_from_slice(&body);
                 }
+                Spoil::Endless => {
+                    let head = String::from_utf8_lossy(&response[..end]).into_owned();
+                    let lines: Vec<&str> = head
+                        .split("\r\n")
+                        .filter(|l| {
+                            let l = l.to_ascii_lowercase();
+                            !l.starts_with("content-length:")
+                                && !l.starts_with("docker-content-digest:")
+                        })
+                        .collect();
+                    client.write_all(format!("{}\r\n\r\n", lines.join("\r\n")).as_bytes())?;
+                    client.write_all(&response[body..])?;
+                    let spaces = [b' '; 64 << 10];
+                    // Until the client hangs up (a write fails), or 1 GiB.
+                    for _ in 0..(1 << 14) {
+                        client.write_all(&spaces)?;
+                    }
+                    return client.shutdown(Shutdown::Both);
+                }
                 Spoil::Corrupt => {
                     let last = response.len() - 1;
                     response[last] ^= 0xff;
@@ -350,4 +415,19 @@ fn serve_one(
     }
     client.write_all(&response)?;
     client.shutdown(Shutdown::Both)
+}
+
+/// Rewrite the manifest of the artifact in `dir` to pin the image
+/// `reference` @ `digest` (one of the home's), and open it: an artifact
+/// made without a VM that a push can carry with its image.
+pub fn repin(dir: &Path, reference: &str, digest: &str) -> microsandbox::Snapshot {
+    use microsandbox::snapshot::manifest::{ImageRef, Manifest};
+    let path = dir.join("manifest.json");
+    let mut manifest = Manifest::parse(&std::fs::read(&path).unwrap(), &path).unwrap();
+    manifest.image = ImageRef {
+        reference: reference.into(),
+        manifest_digest: digest.into(),
+    };
+    std::fs::write(&path, manifest.canonical_bytes()).unwrap();
+    microsandbox::Snapshot::open_dir(dir).unwrap()
 }

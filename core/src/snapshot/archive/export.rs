@@ -241,40 +241,122 @@ fn write_entries(
             ranges,
         } in files
         {
-            let segments: Vec<Segment> = ranges
-                .iter()
-                .map(|&(offset, len)| Segment { offset, len })
-                .collect();
-            tar.sparse(
+            let mut out = SyncedSink {
+                file,
+                unsynced: &mut unsynced,
+            };
+            write_sparse(
+                &mut tar,
                 &format!("{dir}/{name}"),
+                data,
                 *size,
-                &segments,
-                |out, segment| {
-                    let mut done = 0;
-                    while done < segment.len {
-                        let n = (segment.len - done).min(buf.len() as u64) as usize;
-                        data.read_exact_at(&mut buf[..n], segment.offset + done)?;
-                        out.write_all(&buf[..n])?;
-                        tracker.advance(n as u64)?;
-                        done += n as u64;
-                        // Synced as it goes, so the final fsync cannot outlast
-                        // a cancellation by much.
-                        unsynced += n;
-                        if unsynced >= SYNC_EVERY {
-                            file.sync_data()?;
-                            unsynced = 0;
-                        }
-                    }
-                    Ok(())
-                },
+                ranges,
+                &mut buf,
+                tracker,
+                &mut out,
             )?;
         }
     }
     tar.finish()?.flush()
 }
 
+/// Syncs the archive file every [`SYNC_EVERY`] bytes of data, so the
+/// final fsync cannot outlast a cancellation by much.
+struct SyncedSink<'f> {
+    file: &'f File,
+    unsynced: &'f mut usize,
+}
+
+impl SyncedSink<'_> {
+    fn wrote(&mut self, n: usize) -> io::Result<()> {
+        *self.unsynced += n;
+        if *self.unsynced >= SYNC_EVERY {
+            self.file.sync_data()?;
+            *self.unsynced = 0;
+        }
+        Ok(())
+    }
+}
+
+/// One data file (`size` bytes of `data`, its non-zero `ranges`) as a GNU
+/// sparse entry `name`: holes stay holes.
+#[allow(clippy::too_many_arguments)]
+fn write_sparse<W: Write>(
+    tar: &mut TarWriter<W>,
+    name: &str,
+    data: &File,
+    size: u64,
+    ranges: &[(u64, u64)],
+    buf: &mut [u8],
+    tracker: &ProgressTracker,
+    sink: &mut SyncedSink,
+) -> io::Result<()> {
+    let segments: Vec<Segment> = ranges
+        .iter()
+        .map(|&(offset, len)| Segment { offset, len })
+        .collect();
+    tar.sparse(name, size, &segments, |out, segment| {
+        let mut done = 0;
+        while done < segment.len {
+            let n = (segment.len - done).min(buf.len() as u64) as usize;
+            data.read_exact_at(&mut buf[..n], segment.offset + done)?;
+            out.write_all(&buf[..n])?;
+            tracker.advance(n as u64)?;
+            done += n as u64;
+            sink.wrote(n)?;
+        }
+        Ok(())
+    })
+}
+
+/// Write the data file `name` of `snap` (`size` bytes) to `out` as a
+/// zstd-compressed tar holding that one sparse entry,
+/// `snapshots/<digest hex>/<name>`, with time 0: the same file always
+/// gives the same bytes (the registry form of a snapshot's files).
+pub(crate) fn write_file_blob(
+    snap: &Snapshot,
+    name: &str,
+    size: u64,
+    out: &File,
+    tracker: &ProgressTracker,
+) -> MicrosandboxResult<()> {
+    let planned = PlannedFile::open(snap, name, size)?;
+    let path = snap.path().join(name);
+    let io_err = |e| MicrosandboxError::io(&path, e);
+    let sink = BufWriter::with_capacity(1 << 20, out.try_clone().map_err(io_err)?);
+    let mut encoder = zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL).map_err(io_err)?;
+    // Multithreaded zstd output does not depend on the worker count; it is
+    // never run single-threaded (whose output differs), so digests agree.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    encoder.multithread(threads).map_err(io_err)?;
+    encoder.include_checksum(true).map_err(io_err)?;
+    let mut tar = TarWriter::new(encoder, 0);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut unsynced = 0;
+    let mut synced = SyncedSink {
+        file: out,
+        unsynced: &mut unsynced,
+    };
+    let entry = format!("{}/{name}", snapshot_dir_entry(snap.digest()));
+    write_sparse(
+        &mut tar,
+        &entry,
+        &planned.file,
+        size,
+        &planned.ranges,
+        &mut buf,
+        tracker,
+        &mut synced,
+    )
+    .map_err(io_err)?;
+    let sink = tar.finish().and_then(|e| e.finish()).map_err(io_err)?;
+    sink.into_inner().map_err(|e| io_err(e.into_error()))?;
+    out.sync_all().map_err(io_err)?;
+    Ok(())
+}
+
 /// `head` and its ancestors, oldest first, each found through the index.
-fn ancestors_and(home: &MsbHome, head: Snapshot) -> MicrosandboxResult<Vec<Snapshot>> {
+pub(crate) fn ancestors_and(home: &MsbHome, head: Snapshot) -> MicrosandboxResult<Vec<Snapshot>> {
     let mut chain = vec![head];
     while let Some(parent) = chain.last().and_then(|s| s.parent()).map(str::to_string) {
         if chain.iter().any(|s| s.digest() == parent) || chain.len() > 4096 {
@@ -307,7 +389,7 @@ fn ancestors_and(home: &MsbHome, head: Snapshot) -> MicrosandboxResult<Vec<Snaps
 
 /// The names the artifacts land under on import: their index name, else
 /// their directory name; made unique within the archive.
-fn archive_names(home: &MsbHome, chain: &[Snapshot]) -> Vec<ArchivedSnapshot> {
+pub(crate) fn archive_names(home: &MsbHome, chain: &[Snapshot]) -> Vec<ArchivedSnapshot> {
     let mut keys = index::RowKeys::new(home);
     let mut used = std::collections::HashSet::new();
     chain

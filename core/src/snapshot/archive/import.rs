@@ -44,7 +44,6 @@ pub(crate) fn import_blocking(
     dest: Option<&Path>,
     control: &Control,
 ) -> MicrosandboxResult<SnapshotHandle> {
-    let dest_root = dest.map_or_else(|| home.snapshots_dir(), Path::to_path_buf);
     let file = File::open(archive).map_err(|e| MicrosandboxError::io(archive, e))?;
     let total = file
         .metadata()
@@ -73,6 +72,27 @@ pub(crate) fn import_blocking(
         ));
     };
 
+    let handle = land_stream(home, archive, stream, dest, control, || Ok(()))?;
+    tracker.finish();
+    Ok(handle)
+}
+
+/// Land the archive `stream` into `dest` (default: the snapshots
+/// directory) with every check of an import; `archive` names the input in
+/// errors. `before_publish` runs once every check has passed and before
+/// anything is placed (a registry pull fetches a missing image there); its
+/// error fails the landing like any other. Shared by [`import_blocking`]
+/// and a registry pull, which joins a snapshot's blobs back into an
+/// archive stream. Blocking.
+pub(crate) fn land_stream(
+    home: &MsbHome,
+    archive: &Path,
+    stream: impl Read,
+    dest: Option<&Path>,
+    control: &Control,
+    before_publish: impl FnOnce() -> MicrosandboxResult<()>,
+) -> MicrosandboxResult<SnapshotHandle> {
+    let dest_root = dest.map_or_else(|| home.snapshots_dir(), Path::to_path_buf);
     let mut created = CreatedDirs::default();
     created.create(&dest_root)?;
     let staging = publish::staging_dir(&dest_root, "import")?;
@@ -95,8 +115,8 @@ pub(crate) fn import_blocking(
     };
     let index = unpacker.unpack(stream)?;
     let image_staging = unpacker.image_staging.take();
+    before_publish()?;
     let handle = publish(home, &index, staging.path(), image_staging, &dest_root)?;
-    tracker.finish();
     created.keep();
     Ok(handle)
 }

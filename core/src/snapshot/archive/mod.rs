@@ -15,17 +15,21 @@
 //! commits to every manifest it carries; the names they land under come
 //! from `msb-archive.json`. Export lives in [`export`], import (which treats
 //! the archive as hostile) in [`import`] with its checks of the index and
-//! entry names in [`rules`], the tar dialect in [`tarfmt`].
+//! entry names in [`rules`], the tar dialect in [`tarfmt`]. A snapshot
+//! travelling through a registry as separate blobs is written by
+//! [`export::write_file_blob`] and joined back for import by [`joined`].
 
 mod export;
 mod import;
+mod joined;
 mod rules;
 mod tarfmt;
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use export::export_blocking;
+pub(crate) use export::{ancestors_and, archive_names, export_blocking, write_file_blob};
 pub(crate) use import::import_blocking;
+pub(crate) use joined::{SnapshotBlobs, land_blobs};
 
 /// Options of [`Snapshot::export`](crate::Snapshot::export).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,11 +69,11 @@ struct ArchiveIndex {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ArchivedSnapshot {
+pub(crate) struct ArchivedSnapshot {
     /// Manifest digest; the artifact's directory in the archive is its hex.
-    digest: String,
+    pub digest: String,
     /// Bare name the artifact lands under.
-    name: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +91,7 @@ struct ArchivedImage {
 
 use crate::digest::sha256_hex as hex_of;
 
-fn snapshot_dir_entry(digest: &str) -> String {
+pub(crate) fn snapshot_dir_entry(digest: &str) -> String {
     format!("snapshots/{}", hex_of(digest))
 }
 
