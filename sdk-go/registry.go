@@ -1,6 +1,6 @@
 package microsandbox
 
-// Registries (docs/registry.md): pull images by reference, push and pull
+// Registries (docs/registry.md): pull and push images by reference, push and pull
 // snapshots as OCI artifacts, and the reference normalisation every one
 // of them applies. Progress goes to the func of WithProgress; cancelling
 // ctx stops the transfer and leaves nothing behind.
@@ -46,6 +46,21 @@ func (imageFactory) Pull(ctx context.Context, reference string) (*ImageInfo, err
 		return C.msb_image_pull(cfg, tok, r, fn, user, &out)
 	})
 	return imageResult(out, err)
+}
+
+// Push sends the local image referenceOrDigest to target
+// ("host:5000/app:1") as the store holds it, so the registry's manifest
+// digest is the local one (returned). Blobs the registry has are not sent
+// again. Progress phase: "push".
+func (imageFactory) Push(ctx context.Context, referenceOrDigest, target string) (string, error) {
+	k, tg := C.CString(referenceOrDigest), C.CString(target)
+	defer C.free(unsafe.Pointer(k))
+	defer C.free(unsafe.Pointer(tg))
+	var out *C.char
+	err := callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
+		return C.msb_image_push(cfg, tok, k, tg, fn, user, &out)
+	})
+	return stringResult(out, err)
 }
 
 // Push sends the snapshot nameOrPath (name, digest or path) to reference

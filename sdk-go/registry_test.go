@@ -3,7 +3,8 @@ package microsandbox_test
 // Registries, against a real docker-registry on 127.0.0.1 (started by
 // scripts/test-registry.sh for this file) and real VMs: a snapshot pushed
 // from one home is pulled into another and boots with its file; an image
-// seeded with skopeo is pulled; and the errors a registry call can end in.
+// pushed by us (and one seeded by skopeo) is pulled; save, remove; and the
+// errors a registry call can end in.
 
 import (
 	"context"
@@ -127,11 +128,19 @@ func TestSnapshotAndImageThroughARegistry(t *testing.T) {
 	h := vmHome(t)
 	ctx := h.ctx
 
-	// An image seeded by skopeo is pulled into a second home, with its origin.
-	seeded := skopeoPush(t, filepath.Join(h.dir, "busybox.tar"), host+"/busybox:1")
+	// The image, pushed (its digest kept), is pulled into a second home
+	// with its origin.
 	loaded, err := m.Image.Get(ctx, busyboxRef)
 	if err != nil {
 		t.Fatal(err)
+	}
+	imagePushLog := &phaseLog{}
+	seeded, err := m.Image.Push(m.WithProgress(ctx, imagePushLog.record), busyboxRef, host+"/busybox:1")
+	if err != nil || seeded != loaded.ManifestDigest {
+		t.Fatalf("image push: %q %v, local %s", seeded, err, loaded.ManifestDigest)
+	}
+	if got := imagePushLog.phases(t); strings.Join(got, ",") != "push" {
+		t.Fatalf("image push phases %v", got)
 	}
 	hImg := newHome(t)
 	pullLog := &phaseLog{}

@@ -285,6 +285,17 @@ MsbResult msb_image_pull(const struct MsbConfig *config,
                          void *user,
                          char **out_json);
 
+// Push the local image `reference_or_digest` to `target` (`host/repo:tag`),
+// progress phase `push`; its manifest digest into `*out_digest` (free it
+// with `msb_string_free`).
+MsbResult msb_image_push(const struct MsbConfig *config,
+                         const struct MsbCancel *cancel,
+                         const char *reference_or_digest,
+                         const char *target,
+                         MsbProgressFn progress,
+                         void *user,
+                         char **out_digest);
+
 // Write the image `reference_or_digest` to `out_path` as an OCI archive
 // other tools read (progress phase `export`); `out_path` is replaced
 // atomically.

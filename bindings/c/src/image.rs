@@ -1,4 +1,4 @@
-//! Images over the C ABI: load an archive, pull from a registry, save an
+//! Images over the C ABI: load an archive, pull from and push to a registry, save an
 //! OCI archive, remove, build the busybox archive, list and get; results are
 //! the core's `ImageInfo` JSON view (`docs/json.md`).
 
@@ -48,6 +48,29 @@ pub extern "C" fn msb_image_pull(
         let call = call_opts(cancel, progress, user);
         let info = block_on(config, cancel, Image::pull_with(reference, call))?;
         put_json(out_json, &info)
+    })
+}
+
+/// Push the local image `reference_or_digest` to `target` (`host/repo:tag`),
+/// progress phase `push`; its manifest digest into `*out_digest` (free it
+/// with `msb_string_free`).
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn msb_image_push(
+    config: *const MsbConfig,
+    cancel: *const MsbCancel,
+    reference_or_digest: *const c_char,
+    target: *const c_char,
+    progress: MsbProgressFn,
+    user: *mut c_void,
+    out_digest: *mut *mut c_char,
+) -> MsbResult {
+    guard(|| {
+        let key = arg_str(reference_or_digest, "reference_or_digest")?;
+        let target = arg_str(target, "target")?;
+        let call = call_opts(cancel, progress, user);
+        let digest = block_on(config, cancel, Image::push_with(key, target, call))?;
+        put_string(out_digest, digest)
     })
 }
 
