@@ -1,6 +1,6 @@
 /**
- * Images: load an archive (OCI layout or `docker save`) or pull one from a
- * registry, save one, remove, build the busybox archive from the host's busybox-static, list
+ * Images: load an archive (OCI layout or `docker save`), pull from or push
+ * to a registry, save one, remove, build the busybox archive from the host's busybox-static, list
  * and get loaded images; the Docker-style reference normalisation.
  */
 
@@ -82,6 +82,19 @@ export class Image {
    */
   static async buildBusybox(out: string, opts?: { reference?: string; busybox?: string }): Promise<void> {
     await wrap(native.imageBuildBusybox(out, opts?.reference, opts?.busybox));
+  }
+
+  /**
+   * Push the local image `referenceOrDigest` to `target`
+   * (`host:5000/app:1`) as the store holds it, so the registry's manifest
+   * digest is the local one (the resolved value). Blobs the registry has
+   * are not sent again. Progress: `push`.
+   */
+  static async push(referenceOrDigest: string, target: string, opts?: ProgressOptions): Promise<string> {
+    const config = nativeConfig();
+    return cancellable(opts?.signal, (token) =>
+      native.imagePush(config, referenceOrDigest, target, token, progressFn(opts?.onProgress)),
+    );
   }
 
   /**

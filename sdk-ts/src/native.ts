@@ -222,6 +222,7 @@ export interface NativeAddon {
   imageBuildBusybox(out: string, reference: string | undefined, busybox: string | undefined): Promise<void>;
   imagePull(config: C, reference: string, cancel: T, progress: P): Promise<NativeImageInfo>;
   normaliseReference(reference: string): string;
+  imagePush(config: C, referenceOrDigest: string, target: string, cancel: T, progress: P): Promise<string>;
   imageSave(config: C, referenceOrDigest: string, out: string, cancel: T, progress: P): Promise<void>;
   imageRemove(config: C, referenceOrDigest: string): Promise<void>;
   imageGet(config: C, reference: string): Promise<NativeImageInfo>;

@@ -2,8 +2,8 @@
  * Registries, against a real docker-registry on 127.0.0.1 (started by
  * scripts/test-registry.sh for this file) and real VMs: a snapshot pushed
  * from one home is pulled into another and boots with its file; an image
- * seeded with skopeo is pulled with its origin; and the errors a registry
- * call can end in, cancellation included.
+ * pushed by us (and one seeded by skopeo) is pulled with its origin; save,
+ * remove; and the errors a registry call can end in, cancellation included.
  */
 
 import { after, before, test } from "node:test";
@@ -97,8 +97,11 @@ test("a snapshot and an image through a registry, into second homes", async () =
       const loaded = await m.Image.load(archive);
       assert.equal(loaded.origin, null);
 
-      // An image seeded by skopeo, pulled into another home with its origin.
-      const seeded = skopeoPush(archive, `${host}/busybox:1`);
+      // The image, pushed (its digest kept), pulled into another home with its origin.
+      const pushEvents: m.ProgressEvent[] = [];
+      const seeded = await m.Image.push(BUSYBOX_REF, `${host}/busybox:1`, { onProgress: (e) => pushEvents.push(e) });
+      assert.equal(seeded, loaded.manifestDigest);
+      assert.deepEqual(phases(pushEvents), ["push"]);
       await m.withConfig(imageHome.config, async () => {
         const events: m.ProgressEvent[] = [];
         const pulled = await m.Image.pull(`${host}/busybox:1`, { onProgress: (e) => events.push(e) });

@@ -1,5 +1,5 @@
-//! Image entry points: load an archive, pull from a registry or save an
-//! archive (with progress and cancellation), remove, build the busybox
+//! Image entry points: load an archive, pull from or push to a registry,
+//! save an archive (with progress and cancellation), remove, build the busybox
 //! archive from the host's busybox-static, list, get, and the reference
 //! normalisation.
 
@@ -83,6 +83,27 @@ pub fn image_pull<'env>(
         progress,
         |call| Image::pull_with(reference, call),
         |i| Ok(NativeImageInfo::from(i)),
+    )
+}
+
+/// Push a local image to a registry `target` (progress `push`); the
+/// manifest digest.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn image_push<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference_or_digest: String,
+    target: String,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, String>> {
+    spawn_with_call_opts(
+        env,
+        config,
+        cancel,
+        progress,
+        |call| Image::push_with(reference_or_digest, target, call),
+        Ok,
     )
 }
 
