@@ -349,6 +349,10 @@ class Image:
         reference: str, *, progress: _Progress | None = None
     ) -> Coroutine[Any, Any, ImageInfo]: ...
     @staticmethod
+    def push(
+        reference_or_digest: str, target: str, *, progress: _Progress | None = None
+    ) -> Coroutine[Any, Any, str]: ...
+    @staticmethod
     def save(
         reference_or_digest: str, out: _Path, *, progress: _Progress | None = None
     ) -> Coroutine[Any, Any, None]: ...

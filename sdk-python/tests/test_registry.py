@@ -1,8 +1,8 @@
 """Registries, against a real docker-registry on 127.0.0.1 (started by
 scripts/test-registry.sh for this module) and real VMs: a snapshot pushed
 from one home is pulled into another and boots with its file; an image
-seeded with skopeo is pulled with its origin; and the errors a registry
-call can end in, cancellation included."""
+pushed by us (and one seeded by skopeo) is pulled with its origin; save,
+remove; and the errors a registry call can end in, cancellation included."""
 
 from __future__ import annotations
 
@@ -93,8 +93,11 @@ async def test_a_snapshot_and_an_image_through_a_registry(
     loaded = await msb.Image.get(busybox)
     assert loaded.origin is None
 
-    # An image seeded by skopeo, pulled into another home with its origin.
-    seeded = skopeo_push(home / "busybox.tar", f"{registry}/busybox:1")
+    # The image, pushed (its digest kept), pulled into another home with its origin.
+    image_push_events: list[msb.ProgressEvent] = []
+    seeded = await msb.Image.push(busybox, f"{registry}/busybox:1", progress=image_push_events.append)
+    assert seeded == loaded.manifest_digest
+    assert phases(image_push_events) == ["push"]
     with tempfile.TemporaryDirectory(prefix="msb-py-img-") as other:
         with msb.use_config(msb.Config(home=other, guest_assets_dir=assets)):
             events: list[msb.ProgressEvent] = []

@@ -146,6 +146,8 @@ async def registries(tmp: pathlib.Path) -> None:
     again: str = await Snapshot.push(tmp / "base", "127.0.0.1:5000/snaps/base:1")
     handle: SnapshotHandle = await Snapshot.pull("127.0.0.1:5000/snaps/base:1", dest=tmp, progress=on_progress)
     elsewhere: SnapshotHandle = await Snapshot.pull("127.0.0.1:5000/snaps/base:1")
+    pushed: str = await Image.push(full, "127.0.0.1:5000/app:1", progress=on_progress)
+    print(pushed)
     await Image.save(full, tmp / "saved.tar", progress=on_progress)
     await Image.save(pulled.manifest_digest, tmp / "again.tar")
     try:

@@ -1,4 +1,4 @@
-//! `Image`: load an OCI or `docker save` archive or pull one from a
+//! `Image`: load an OCI or `docker save` archive, pull from or push to a
 //! registry, save an OCI archive, remove, build the busybox image archive,
 //! list and get loaded images (`ImageInfo`); `normalise_reference`.
 
@@ -55,6 +55,21 @@ impl PyImage {
             Image::pull_with(reference, call)
                 .await
                 .map(PyImageInfo::from)
+        })
+    }
+
+    /// Push the local image to a registry `target` as the store holds it
+    /// (progress `push`); the manifest digest, the same as the local one.
+    #[staticmethod]
+    #[pyo3(signature = (reference_or_digest, target, *, progress=None))]
+    fn push(
+        py: Python<'_>,
+        reference_or_digest: String,
+        target: String,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        spawn_with_call_opts(py, progress, |call| async move {
+            Image::push_with(reference_or_digest, target, call).await
         })
     }
 
