@@ -227,6 +227,7 @@ impl Fork<'_> {
             env,
             working_dir,
             vm_name: runtime::vm_name(dir),
+            network: runtime::fork_network(&vm.machine),
         };
         let req = BootRequest {
             vm_name: config.vm_name.clone(),
@@ -236,6 +237,8 @@ impl Fork<'_> {
             memory_mib: config.memory_mib,
             cpus: config.cpus,
             hostname: name.to_string(),
+            network: config.network.clone(),
+            dns_upstream: home.dns_upstream(),
         };
         let shrink = memory_mib.filter(|&m| m < vm.machine.memory_mib);
         let from = RestoreFrom {
