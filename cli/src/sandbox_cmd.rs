@@ -43,8 +43,8 @@ pub struct CreateOpts {
 /// Network options of `create` and `run` (`docs/network.md`).
 #[derive(Args, Default)]
 pub struct NetworkOpts {
-    /// Network policy: none (no interface), public (no host loopback or
-    /// private ranges) or all.
+    /// Network policy: public (the default: no host loopback or private
+    /// ranges), none (no interface) or all.
     #[arg(long = "network", value_name = "POLICY")]
     pub policy: Option<String>,
     /// Also allow this host, address or CIDR (repeatable).

@@ -44,16 +44,16 @@ async fn all_and_none_policies_and_bad_input() {
     let home = TestHome::new();
     let loopback = CountingServer::start(Ipv4Addr::LOCALHOST, "host-loopback");
     home.run(all_and_none_checks(&home, &loopback)).await;
-    assert!(loopback.accepted() >= 2);
+    assert!(loopback.accepted() >= 3);
     assert!(home.vm_pids().is_empty(), "{:?}", home.vm_pids());
 }
 
 async fn public_checks(home: &TestHome, loopback: &CountingServer, netns: &TestNetns) {
     home.load_busybox().await;
     let free_port = free_host_port();
+    // `public` is the default policy.
     let sb = Sandbox::builder("pub")
         .image(BUSYBOX_REF)
-        .network("public")
         .allow(format!("{NS_ALLOWED}/32"))
         .port(free_port, 8000)
         .create()
@@ -61,6 +61,10 @@ async fn public_checks(home: &TestHome, loopback: &CountingServer, netns: &TestN
         .unwrap();
 
     // The guest's view: eth0 with its address, a default route, our DNS.
+    assert_eq!(
+        sb.handle().config().network.policy,
+        microsandbox::NetworkPolicy::Public
+    );
     let out = sh(&sb, "ip -4 addr show eth0; ip route; cat /etc/resolv.conf").await;
     assert!(out.contains("inet 10.0.2.15/24"), "{out}");
     assert!(out.contains("default via 10.0.2.2"), "{out}");
@@ -159,7 +163,10 @@ async fn all_and_none_checks(home: &TestHome, loopback: &CountingServer) {
     let bad = [
         ("unknown policy", base().network("private")),
         ("invalid CIDR", base().network("public").allow("10.0.0.1/8")),
-        ("port without network", base().port(18080, 80)),
+        (
+            "port without network",
+            base().network("none").port(18080, 80),
+        ),
         (
             "host port twice",
             base().network("all").port(18080, 80).port(18080, 81),
@@ -180,6 +187,32 @@ async fn all_and_none_checks(home: &TestHome, loopback: &CountingServer) {
         .unwrap();
     let out = sh(&sb, &format!("nc -w 5 10.0.2.2 {port} </dev/null")).await;
     assert!(out.contains("host-loopback"), "{out}");
+    // The first create left a base with a network card: the second forks
+    // it (instant create) and gets its own network process.
+    let twin = Sandbox::builder("all-twin")
+        .image(BUSYBOX_REF)
+        .network("all")
+        .create()
+        .await
+        .unwrap();
+    let out = sh(&twin, &format!("nc -w 5 10.0.2.2 {port} </dev/null")).await;
+    assert!(out.contains("host-loopback"), "{out}");
+    let netds = |dir: &std::path::Path| {
+        common::processes_mentioning(dir)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("msb-netd"))
+            })
+            .count()
+    };
+    assert_eq!(netds(twin.handle().path()), 1, "the twin's own msb-netd");
+    twin.handle().remove().await.unwrap();
+    assert_eq!(
+        netds(sb.handle().path()),
+        1,
+        "the first's msb-netd lives on"
+    );
     // A restart brings up a new network process with the recorded policy.
     sb.stop().await.unwrap();
     assert!(
@@ -202,9 +235,10 @@ async fn all_and_none_checks(home: &TestHome, loopback: &CountingServer) {
     );
     Sandbox::remove("all").await.unwrap();
 
-    // `none` (the default): no interface but lo.
+    // `none`: no interface but lo.
     let sb = Sandbox::builder("none")
         .image(BUSYBOX_REF)
+        .network("none")
         .create()
         .await
         .unwrap();

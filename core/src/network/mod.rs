@@ -40,11 +40,11 @@ pub const DNS_UPSTREAM_ENV: &str = "MSB_DNS_UPSTREAM";
 #[serde(rename_all = "lowercase")]
 pub enum NetworkPolicy {
     /// No network interface at all (only `lo`).
-    #[default]
     None,
-    /// Public addresses only: no host loopback, no private, link-local
-    /// (cloud metadata), CGNAT, multicast or reserved ranges, except what
-    /// the allow-list names.
+    /// The default. Public addresses only: no host loopback, no private,
+    /// link-local (cloud metadata), CGNAT, multicast or reserved ranges,
+    /// except what the allow-list names.
+    #[default]
     Public,
     /// Everything the host can reach, its loopback included.
     All,
@@ -126,6 +126,14 @@ pub struct NetworkConfig {
 }
 
 impl NetworkConfig {
+    /// No network: what a sandbox recorded before networking existed had.
+    pub fn none() -> Self {
+        Self {
+            policy: NetworkPolicy::None,
+            ..Self::default()
+        }
+    }
+
     /// Whether the guest gets a network interface.
     pub fn has_interface(&self) -> bool {
         self.policy != NetworkPolicy::None
@@ -215,7 +223,8 @@ mod tests {
         );
         assert_eq!(
             serde_json::from_str::<NetworkConfig>(r#"{"policy":"none"}"#).unwrap(),
-            NetworkConfig::default()
+            NetworkConfig::none()
         );
+        assert_eq!(NetworkConfig::default().policy, NetworkPolicy::Public);
     }
 }

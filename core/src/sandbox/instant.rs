@@ -17,6 +17,7 @@ use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image::ImageInfo;
+use crate::network::NetworkConfig;
 use crate::publish;
 use crate::runtime;
 use crate::sandbox_store::registry::SandboxState;
@@ -28,6 +29,9 @@ pub(super) struct Shape<'a> {
     pub memory_mib: u32,
     pub cpus: u32,
     pub upper_size_bytes: u64,
+    /// With a network card (any policy but `none`; the policy itself is
+    /// the host's business, so bases are shared across policies).
+    pub nic: bool,
 }
 
 /// The directory of the base snapshot for `shape`.
@@ -35,8 +39,12 @@ pub(super) fn base_dir(home: &MsbHome, shape: &Shape<'_>) -> MicrosandboxResult<
     let mut key = Sha256::new();
     key.update(runtime::boot_shape(home)?);
     key.update(format!(
-        " image={} memory={} cpus={} upper={}",
-        shape.image.manifest_digest, shape.memory_mib, shape.cpus, shape.upper_size_bytes
+        " image={} memory={} cpus={} upper={} nic={}",
+        shape.image.manifest_digest,
+        shape.memory_mib,
+        shape.cpus,
+        shape.upper_size_bytes,
+        shape.nic
     ));
     Ok(home
         .cache_dir()
@@ -45,7 +53,7 @@ pub(super) fn base_dir(home: &MsbHome, shape: &Shape<'_>) -> MicrosandboxResult<
 }
 
 /// Fork the base in `base` as the sandbox `name` (directory `dir`, already
-/// claimed), with `env` for its commands. `Ok(None)` when there is no usable
+/// claimed), with `env` for its commands and its own `network`. `Ok(None)` when there is no usable
 /// base: a broken or incompatible one is removed, so the caller boots cold.
 pub(super) fn fork_base(
     home: &MsbHome,
@@ -54,6 +62,7 @@ pub(super) fn fork_base(
     dir: &Path,
     image: &ImageInfo,
     env: BTreeMap<String, String>,
+    network: NetworkConfig,
     control: &Control,
 ) -> MicrosandboxResult<Option<SandboxHandle>> {
     if !base.exists() {
@@ -82,6 +91,7 @@ pub(super) fn fork_base(
         // Its own shared RAM: a sandbox made by instant create is captured
         // as fast as a cold-booted one (the base was captured from one).
         ram_mode: crate::runtime::ForkRam::OwnShared,
+        network: Some(network),
     };
     match fork.run(home, dir, control) {
         Ok(handle) => Ok(Some(handle)),

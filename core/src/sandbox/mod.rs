@@ -257,8 +257,8 @@ impl SandboxBuilder {
         self
     }
 
-    /// Network policy: `none` (the default: no interface), `public` (no
-    /// host loopback, private, link-local or CGNAT ranges) or `all`;
+    /// Network policy: `public` (the default: no host loopback, private,
+    /// link-local or CGNAT ranges), `none` (no interface) or `all`;
     /// enforced on the host (`docs/network.md`). An unknown name fails
     /// [`create`](Self::create) with `InvalidConfig`.
     pub fn network(mut self, policy: impl Into<String>) -> Self {
@@ -333,15 +333,14 @@ impl SandboxBuilder {
                 (image, UpperSource::Snapshot(snap.upper_path()))
             }
         };
-        // Instant create's bases have no network card: a sandbox with a
-        // network boots cold.
-        let base = match (&upper_source, self.instant && !network.has_interface()) {
+        let base = match (&upper_source, self.instant) {
             (UpperSource::Fresh(size), true) => {
                 let shape = instant::Shape {
                     image: &image,
                     memory_mib: self.memory_mib,
                     cpus: self.cpus,
                     upper_size_bytes: *size,
+                    nic: network.has_interface(),
                 };
                 Some(instant::base_dir(home, &shape)?)
             }
@@ -350,7 +349,17 @@ impl SandboxBuilder {
         let dir = claim_dir(home, &self.name)?;
         if let Some(base) = &base {
             let env = command_env(&image, self.env.clone());
-            match instant::fork_base(home, base, &self.name, &dir, &image, env, control) {
+            let forked = instant::fork_base(
+                home,
+                base,
+                &self.name,
+                &dir,
+                &image,
+                env,
+                network.clone(),
+                control,
+            );
+            match forked {
                 Ok(Some(handle)) => return Ok(handle),
                 Ok(None) => clear_dir(&dir)?,
                 Err(e) => {

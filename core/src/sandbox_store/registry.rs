@@ -79,8 +79,9 @@ pub struct SandboxConfig {
     pub working_dir: String,
     /// Unique VM name (`msb-<hash>`): how its QEMU process is recognized.
     pub vm_name: String,
-    /// Network policy, allow-list and published ports (`docs/network.md`).
-    #[serde(default)]
+    /// Network policy, allow-list and published ports (`docs/network.md`);
+    /// none for a sandbox recorded before networking existed.
+    #[serde(default = "crate::network::NetworkConfig::none")]
     pub network: crate::network::NetworkConfig,
 }
 
