@@ -138,14 +138,15 @@ pub(crate) fn stop(paths: &VmPaths) {
     if !ours() {
         return;
     }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    for _ in 0..100 {
+    // It holds nothing worth a graceful exit (its VM is gone or going),
+    // and a cancelled create must not wait for it.
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    for _ in 0..1000 {
         if !ours() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
 }
 
 /// Whether the VM at `paths` was started with a network process.

@@ -52,19 +52,33 @@ pub(super) fn base_dir(home: &MsbHome, shape: &Shape<'_>) -> MicrosandboxResult<
         .join(&hex::encode(key.finalize())[..32]))
 }
 
-/// Fork the base in `base` as the sandbox `name` (directory `dir`, already
-/// claimed), with `env` for its commands and its own `network`. `Ok(None)` when there is no usable
+/// The sandbox a base is forked into.
+pub(super) struct NewSandbox<'a> {
+    pub name: &'a str,
+    /// Its directory, already claimed.
+    pub dir: &'a Path,
+    pub image: &'a ImageInfo,
+    /// The environment of its commands.
+    pub env: BTreeMap<String, String>,
+    /// Its own network (the base only decides whether it has a card).
+    pub network: NetworkConfig,
+}
+
+/// Fork the base in `base` as the sandbox `new`. `Ok(None)` when there is no usable
 /// base: a broken or incompatible one is removed, so the caller boots cold.
 pub(super) fn fork_base(
     home: &MsbHome,
     base: &Path,
-    name: &str,
-    dir: &Path,
-    image: &ImageInfo,
-    env: BTreeMap<String, String>,
-    network: NetworkConfig,
+    new: NewSandbox<'_>,
     control: &Control,
 ) -> MicrosandboxResult<Option<SandboxHandle>> {
+    let NewSandbox {
+        name,
+        dir,
+        image,
+        env,
+        network,
+    } = new;
     if !base.exists() {
         return Ok(None);
     }

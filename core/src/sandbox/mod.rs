@@ -349,16 +349,14 @@ impl SandboxBuilder {
         let dir = claim_dir(home, &self.name)?;
         if let Some(base) = &base {
             let env = command_env(&image, self.env.clone());
-            let forked = instant::fork_base(
-                home,
-                base,
-                &self.name,
-                &dir,
-                &image,
+            let new = instant::NewSandbox {
+                name: &self.name,
+                dir: &dir,
+                image: &image,
                 env,
-                network.clone(),
-                control,
-            );
+                network: network.clone(),
+            };
+            let forked = instant::fork_base(home, base, new, control);
             match forked {
                 Ok(Some(handle)) => return Ok(handle),
                 Ok(None) => clear_dir(&dir)?,

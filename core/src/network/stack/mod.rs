@@ -1,4 +1,4 @@
-//! The user-mode network stack `msb-netd` runs: Ethernet frames from QEMU's
+//! The user-mode network stack `msb-netd` runs (UDP in [`udp`]): Ethernet frames from QEMU's
 //! socket netdev (a stream socket, each frame behind its 4-byte big-endian
 //! length) on one side, host sockets on the other. `smoltcp` answers ARP
 //! for the gateway and terminates the guest's TCP connections on any
@@ -12,23 +12,26 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant as StdInstant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, HardwareAddress, IpAddress,
-    IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, UdpPacket, UdpRepr,
+    EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpAddress, IpCidr,
+    IpListenEndpoint, IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
 };
+
+mod udp;
 
 use super::policy::{Decision, Policy};
 use super::{DNS_ADDR, GATEWAY, GATEWAY_MAC, GUEST_ADDR, GUEST_MAC, PREFIX_LEN};
+use udp::UdpFlows;
 
 /// Ethernet MTU as smoltcp counts it (header included).
 const FRAME_MTU: usize = 1514;
@@ -39,8 +42,6 @@ const TCP_BUFFER: usize = 256 * 1024;
 /// Frames waiting for QEMU beyond this are dropped, as a NIC would (TCP
 /// retransmits), so a paused guest cannot grow our memory.
 const MAX_PENDING_TO_QEMU: usize = 8 << 20;
-/// A UDP flow with no traffic for this long is forgotten.
-const UDP_IDLE: Duration = Duration::from_secs(30);
 /// Longest sleep between two looks at timers.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 
@@ -127,7 +128,8 @@ impl Device for Queues {
     }
 }
 
-/// A guest TCP connection's 4-tuple, seen from the guest.
+/// A guest connection's or UDP flow's ports and destination, seen from
+/// the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FlowKey {
     guest_port: u16,
@@ -153,13 +155,6 @@ struct Conn {
     done: bool,
 }
 
-/// One UDP flow: a connected host socket.
-struct UdpFlow {
-    host: UdpSocket,
-    key: FlowKey,
-    last: StdInstant,
-}
-
 struct Stack {
     qemu: UnixStream,
     from_qemu: Vec<u8>,
@@ -170,7 +165,7 @@ struct Stack {
     sockets: SocketSet<'static>,
     conns: Vec<Conn>,
     flows_tcp: HashMap<FlowKey, usize>,
-    udp: HashMap<FlowKey, UdpFlow>,
+    udp: UdpFlows,
     guest_mac: EthernetAddress,
     next_port: u16,
     options: StackOptions,
@@ -204,7 +199,7 @@ impl Stack {
             sockets: SocketSet::new(Vec::new()),
             conns: Vec::new(),
             flows_tcp: HashMap::new(),
-            udp: HashMap::new(),
+            udp: UdpFlows::default(),
             guest_mac: EthernetAddress(GUEST_MAC),
             next_port: 49152,
             options,
@@ -229,7 +224,7 @@ impl Stack {
             self.poll_iface();
             self.write_qemu()?;
             self.reap_conns();
-            self.expire_udp();
+            self.udp.expire();
             self.wait()?;
         }
     }
@@ -343,7 +338,13 @@ impl Stack {
                                 dst_port: udp.dst_port(),
                             };
                             if src == GUEST_ADDR {
-                                self.udp_from_guest(key, udp.payload());
+                                let options = &self.options;
+                                self.udp.forward_from_guest(
+                                    key,
+                                    udp.payload(),
+                                    &options.policy,
+                                    options.dns_upstream,
+                                );
                             }
                         }
                     }
@@ -551,74 +552,6 @@ impl Stack {
         }
     }
 
-    /// A datagram from the guest: forward it on its flow's host socket,
-    /// opening one if the policy allows the destination.
-    fn udp_from_guest(&mut self, key: FlowKey, payload: &[u8]) {
-        if !self.udp.contains_key(&key) {
-            let target = if key.dst == DNS_ADDR && key.dst_port == 53 {
-                self.options.dns_upstream
-            } else {
-                match host_target(key.dst) {
-                    Some(ip) => match self.options.policy.decide(ip) {
-                        Decision::Allow => Some(SocketAddr::new(ip, key.dst_port)),
-                        Decision::Deny(why) => {
-                            log::info!("denied udp {}:{} ({ip}): {why}", key.dst, key.dst_port);
-                            None
-                        }
-                    },
-                    None => None,
-                }
-            };
-            let Some(target) = target else { return };
-            let bind: SocketAddr = match target {
-                SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-                SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-            };
-            let host = match UdpSocket::bind(bind)
-                .and_then(|s| s.connect(target).map(|()| s))
-                .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            {
-                Ok(host) => host,
-                Err(e) => {
-                    log::info!("udp {target}: {e}");
-                    return;
-                }
-            };
-            self.udp.insert(
-                key,
-                UdpFlow {
-                    host,
-                    key,
-                    last: StdInstant::now(),
-                },
-            );
-        }
-        if let Some(flow) = self.udp.get_mut(&key) {
-            flow.last = StdInstant::now();
-            let _ = flow.host.send(payload);
-        }
-    }
-
-    /// Datagrams from the host, back to the guest as from the address it
-    /// sent to.
-    fn udp_from_host(&mut self) {
-        let mut buf = vec![0u8; 65536];
-        let mut frames = Vec::new();
-        for flow in self.udp.values_mut() {
-            while let Ok(n) = flow.host.recv(&mut buf) {
-                flow.last = StdInstant::now();
-                frames.push(udp_frame(flow.key, self.guest_mac, &buf[..n]));
-            }
-        }
-        for frame in frames.into_iter().flatten() {
-            self.queue_to_qemu(&frame);
-        }
-    }
-
-    fn expire_udp(&mut self) {
-        self.udp.retain(|_, flow| flow.last.elapsed() < UDP_IDLE);
-    }
-
     /// A host connection to a published port: open a connection into the
     /// guest from the gateway.
     fn accept_published(&mut self, listener: usize) {
@@ -682,8 +615,8 @@ impl Stack {
         for (listener, _) in &self.options.published {
             fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
         }
-        for flow in self.udp.values() {
-            fds.push(PollFd::new(flow.host.as_fd(), PollFlags::POLLIN));
+        for socket in self.udp.sockets() {
+            fds.push(PollFd::new(socket.as_fd(), PollFlags::POLLIN));
         }
         let first_conn = fds.len();
         for conn in &self.conns {
@@ -716,7 +649,9 @@ impl Stack {
                 self.accept_published(i);
             }
         }
-        self.udp_from_host();
+        for frame in self.udp.replies_for_guest(self.guest_mac) {
+            self.queue_to_qemu(&frame);
+        }
         let connecting: Vec<usize> = (0..self.conns.len().min(ready.len() - first_conn))
             .filter(|&i| ready[first_conn + i] && self.conns[i].pending_syn.is_some())
             .collect();
@@ -751,49 +686,6 @@ fn connect_nonblocking(target: SocketAddr) -> io::Result<TcpStream> {
     Ok(socket.into())
 }
 
-/// An Ethernet frame carrying `payload` from the flow's destination back to
-/// the guest.
-fn udp_frame(key: FlowKey, guest_mac: EthernetAddress, payload: &[u8]) -> Option<Vec<u8>> {
-    const ETH: usize = 14;
-    const IP: usize = 20;
-    const UDP: usize = 8;
-    if payload.len() > FRAME_MTU - ETH - IP - UDP {
-        return None;
-    }
-    let mut frame = vec![0u8; ETH + IP + UDP + payload.len()];
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(GATEWAY_MAC),
-        dst_addr: guest_mac,
-        ethertype: EthernetProtocol::Ipv4,
-    };
-    let ip = Ipv4Repr {
-        src_addr: key.dst,
-        dst_addr: GUEST_ADDR,
-        next_header: IpProtocol::Udp,
-        payload_len: UDP + payload.len(),
-        hop_limit: 64,
-    };
-    let udp = UdpRepr {
-        src_port: key.dst_port,
-        dst_port: key.guest_port,
-    };
-    let caps = ChecksumCapabilities::default();
-    let mut eth_frame = EthernetFrame::new_unchecked(&mut frame[..]);
-    eth.emit(&mut eth_frame);
-    let mut ip_packet = Ipv4Packet::new_unchecked(eth_frame.payload_mut());
-    ip.emit(&mut ip_packet, &caps);
-    let mut udp_packet = UdpPacket::new_unchecked(ip_packet.payload_mut());
-    udp.emit(
-        &mut udp_packet,
-        &IpAddress::Ipv4(key.dst),
-        &IpAddress::Ipv4(GUEST_ADDR),
-        payload.len(),
-        |buf| buf.copy_from_slice(payload),
-        &caps,
-    );
-    Some(frame)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,31 +698,5 @@ mod tests {
             host_target(Ipv4Addr::new(10, 199, 0, 2)),
             Some(IpAddr::V4(Ipv4Addr::new(10, 199, 0, 2)))
         );
-    }
-
-    #[test]
-    fn udp_replies_parse_back_with_valid_checksums() {
-        let key = FlowKey {
-            guest_port: 40000,
-            dst: DNS_ADDR,
-            dst_port: 53,
-        };
-        let frame = udp_frame(key, EthernetAddress(GUEST_MAC), b"answer").unwrap();
-        let eth = EthernetFrame::new_checked(&frame[..]).unwrap();
-        assert_eq!(eth.dst_addr(), EthernetAddress(GUEST_MAC));
-        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
-        assert!(ip.verify_checksum());
-        assert_eq!((ip.src_addr(), ip.dst_addr()), (DNS_ADDR, GUEST_ADDR));
-        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
-        let caps = ChecksumCapabilities::default();
-        let repr = UdpRepr::parse(
-            &udp,
-            &IpAddress::Ipv4(DNS_ADDR),
-            &IpAddress::Ipv4(GUEST_ADDR),
-            &caps,
-        )
-        .unwrap();
-        assert_eq!((repr.src_port, repr.dst_port), (53, 40000));
-        assert_eq!(udp.payload(), b"answer");
     }
 }
