@@ -49,6 +49,8 @@ pub const MSB_REGISTRY_INSECURE_ENV: &str = "MSB_REGISTRY_INSECURE";
 pub const MSB_REGISTRY_CA_ENV: &str = "MSB_REGISTRY_CA";
 /// Environment variable: `0` turns off the implicit pull.
 pub const MSB_IMPLICIT_PULL_ENV: &str = "MSB_IMPLICIT_PULL";
+/// Environment variable: the DNS server (`IP:PORT`) sandboxes' queries go to.
+pub const MSB_DNS_UPSTREAM_ENV: &str = "MSB_DNS_UPSTREAM";
 
 static PROCESS_DEFAULT: RwLock<Config> = RwLock::new(Config {
     home: None,
@@ -180,7 +182,23 @@ impl Config {
             .with_guest_assets_dir(self.guest_assets_dir.clone())
             .with_accel(accel)
             .with_registry(self.registry_settings()?)
-            .with_dns_upstream(self.dns_upstream))
+            .with_dns_upstream(self.dns_upstream_setting()?))
+    }
+
+    /// The DNS server for sandboxes: set, else the environment, else none
+    /// (the runtime then uses the host's resolver).
+    fn dns_upstream_setting(&self) -> MicrosandboxResult<Option<std::net::SocketAddr>> {
+        if self.dns_upstream.is_some() {
+            return Ok(self.dns_upstream);
+        }
+        match std::env::var(MSB_DNS_UPSTREAM_ENV) {
+            Ok(v) if !v.is_empty() => v.parse().map(Some).map_err(|_| {
+                MicrosandboxError::InvalidConfig(format!(
+                    "{MSB_DNS_UPSTREAM_ENV}={v} is not IP:PORT"
+                ))
+            }),
+            _ => Ok(None),
+        }
     }
 
     /// The registry settings: set fields, else the environment, else defaults.

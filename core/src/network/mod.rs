@@ -30,11 +30,6 @@ pub use microsandbox_guest::netconf::{DNS_ADDR, GATEWAY, GUEST_ADDR, GUEST_MAC, 
 /// The gateway's MAC address (answered by `msb-netd`).
 pub const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 
-/// Overrides the upstream DNS server (`IP:PORT`) `msb-netd` forwards the
-/// guest's queries to; default: the first `nameserver` of the host's
-/// `/etc/resolv.conf`.
-pub const DNS_UPSTREAM_ENV: &str = "MSB_DNS_UPSTREAM";
-
 /// Which destinations a sandbox may reach.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -78,6 +78,8 @@ pub(crate) fn boot(
     let assets = GuestAssets::locate(home)?;
     let initramfs = assets.initramfs(home)?;
     let paths = VmPaths::new(&req.sandbox_dir, &req.vm_name);
+    // A taken port must fail as such, not as a failed KVM probe boot.
+    netd::check_ports(&req.network)?;
     let mut probed_kvm = false;
     let accel = host::choose_accel(home.accel(), &home.cache_dir(), || {
         probed_kvm = true;

@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 
 use super::qemu::VmPaths;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::network::{DNS_UPSTREAM_ENV, NetworkConfig};
+use crate::network::NetworkConfig;
 
 /// File name of the network process in the guest assets directory.
 pub const NETD_FILE: &str = "msb-netd";
@@ -175,6 +175,13 @@ fn is_netd(pid: i32, run_dir: &Path) -> bool {
     !zombie && named && run_dir.exists()
 }
 
+/// Fail (`InvalidConfig`) if `config` is invalid or one of its host ports
+/// is taken now; [`start`] binds them for good.
+pub(crate) fn check_ports(config: &NetworkConfig) -> MicrosandboxResult<()> {
+    config.validate()?;
+    bind_published(config).map(drop)
+}
+
 /// Listen on 127.0.0.1 for every published port, or fail naming the taken one.
 fn bind_published(config: &NetworkConfig) -> MicrosandboxResult<Vec<(TcpListener, u16)>> {
     config
@@ -193,16 +200,9 @@ fn bind_published(config: &NetworkConfig) -> MicrosandboxResult<Vec<(TcpListener
         .collect()
 }
 
-/// The resolver the guest's DNS queries go to unless the configuration
-/// names one: [`DNS_UPSTREAM_ENV`], else
-/// the first `nameserver` of the host's `/etc/resolv.conf`.
+/// The host's resolver: the first `nameserver` of `/etc/resolv.conf`
+/// (for a sandbox whose configuration names none).
 fn dns_upstream() -> Option<SocketAddr> {
-    if let Some(addr) = std::env::var(DNS_UPSTREAM_ENV)
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        return addr.parse().ok();
-    }
     let conf = std::fs::read_to_string("/etc/resolv.conf").ok()?;
     conf.lines()
         .filter_map(|line| line.trim().strip_prefix("nameserver"))
