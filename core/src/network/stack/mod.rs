@@ -42,6 +42,12 @@ const TCP_BUFFER: usize = 256 * 1024;
 /// Frames waiting for QEMU beyond this are dropped, as a NIC would (TCP
 /// retransmits), so a paused guest cannot grow our memory.
 const MAX_PENDING_TO_QEMU: usize = 8 << 20;
+/// A host connect that has not finished by then fails (the guest gets a
+/// RST) instead of holding its SYN for the kernel's two minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Denials logged in full before the log keeps only every 1000th (a guest
+/// must not fill the host's disk through our log).
+const DENIALS_LOGGED: u64 = 100;
 /// Longest sleep between two looks at timers.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 
@@ -143,6 +149,8 @@ struct Conn {
     host: TcpStream,
     /// Outbound, host connect in progress: the guest's SYN, held.
     pending_syn: Option<(FlowKey, Vec<u8>)>,
+    /// When the host connect started.
+    started: StdInstant,
     /// The host closed its side; the guest side was closed after it.
     host_eof: bool,
     /// The guest closed its side; the host's write side was shut down.
@@ -160,6 +168,7 @@ struct Stack {
     from_qemu: Vec<u8>,
     to_qemu: Vec<u8>,
     dropped_frames: u64,
+    denials: u64,
     queues: Queues,
     iface: Interface,
     sockets: SocketSet<'static>,
@@ -194,6 +203,7 @@ impl Stack {
             from_qemu: Vec::new(),
             to_qemu: Vec::new(),
             dropped_frames: 0,
+            denials: 0,
             queues,
             iface,
             sockets: SocketSet::new(Vec::new()),
@@ -223,6 +233,7 @@ impl Stack {
             self.pump_conns();
             self.poll_iface();
             self.write_qemu()?;
+            self.expire_connects();
             self.reap_conns();
             self.udp.expire();
             self.wait()?;
@@ -382,7 +393,15 @@ impl Stack {
             Some(ip) => match self.options.policy.decide(ip) {
                 Decision::Allow => SocketAddr::new(ip, key.dst_port),
                 Decision::Deny(why) => {
-                    log::info!("denied tcp {}:{} ({ip}): {why}", key.dst, key.dst_port);
+                    self.denials += 1;
+                    if logs_denial(self.denials) {
+                        log::info!(
+                            "denied tcp {}:{} ({ip}): {why} [{} denials]",
+                            key.dst,
+                            key.dst_port,
+                            self.denials
+                        );
+                    }
                     self.queues.rx.push_back(syn);
                     return;
                 }
@@ -399,6 +418,7 @@ impl Stack {
                     handle: None,
                     host,
                     pending_syn: Some((key, syn)),
+                    started: StdInstant::now(),
                     host_eof: false,
                     guest_eof: false,
                     host_blocked: false,
@@ -448,6 +468,20 @@ impl Stack {
         // One SYN per poll, so each listener takes its own.
         self.queues.rx.push_back(syn);
         self.poll_iface();
+    }
+
+    /// Fail host connects that take too long: their SYN goes to smoltcp
+    /// with no socket listening, which answers RST.
+    fn expire_connects(&mut self) {
+        for conn in &mut self.conns {
+            if conn.pending_syn.is_some() && conn.started.elapsed() > CONNECT_TIMEOUT {
+                if let Some((key, syn)) = conn.pending_syn.take() {
+                    log::info!("tcp {}:{}: connect timed out", key.dst, key.dst_port);
+                    self.queues.rx.push_back(syn);
+                }
+                conn.done = true;
+            }
+        }
     }
 
     /// Move data both ways on every open connection; close what ended.
@@ -581,6 +615,7 @@ impl Stack {
                 handle: Some(handle),
                 host: stream,
                 pending_syn: None,
+                started: StdInstant::now(),
                 host_eof: false,
                 guest_eof: false,
                 host_blocked: false,
@@ -662,6 +697,11 @@ impl Stack {
     }
 }
 
+/// Whether the `count`th denial is logged.
+fn logs_denial(count: u64) -> bool {
+    count <= DENIALS_LOGGED || count % 1000 == 0
+}
+
 fn new_tcp_socket() -> tcp::Socket<'static> {
     let mut socket = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
@@ -689,6 +729,13 @@ fn connect_nonblocking(target: SocketAddr) -> io::Result<TcpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn denials_are_logged_in_full_then_sampled() {
+        assert!(logs_denial(1) && logs_denial(DENIALS_LOGGED));
+        assert!(!logs_denial(DENIALS_LOGGED + 1) && !logs_denial(1999));
+        assert!(logs_denial(2000));
+    }
 
     #[test]
     fn the_gateway_is_host_loopback_and_the_rest_of_the_subnet_is_nothing() {

@@ -15,7 +15,7 @@ use smoltcp::wire::{
     Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
 
-use super::{FRAME_MTU, FlowKey, host_target};
+use super::{FRAME_MTU, FlowKey, host_target, logs_denial};
 use crate::network::policy::{Decision, Policy};
 use crate::network::{DNS_ADDR, GATEWAY_MAC, GUEST_ADDR};
 
@@ -26,6 +26,7 @@ const UDP_IDLE: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub(super) struct UdpFlows {
     flows: HashMap<FlowKey, Flow>,
+    denials: u64,
 }
 
 struct Flow {
@@ -46,7 +47,7 @@ impl UdpFlows {
         let flow = match self.flows.entry(key) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let Some(host) = open(key, policy, dns_upstream) else {
+                let Some(host) = open(key, policy, dns_upstream, &mut self.denials) else {
                     return;
                 };
                 entry.insert(Flow {
@@ -84,7 +85,12 @@ impl UdpFlows {
 }
 
 /// The connected host socket for a new flow, if the destination is allowed.
-fn open(key: FlowKey, policy: &Policy, dns_upstream: Option<SocketAddr>) -> Option<UdpSocket> {
+fn open(
+    key: FlowKey,
+    policy: &Policy,
+    dns_upstream: Option<SocketAddr>,
+    denials: &mut u64,
+) -> Option<UdpSocket> {
     let target = if key.dst == DNS_ADDR && key.dst_port == 53 {
         dns_upstream?
     } else {
@@ -92,7 +98,14 @@ fn open(key: FlowKey, policy: &Policy, dns_upstream: Option<SocketAddr>) -> Opti
         match policy.decide(ip) {
             Decision::Allow => SocketAddr::new(ip, key.dst_port),
             Decision::Deny(why) => {
-                log::info!("denied udp {}:{} ({ip}): {why}", key.dst, key.dst_port);
+                *denials += 1;
+                if logs_denial(*denials) {
+                    log::info!(
+                        "denied udp {}:{} ({ip}): {why} [{denials} denials]",
+                        key.dst,
+                        key.dst_port
+                    );
+                }
                 return None;
             }
         }
