@@ -36,9 +36,9 @@ pub const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 pub enum NetworkPolicy {
     /// No network interface at all (only `lo`).
     None,
-    /// The default. Public addresses only: no host loopback, no private,
-    /// link-local (cloud metadata), CGNAT, multicast or reserved ranges,
-    /// except what the allow-list names.
+    /// The default. Public addresses only: not the host (its loopback or
+    /// its interfaces' addresses), no private, link-local (cloud metadata),
+    /// CGNAT, multicast or reserved ranges, except what the allow-list names.
     #[default]
     Public,
     /// Everything the host can reach, its loopback included.

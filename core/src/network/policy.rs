@@ -92,11 +92,16 @@ pub enum Decision {
     Deny(&'static str),
 }
 
-/// A configuration ready to decide: host names of the allow-list resolved.
+/// A configuration ready to decide: host names of the allow-list resolved,
+/// the host's own addresses known.
 #[derive(Debug, Clone)]
 pub struct Policy {
     policy: NetworkPolicy,
     allowed: Vec<(IpAddr, u8)>,
+    /// The addresses of the host's interfaces: under `public` they are the
+    /// host itself, as its loopback is (a service bound to `0.0.0.0`
+    /// answers on them too).
+    host_addrs: Vec<IpAddr>,
 }
 
 impl Policy {
@@ -119,6 +124,7 @@ impl Policy {
         Self {
             policy: config.policy,
             allowed,
+            host_addrs: host_addresses(),
         }
     }
 
@@ -137,10 +143,29 @@ impl Policy {
             NetworkPolicy::All => Decision::Allow,
             NetworkPolicy::Public => match non_public_range(dest) {
                 Some(range) => Decision::Deny(range),
+                None if self.host_addrs.contains(&dest) => {
+                    Decision::Deny("an address of the host itself")
+                }
                 None => Decision::Allow,
             },
         }
     }
+}
+
+/// Every address of the host's interfaces (none if they cannot be read).
+fn host_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .map(canonical)
+        .collect()
 }
 
 /// The non-public range `addr` is in, if any.
@@ -298,6 +323,19 @@ mod tests {
         ] {
             assert_eq!(p.decide(ip(allowed)), Decision::Allow, "{allowed}");
         }
+    }
+
+    #[test]
+    fn public_refuses_the_hosts_own_public_addresses() {
+        let mut p = policy(NetworkPolicy::Public, &[]);
+        p.host_addrs = vec![ip("203.0.113.7")];
+        assert!(matches!(p.decide(ip("203.0.113.7")), Decision::Deny(_)));
+        assert_eq!(p.decide(ip("203.0.113.8")), Decision::Allow);
+        let mut all = policy(NetworkPolicy::All, &[]);
+        all.host_addrs = vec![ip("203.0.113.7")];
+        assert_eq!(all.decide(ip("203.0.113.7")), Decision::Allow);
+        // The host's addresses are read: its loopback is among them.
+        assert!(host_addresses().contains(&ip("127.0.0.1")));
     }
 
     #[test]
