@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the sandbox runtime's host side: QEMU and disk tools from Debian,
-# the Debian cloud kernel with the guest's modules, and the guest init
-# (`msb-guest-init`, built static from guest/), into one kernel directory.
+# the Debian cloud kernel with the guest's modules, the guest init
+# (`msb-guest-init`, built static from guest/) and the network process
+# (`msb-netd`, from netd/, runs on the host), into one kernel directory.
 # Idempotent: packages and the kernel are fetched only when missing; the
 # guest init is rebuilt incrementally and copied when it changed.
 #
@@ -9,7 +10,7 @@
 #                                       else ~/.microsandbox/kernel
 # Result in KDIR: vmlinuz, vmlinux (uncompressed: QEMU boots it through its
 # PVH entry, ~0.3 s faster under TCG), version, modules/*.ko, modules.order
-# (load order), modules.builtin, msb-guest-init.
+# (load order), modules.builtin, msb-guest-init, msb-netd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ KDIR=${1:-${MSB_KERNEL_DIR:-${MSB_HOME:-$HOME/.microsandbox}/kernel}}
 META=linux-image-cloud-amd64
 # The modules the guest needs, in the preferred order; their dependencies are
 # added before them from modules.dep (erofs needs libcrc32c first).
-WANTED=(virtio_ring virtio virtio_mmio virtio_blk libcrc32c erofs overlay virtio_console virtio_balloon)
+WANTED=(virtio_ring virtio virtio_mmio virtio_blk libcrc32c erofs overlay virtio_console virtio_balloon virtio_net)
 PACKAGES=(qemu-system-x86 e2fsprogs erofs-utils busybox-static kmod cpio lz4 xz-utils zstd)
 
 log() { printf 'setup-runtime: %s\n' "$*" >&2; }
@@ -170,6 +171,23 @@ install_guest_init() {
     fi
 }
 
+install_netd() {
+    # A host program built with the workspace's dev profile (dependencies at
+    # opt-level 3), which reuses the host build of the core instead of a
+    # second, release build of everything; stripped of its debug info.
+    cargo build -q -p msb-netd
+    local bin=target/debug/msb-netd
+    strip -o "$KDIR/msb-netd.new" "$bin"
+    if cmp -s "$KDIR/msb-netd.new" "$KDIR/msb-netd"; then
+        rm -f "$KDIR/msb-netd.new"
+    else
+        chmod 0755 "$KDIR/msb-netd.new"
+        mv "$KDIR/msb-netd.new" "$KDIR/msb-netd"
+        log "network process -> $KDIR/msb-netd"
+    fi
+}
+
 VMLINUX=1
 install_kernel
 install_guest_init
+install_netd

@@ -68,6 +68,13 @@ pub fn run(json: bool) -> MicrosandboxResult<bool> {
             missing.join(", ")
         ),
     ));
+    // Needed only by sandboxes with a network, shipped beside the assets.
+    let netd = kdir.join(microsandbox::runtime::NETD_FILE);
+    checks.push((
+        format!("network process {}", netd.display()),
+        netd.is_file(),
+        format!("{} {}", assets::SETUP_COMMAND, kdir.display()),
+    ));
     // Where the assets were looked for, in order, and what each place holds.
     let searched: Vec<_> = assets::guest_assets_search(&home)
         .into_iter()

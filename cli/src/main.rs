@@ -49,6 +49,8 @@ enum Command {
     /// Boot a throwaway sandbox, run one command, remove it: msb run IMAGE -- CMD ARGS…
     Run {
         image: String,
+        #[command(flatten)]
+        network: sandbox_cmd::NetworkOpts,
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
@@ -112,7 +114,13 @@ fn main() -> ExitCode {
             Command::Exec { name, opts, argv } => {
                 sandbox_cmd::exec(name, opts, argv, json).await.map(status)
             }
-            Command::Run { image, argv } => sandbox_cmd::run(image, argv, json).await.map(status),
+            Command::Run {
+                image,
+                network,
+                argv,
+            } => sandbox_cmd::run(image, network, argv, json)
+                .await
+                .map(status),
             Command::Stop { name } => done(sandbox_cmd::stop(name, json).await),
             Command::Start { name } => done(sandbox_cmd::start(name, json).await),
             Command::Resume { name } => done(sandbox_cmd::resume(name, json).await),

@@ -36,6 +36,42 @@ pub struct CreateOpts {
     /// Environment variable for every command, KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    #[command(flatten)]
+    pub network: NetworkOpts,
+}
+
+/// Network options of `create` and `run` (`docs/network.md`).
+#[derive(Args, Default)]
+pub struct NetworkOpts {
+    /// Network policy: public (the default: no host loopback or private
+    /// ranges), none (no interface) or all.
+    #[arg(long = "network", value_name = "POLICY")]
+    pub policy: Option<String>,
+    /// Also allow this host, address or CIDR (repeatable).
+    #[arg(long = "allow", value_name = "HOST|CIDR")]
+    pub allow: Vec<String>,
+    /// Publish a guest TCP port on the host's 127.0.0.1, HOST:GUEST (repeatable).
+    #[arg(long = "port", value_name = "HOST:GUEST")]
+    pub ports: Vec<String>,
+}
+
+impl NetworkOpts {
+    fn apply(
+        self,
+        mut b: microsandbox::SandboxBuilder,
+    ) -> MicrosandboxResult<microsandbox::SandboxBuilder> {
+        if let Some(policy) = self.policy {
+            b = b.network(policy);
+        }
+        for entry in self.allow {
+            b = b.allow(entry);
+        }
+        for mapping in self.ports {
+            let port: microsandbox::PublishedPort = mapping.parse()?;
+            b = b.port(port.host, port.guest);
+        }
+        Ok(b)
+    }
 }
 
 /// Overrides of `fork`.
@@ -116,7 +152,7 @@ fn builder(name: &str, opts: CreateOpts) -> MicrosandboxResult<microsandbox::San
         let (k, v) = key_value("--env", &kv)?;
         b = b.env(k, v);
     }
-    Ok(b)
+    opts.network.apply(b)
 }
 
 pub async fn create(name: String, opts: CreateOpts, json: bool) -> MicrosandboxResult<()> {
@@ -276,7 +312,12 @@ async fn stream_to_terminal(mut stream: ExecStream) -> MicrosandboxResult<i32> {
     Ok(code)
 }
 
-pub async fn run(image: String, argv: Vec<String>, json: bool) -> MicrosandboxResult<i32> {
+pub async fn run(
+    image: String,
+    network: NetworkOpts,
+    argv: Vec<String>,
+    json: bool,
+) -> MicrosandboxResult<i32> {
     let (cmd, args) = split_argv(argv)?;
     let name = format!("run-{}", std::process::id());
     let opts = CreateOpts {
@@ -285,6 +326,7 @@ pub async fn run(image: String, argv: Vec<String>, json: bool) -> MicrosandboxRe
         memory: microsandbox::sandbox::DEFAULT_MEMORY_MIB,
         cpus: 1,
         env: vec![],
+        network,
     };
     let sb = builder(&name, opts)?.create().await?;
     let out = sb.exec(cmd, args).await;

@@ -38,6 +38,9 @@ pub struct Config {
     /// The directory of Docker's `config.json`, whose `auths` give registry
     /// credentials per host (env `DOCKER_CONFIG`, else `~/.docker`).
     pub docker_config_dir: Option<PathBuf>,
+    /// The DNS server (`IP:PORT`) sandboxes' queries are forwarded to (env
+    /// `MSB_DNS_UPSTREAM`; default: the host's first `nameserver`).
+    pub dns_upstream: Option<std::net::SocketAddr>,
 }
 
 /// Environment variable: extra insecure registry hosts, comma-separated.
@@ -46,6 +49,8 @@ pub const MSB_REGISTRY_INSECURE_ENV: &str = "MSB_REGISTRY_INSECURE";
 pub const MSB_REGISTRY_CA_ENV: &str = "MSB_REGISTRY_CA";
 /// Environment variable: `0` turns off the implicit pull.
 pub const MSB_IMPLICIT_PULL_ENV: &str = "MSB_IMPLICIT_PULL";
+/// Environment variable: the DNS server (`IP:PORT`) sandboxes' queries go to.
+pub const MSB_DNS_UPSTREAM_ENV: &str = "MSB_DNS_UPSTREAM";
 
 static PROCESS_DEFAULT: RwLock<Config> = RwLock::new(Config {
     home: None,
@@ -55,6 +60,7 @@ static PROCESS_DEFAULT: RwLock<Config> = RwLock::new(Config {
     registry_ca: None,
     implicit_pull: None,
     docker_config_dir: None,
+    dns_upstream: None,
 });
 
 tokio::task_local! {
@@ -100,6 +106,12 @@ impl Config {
     /// Turn the implicit pull (on sandbox creation) on or off.
     pub fn implicit_pull(mut self, on: bool) -> Self {
         self.implicit_pull = Some(on);
+        self
+    }
+
+    /// Forward sandboxes' DNS queries to this server instead of the host's.
+    pub fn dns_upstream(mut self, server: std::net::SocketAddr) -> Self {
+        self.dns_upstream = Some(server);
         self
     }
 
@@ -169,7 +181,24 @@ impl Config {
         Ok(MsbHome::at(root)
             .with_guest_assets_dir(self.guest_assets_dir.clone())
             .with_accel(accel)
-            .with_registry(self.registry_settings()?))
+            .with_registry(self.registry_settings()?)
+            .with_dns_upstream(self.dns_upstream_setting()?))
+    }
+
+    /// The DNS server for sandboxes: set, else the environment, else none
+    /// (the runtime then uses the host's resolver).
+    fn dns_upstream_setting(&self) -> MicrosandboxResult<Option<std::net::SocketAddr>> {
+        if self.dns_upstream.is_some() {
+            return Ok(self.dns_upstream);
+        }
+        match std::env::var(MSB_DNS_UPSTREAM_ENV) {
+            Ok(v) if !v.is_empty() => v.parse().map(Some).map_err(|_| {
+                MicrosandboxError::InvalidConfig(format!(
+                    "{MSB_DNS_UPSTREAM_ENV}={v} is not IP:PORT"
+                ))
+            }),
+            _ => Ok(None),
+        }
     }
 
     /// The registry settings: set fields, else the environment, else defaults.
@@ -236,6 +265,7 @@ impl Config {
             registry_ca: self.registry_ca.or(base.registry_ca),
             implicit_pull: self.implicit_pull.or(base.implicit_pull),
             docker_config_dir: self.docker_config_dir.or(base.docker_config_dir),
+            dns_upstream: self.dns_upstream.or(base.dns_upstream),
         }
     }
 }

@@ -78,6 +78,7 @@ pub struct MsbHome {
     guest_assets_dir: Option<PathBuf>,
     accel: AccelMode,
     registry: RegistrySettings,
+    dns_upstream: Option<std::net::SocketAddr>,
 }
 
 /// Hosts that always get plain HTTP (after a failed TLS attempt): a
@@ -148,6 +149,7 @@ impl MsbHome {
             guest_assets_dir: None,
             accel: AccelMode::Auto,
             registry: RegistrySettings::default(),
+            dns_upstream: None,
         }
     }
 
@@ -168,6 +170,18 @@ impl MsbHome {
     pub fn with_registry(mut self, registry: RegistrySettings) -> Self {
         self.registry = registry;
         self
+    }
+
+    /// The same home with another DNS server for sandboxes (`None`: the
+    /// environment's, else the host's).
+    pub fn with_dns_upstream(mut self, server: Option<std::net::SocketAddr>) -> Self {
+        self.dns_upstream = server;
+        self
+    }
+
+    /// The DNS server set for sandboxes' queries, if any.
+    pub fn dns_upstream(&self) -> Option<std::net::SocketAddr> {
+        self.dns_upstream
     }
 
     /// How registries are reached.

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["error", "digest"],
     &["progress"],
     &["control", "home", "publish", "sparse", "tools"],
-    &["config", "db"],
+    &["config", "db", "network"],
     &["runtime"],
     &["image", "sandbox_store"],
     &["registry"],

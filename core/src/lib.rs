@@ -17,7 +17,7 @@
 //! | 6 | `registry` | pulling images from OCI registries into the image store |
 //! | 5 | `image`, `sandbox_store` | the image store layout; sandbox registry, directory layout and lock |
 //! | 4 | `runtime` | QEMU, guest assets, the agent, streaming exec, VM names |
-//! | 3 | `config`, `db` | resolving the configuration; the SQLite connection |
+//! | 3 | `config`, `db`, `network` | resolving the configuration; the SQLite connection; the network policy and user-mode stack |
 //! | 2 | `control`, `home`, `publish`, `sparse`, `tools` | cancellation and progress; paths under the home; atomic publication; sparse files; external tools |
 //! | 1 | `progress` | progress event types |
 //! | 0 | `error`, `digest` | the error type; content digest strings |
@@ -33,6 +33,7 @@ pub mod home;
 pub mod image;
 #[cfg(test)]
 mod layering;
+pub mod network;
 pub mod progress;
 mod publish;
 pub mod registry;
@@ -47,6 +48,7 @@ pub use config::Config;
 pub use control::{CallOpts, CancellationToken};
 pub use error::{MicrosandboxError, MicrosandboxResult};
 pub use home::{MsbHome, RegistrySettings};
+pub use network::{NetworkConfig, NetworkPolicy, PublishedPort};
 pub use progress::{ProgressCallback, ProgressEvent, ProgressPhase};
 pub use registry::normalise_reference;
 pub use runtime::AccelMode;

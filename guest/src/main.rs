@@ -44,6 +44,12 @@ fn run() -> io::Result<()> {
         disks.lower,
         disks.upper
     );
+    // A network failure is logged, not fatal: the sandbox still runs.
+    match init::net::configure() {
+        Ok(true) => log!("network: eth0 configured"),
+        Ok(false) => {}
+        Err(e) => log!("network: {e}"),
+    }
     let reaper = Reaper::start()?;
     let port = agent::find_port(Duration::from_secs(10))?;
     agent::serve(&port, &reaper)?;

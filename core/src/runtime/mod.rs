@@ -1,5 +1,6 @@
 //! The hypervisor runtime: boots a sandbox's disks as a QEMU microVM and
-//! talks to the guest. The rest of the SDK sees only [`boot`], [`shutdown`],
+//! talks to the guest, with its network process beside it when it has a
+//! network. The rest of the SDK sees only [`boot`], [`shutdown`],
 //! [`start_exec`] (and the [`exec`] types) and [`is_running`]; which engine runs the VM (QEMU today) and how
 //! is private to this module.
 
@@ -7,9 +8,11 @@ pub mod agent;
 pub mod assets;
 pub mod exec;
 pub mod host;
+pub(crate) mod netd;
 pub(crate) mod qemu;
 mod vm_state;
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ pub(crate) use exec::ExecSpec;
 pub use exec::{ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, ExitStatus};
 use host::Accel;
 pub use host::AccelMode;
+pub use netd::NETD_FILE;
 pub(crate) use qemu::vm_name;
 use qemu::{RamSource, VmParams, VmPaths};
 pub use vm_state::MachineShape;
@@ -50,6 +54,10 @@ pub(crate) struct BootRequest {
     pub cpus: u32,
     /// The guest's hostname (the sandbox name).
     pub hostname: String,
+    /// The sandbox's network: with an interface, a `msb-netd` beside the VM.
+    pub network: crate::network::NetworkConfig,
+    /// Where its DNS queries go (`None`: the host's resolver).
+    pub dns_upstream: Option<std::net::SocketAddr>,
 }
 
 /// A booted VM.
@@ -70,6 +78,8 @@ pub(crate) fn boot(
     let assets = GuestAssets::locate(home)?;
     let initramfs = assets.initramfs(home)?;
     let paths = VmPaths::new(&req.sandbox_dir, &req.vm_name);
+    // A taken port must fail as such, not as a failed KVM probe boot.
+    netd::check_ports(&req.network)?;
     let mut probed_kvm = false;
     let accel = host::choose_accel(home.accel(), &home.cache_dir(), || {
         probed_kvm = true;
@@ -100,6 +110,8 @@ pub(crate) fn boot(
         ) {
             Ok(vm) => return Ok(vm),
             Err(MicrosandboxError::Cancelled) => return Err(MicrosandboxError::Cancelled),
+            // A taken host port or a bad network setting: no retry helps.
+            Err(e @ MicrosandboxError::InvalidConfig(_)) => return Err(e),
             Err(e) => failures.push(format!(
                 "{e}\n--- console tail ---\n{}",
                 qemu::tail(&paths.console_log, 25)
@@ -124,6 +136,20 @@ fn try_boot(
     timeout: Duration,
     control: &Control,
 ) -> MicrosandboxResult<RunningVm> {
+    // Ports are bound and the network process runs before QEMU starts: a
+    // taken port fails here with no VM to clean up.
+    let link = if req.network.has_interface() {
+        Some(netd::start(
+            &assets.dir,
+            req.dns_upstream,
+            &req.network,
+            &req.sandbox_dir,
+            paths,
+        )?)
+    } else {
+        None
+    };
+    let net_fd = link.as_ref().map(|l| l.qemu_end.as_raw_fd());
     let params = VmParams {
         vm_name: &req.vm_name,
         assets,
@@ -136,9 +162,19 @@ fn try_boot(
         paths,
         ram: RamSource::Fresh,
         incoming: false,
+        net_fd,
     };
     let _ = std::fs::remove_file(&paths.console_log);
-    let pid = qemu::spawn_detached(&qemu::argv(&params), paths)?;
+    let spawned = qemu::spawn_detached(&qemu::argv(&params), paths, net_fd);
+    // QEMU holds its own copy of the link now.
+    drop(link);
+    let pid = match spawned {
+        Ok(pid) => pid,
+        Err(e) => {
+            release(paths);
+            return Err(e);
+        }
+    };
     match AgentClient::connect(&paths.agent_sock, timeout, control)
         .and_then(|mut agent| agent.configure(&Identity::new(&req.hostname, None)))
     {
@@ -146,10 +182,17 @@ fn try_boot(
         Err(e) => {
             // The guest never served: nothing in it to shut down cleanly.
             qemu::kill_now(pid, &req.vm_name);
-            qemu::remove_run_files(paths);
+            release(paths);
             Err(e)
         }
     }
+}
+
+/// Remove what a VM leaves beside it once it is gone: its network process
+/// and its run directory.
+fn release(paths: &VmPaths) {
+    netd::stop(paths);
+    qemu::remove_run_files(paths);
 }
 
 fn pid_of(paths: &VmPaths, vm_name: &str) -> MicrosandboxResult<RunningVm> {
@@ -200,6 +243,20 @@ pub(crate) fn boot_shape(home: &MsbHome) -> MicrosandboxResult<String> {
     ))
 }
 
+/// The network of a fork of a full snapshot of `machine`: a snapshot
+/// with a network card forks into `public` (its own network process, no
+/// published ports: a host port cannot be shared), one without into none.
+pub(crate) fn fork_network(machine: &MachineShape) -> crate::network::NetworkConfig {
+    crate::network::NetworkConfig {
+        policy: if machine.devices == qemu::DEVICE_LAYOUT_WITH_NIC {
+            crate::network::NetworkPolicy::Public
+        } else {
+            crate::network::NetworkPolicy::None
+        },
+        ..Default::default()
+    }
+}
+
 /// Whether the VM `vm_name` with `pid` is still running.
 pub(crate) fn is_running(pid: u32, vm_name: &str) -> bool {
     qemu::is_alive(pid, vm_name)
@@ -234,7 +291,7 @@ pub(crate) fn shutdown(sandbox_dir: &Path, vm_name: &str, pid: u32, timeout: Dur
     if !graceful {
         qemu::force_quit(pid, vm_name, &paths.qmp_sock);
     }
-    qemu::remove_run_files(&paths);
+    release(&paths);
     graceful
 }
 
@@ -242,10 +299,10 @@ pub(crate) fn shutdown(sandbox_dir: &Path, vm_name: &str, pid: u32, timeout: Dur
 pub(crate) fn kill(sandbox_dir: &Path, vm_name: &str, pid: u32) {
     let paths = VmPaths::new(sandbox_dir, vm_name);
     qemu::force_quit(pid, vm_name, &paths.qmp_sock);
-    qemu::remove_run_files(&paths);
+    release(&paths);
 }
 
 /// Remove what a VM that is gone left outside its sandbox directory.
 pub(crate) fn clean_after(sandbox_dir: &Path, vm_name: &str) {
-    qemu::remove_run_files(&VmPaths::new(sandbox_dir, vm_name));
+    release(&VmPaths::new(sandbox_dir, vm_name));
 }

@@ -6,7 +6,9 @@
 //! flags and commands.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,6 +67,19 @@ impl VmPaths {
 /// device state only loads into the same layout.
 pub const DEVICE_LAYOUT: u32 = 1;
 
+/// [`DEVICE_LAYOUT`] plus the network card (`virtio-net-device,id=net`):
+/// a VM with a network has this layout.
+pub const DEVICE_LAYOUT_WITH_NIC: u32 = 2;
+
+/// The device layout of a VM with or without a network card.
+pub(crate) fn device_layout(nic: bool) -> u32 {
+    if nic {
+        DEVICE_LAYOUT_WITH_NIC
+    } else {
+        DEVICE_LAYOUT
+    }
+}
+
 /// Where guest RAM comes from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RamSource<'a> {
@@ -95,6 +110,9 @@ pub(crate) struct VmParams<'a> {
     pub ram: RamSource<'a>,
     /// Start paused, waiting for saved device state (a restore).
     pub incoming: bool,
+    /// The guest link to the network process (a stream socket QEMU
+    /// inherits): the VM gets a virtio-net card on it. `None`: no card.
+    pub net_fd: Option<RawFd>,
 }
 
 /// QEMU's CPU model for `accel`.
@@ -199,6 +217,22 @@ pub(crate) fn argv(p: &VmParams<'_>) -> Vec<String> {
         "-device".into(),
         "virtio-balloon-device,id=balloon".into(),
     ]);
+    if let Some(fd) = p.net_fd {
+        // A stream socket carries each frame behind its 4-byte length,
+        // the framing `msb-netd` speaks; the MAC is the one the guest's
+        // addressing assumes (`network::GUEST_MAC`).
+        let mac = crate::network::GUEST_MAC
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        args.extend([
+            "-netdev".into(),
+            format!("socket,id=net0,fd={fd}"),
+            "-device".into(),
+            format!("virtio-net-device,id=net,netdev=net0,mac={mac}"),
+        ]);
+    }
     if p.incoming {
         // Device state arrives over QMP (`migrate-incoming`); ROMs (kernel,
         // initrd) are not copied into RAM while incoming, so the mapped
@@ -209,7 +243,12 @@ pub(crate) fn argv(p: &VmParams<'_>) -> Vec<String> {
 }
 
 /// Start QEMU detached; returns the VM's pid once its sockets exist.
-pub(crate) fn spawn_detached(args: &[String], paths: &VmPaths) -> MicrosandboxResult<u32> {
+/// `inherit` is a descriptor QEMU keeps (the network link of `net_fd`).
+pub(crate) fn spawn_detached(
+    args: &[String],
+    paths: &VmPaths,
+    inherit: Option<RawFd>,
+) -> MicrosandboxResult<u32> {
     for dir in [
         &paths.run_dir,
         paths.console_log.parent().unwrap_or(Path::new(".")),
@@ -230,7 +269,20 @@ pub(crate) fn spawn_detached(args: &[String], paths: &VmPaths) -> MicrosandboxRe
     // With -daemonize the launched process exits once the VM is set up and
     // its sockets listen; the VM itself is re-parented to init, so it
     // outlives us and never lingers as our zombie.
-    let status = Command::new(QEMU_BINARY)
+    let mut command = Command::new(QEMU_BINARY);
+    if let Some(fd) = inherit {
+        // SAFETY: between fork and exec the closure only calls fcntl (async-
+        // signal-safe) on a descriptor this process owns.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let status = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log)

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::agent::AgentClient;
 use super::assets::GuestAssets;
 use super::host::{self, Accel, AccelMode};
-use super::qemu::{self, DEVICE_LAYOUT, Qmp, RamSource, VmParams, VmPaths};
+use super::qemu::{self, DEVICE_LAYOUT, DEVICE_LAYOUT_WITH_NIC, Qmp, RamSource, VmParams, VmPaths};
 use super::{BootRequest, RunningVm};
 use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
@@ -161,7 +162,7 @@ pub(crate) fn capture(
                 accel: accel.as_str().into(),
                 memory_mib,
                 cpus,
-                devices: DEVICE_LAYOUT,
+                devices: qemu::device_layout(super::netd::has_link(&paths)),
                 protocol: PROTOCOL_VERSION,
             },
             ram,
@@ -326,11 +327,12 @@ pub(crate) fn restore(
 ) -> MicrosandboxResult<RunningVm> {
     let artifact = from.state.parent().unwrap_or(Path::new("."));
     let machine = &from.machine;
-    if machine.machine != "microvm" || machine.devices != DEVICE_LAYOUT {
+    let layouts = [DEVICE_LAYOUT, DEVICE_LAYOUT_WITH_NIC];
+    if machine.machine != "microvm" || !layouts.contains(&machine.devices) {
         return Err(incompatible(
             artifact,
             format!(
-                "machine {} with device layout {} (this runtime: microvm, layout {DEVICE_LAYOUT})",
+                "machine {} with device layout {} (this runtime: microvm, layouts {layouts:?})",
                 machine.machine, machine.devices
             ),
         ));
@@ -363,6 +365,21 @@ pub(crate) fn restore(
         ForkRam::OwnPrivate => RamSource::Own,
         ForkRam::OwnShared => RamSource::Fresh,
     };
+    control.check()?;
+    // The saved card needs a link; the fork gets its own network process
+    // (fresh connection state) under the fork's configuration.
+    let link = if machine.devices == DEVICE_LAYOUT_WITH_NIC {
+        Some(super::netd::start(
+            &assets.dir,
+            req.dns_upstream,
+            &req.network,
+            &req.sandbox_dir,
+            &paths,
+        )?)
+    } else {
+        None
+    };
+    let net_fd = link.as_ref().map(|l| l.qemu_end.as_raw_fd());
     let params = VmParams {
         vm_name: &req.vm_name,
         assets: &assets,
@@ -375,10 +392,18 @@ pub(crate) fn restore(
         paths: &paths,
         ram,
         incoming: true,
+        net_fd,
     };
     let _ = std::fs::remove_file(&paths.console_log);
-    control.check()?;
-    let pid = qemu::spawn_detached(&qemu::argv(&params), &paths)?;
+    let spawned = qemu::spawn_detached(&qemu::argv(&params), &paths, net_fd);
+    drop(link);
+    let pid = match spawned {
+        Ok(pid) => pid,
+        Err(e) => {
+            super::release(&paths);
+            return Err(e);
+        }
+    };
     let filled = match from.ram_mode {
         ForkRam::Mapped => Ok(()),
         ForkRam::OwnPrivate | ForkRam::OwnShared => {
@@ -395,7 +420,7 @@ pub(crate) fn restore(
         Ok(()) => Ok(RunningVm { pid }),
         Err(e) => {
             qemu::kill_now(pid, &req.vm_name);
-            qemu::remove_run_files(&paths);
+            super::release(&paths);
             Err(e)
         }
     }

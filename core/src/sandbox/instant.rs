@@ -18,6 +18,7 @@ use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image::ImageInfo;
+use crate::network::NetworkConfig;
 use crate::publish;
 use crate::runtime;
 use crate::sandbox_store::registry::SandboxState;
@@ -29,19 +30,23 @@ pub(super) struct Shape<'a> {
     pub memory_mib: u32,
     pub cpus: u32,
     pub upper_size_bytes: u64,
+    /// With a network card (any policy but `none`; the policy itself is
+    /// the host's business, so bases are shared across policies).
+    pub nic: bool,
 }
 
 /// The directory of the base snapshot for `shape`.
 pub(super) fn base_dir(home: &MsbHome, shape: &Shape<'_>) -> MicrosandboxResult<PathBuf> {
-    // The root disk's file identity too: a removed and reloaded image gets
-    // a rebuilt root disk whose bytes differ (mkfs.erofs is not
-    // reproducible), and a base's page cache must not meet other bytes.
+    // The root disk's file identity too: a base's page cache must meet the
+    // very bytes it booted over, and a root disk rebuilt after `image rm`
+    // equals the old one only if both were built reproducibly (disks built
+    // before that rule differ).
     let lower = fs::metadata(&shape.image.lower_path)
         .map_err(|e| MicrosandboxError::io(&shape.image.lower_path, e))?;
     let mut key = Sha256::new();
     key.update(runtime::boot_shape(home)?);
     key.update(format!(
-        " image={} lower={}:{}:{}.{}:{} memory={} cpus={} upper={}",
+        " image={} lower={}:{}:{}.{}:{} memory={} cpus={} upper={} nic={}",
         shape.image.manifest_digest,
         lower.dev(),
         lower.ino(),
@@ -50,7 +55,8 @@ pub(super) fn base_dir(home: &MsbHome, shape: &Shape<'_>) -> MicrosandboxResult<
         lower.len(),
         shape.memory_mib,
         shape.cpus,
-        shape.upper_size_bytes
+        shape.upper_size_bytes,
+        shape.nic
     ));
     Ok(home
         .cache_dir()
@@ -58,18 +64,33 @@ pub(super) fn base_dir(home: &MsbHome, shape: &Shape<'_>) -> MicrosandboxResult<
         .join(&hex::encode(key.finalize())[..32]))
 }
 
-/// Fork the base in `base` as the sandbox `name` (directory `dir`, already
-/// claimed), with `env` for its commands. `Ok(None)` when there is no usable
+/// The sandbox a base is forked into.
+pub(super) struct NewSandbox<'a> {
+    pub name: &'a str,
+    /// Its directory, already claimed.
+    pub dir: &'a Path,
+    pub image: &'a ImageInfo,
+    /// The environment of its commands.
+    pub env: BTreeMap<String, String>,
+    /// Its own network (the base only decides whether it has a card).
+    pub network: NetworkConfig,
+}
+
+/// Fork the base in `base` as the sandbox `new`. `Ok(None)` when there is no usable
 /// base: a broken or incompatible one is removed, so the caller boots cold.
 pub(super) fn fork_base(
     home: &MsbHome,
     base: &Path,
-    name: &str,
-    dir: &Path,
-    image: &ImageInfo,
-    env: BTreeMap<String, String>,
+    new: NewSandbox<'_>,
     control: &Control,
 ) -> MicrosandboxResult<Option<SandboxHandle>> {
+    let NewSandbox {
+        name,
+        dir,
+        image,
+        env,
+        network,
+    } = new;
     if !base.exists() {
         return Ok(None);
     }
@@ -96,6 +117,7 @@ pub(super) fn fork_base(
         // Its own shared RAM: a sandbox made by instant create is captured
         // as fast as a cold-booted one (the base was captured from one).
         ram_mode: crate::runtime::ForkRam::OwnShared,
+        network: Some(network),
     };
     match fork.run(home, dir, control) {
         Ok(handle) => Ok(Some(handle)),

@@ -22,6 +22,7 @@ use crate::control::{CallOpts, Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image;
+use crate::network::{NetworkConfig, NetworkPolicy, PublishedPort};
 use crate::runtime::{self, BootRequest, ExecSpec};
 use crate::sandbox_store::{self, DirLock};
 use crate::snapshot::Snapshot;
@@ -71,6 +72,35 @@ pub struct SandboxBuilder {
     env: BTreeMap<String, String>,
     upper_size_bytes: u64,
     instant: bool,
+    network: NetworkOptions,
+}
+
+/// The builder's network options as given; parsed and checked by
+/// [`SandboxBuilder::create`] (`InvalidConfig`) before anything boots.
+#[derive(Debug, Clone, Default)]
+struct NetworkOptions {
+    policy: Option<String>,
+    allow: Vec<String>,
+    ports: Vec<PublishedPort>,
+}
+
+impl NetworkOptions {
+    fn parse(&self) -> MicrosandboxResult<NetworkConfig> {
+        let config = NetworkConfig {
+            policy: match &self.policy {
+                Some(policy) => policy.parse()?,
+                None => NetworkPolicy::default(),
+            },
+            allow: self
+                .allow
+                .iter()
+                .map(|a| a.parse())
+                .collect::<MicrosandboxResult<_>>()?,
+            ports: self.ports.clone(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 impl Sandbox {
@@ -85,6 +115,7 @@ impl Sandbox {
             env: BTreeMap::new(),
             upper_size_bytes: DEFAULT_UPPER_SIZE,
             instant: true,
+            network: NetworkOptions::default(),
         }
     }
 
@@ -226,6 +257,29 @@ impl SandboxBuilder {
         self
     }
 
+    /// Network policy: `public` (the default: no host loopback, private,
+    /// link-local or CGNAT ranges), `none` (no interface) or `all`;
+    /// enforced on the host (`docs/network.md`). An unknown name fails
+    /// [`create`](Self::create) with `InvalidConfig`.
+    pub fn network(mut self, policy: impl Into<String>) -> Self {
+        self.network.policy = Some(policy.into());
+        self
+    }
+
+    /// Also allow this host name, address or CIDR (e.g. `10.0.0.0/8`),
+    /// whatever the policy's ranges say.
+    pub fn allow(mut self, host_or_cidr: impl Into<String>) -> Self {
+        self.network.allow.push(host_or_cidr.into());
+        self
+    }
+
+    /// Publish guest TCP port `guest` on the host's 127.0.0.1 port `host`.
+    /// A taken host port fails [`create`](Self::create) with `InvalidConfig`.
+    pub fn port(mut self, host: u16, guest: u16) -> Self {
+        self.network.ports.push(PublishedPort { host, guest });
+        self
+    }
+
     /// Apparent size of the upper disk (default 4 GiB; sparse).
     pub fn upper_size_bytes(mut self, bytes: u64) -> Self {
         self.upper_size_bytes = bytes;
@@ -250,6 +304,7 @@ impl SandboxBuilder {
         control: &Control,
     ) -> MicrosandboxResult<SandboxHandle> {
         validate_name(&self.name)?;
+        let network = self.network.parse()?;
         if self.memory_mib < 64 || self.cpus == 0 || self.upper_size_bytes < (64 << 20) {
             return Err(MicrosandboxError::InvalidConfig(
                 "memory_mib must be >= 64, cpus >= 1 and the upper at least 64 MiB".into(),
@@ -285,6 +340,7 @@ impl SandboxBuilder {
                     memory_mib: self.memory_mib,
                     cpus: self.cpus,
                     upper_size_bytes: *size,
+                    nic: network.has_interface(),
                 };
                 Some(instant::base_dir(home, &shape)?)
             }
@@ -293,7 +349,15 @@ impl SandboxBuilder {
         let dir = claim_dir(home, &self.name)?;
         if let Some(base) = &base {
             let env = command_env(&image, self.env.clone());
-            match instant::fork_base(home, base, &self.name, &dir, &image, env, control) {
+            let new = instant::NewSandbox {
+                name: &self.name,
+                dir: &dir,
+                image: &image,
+                env,
+                network: network.clone(),
+            };
+            let forked = instant::fork_base(home, base, new, control);
+            match forked {
                 Ok(Some(handle)) => return Ok(handle),
                 Ok(None) => clear_dir(&dir)?,
                 Err(e) => {
@@ -303,7 +367,7 @@ impl SandboxBuilder {
             }
         }
         let name = self.name.clone();
-        let created = self.build_and_boot(home, &dir, image, upper_source, control);
+        let created = self.build_and_boot(home, &dir, image, upper_source, network, control);
         if created.is_err() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -325,6 +389,7 @@ impl SandboxBuilder {
         dir: &Path,
         image: image::ImageInfo,
         upper_source: UpperSource,
+        network: NetworkConfig,
         control: &Control,
     ) -> MicrosandboxResult<SandboxHandle> {
         let _lock = DirLock::acquire(dir)?;
@@ -346,9 +411,10 @@ impl SandboxBuilder {
             env,
             working_dir: image.working_dir,
             vm_name: runtime::vm_name(dir),
+            network,
         };
         control.check()?;
-        let vm = runtime::boot(home, &boot_request(&self.name, dir, &config), control)?;
+        let vm = runtime::boot(home, &boot_request(home, &self.name, dir, &config), control)?;
         let record = SandboxRecord {
             name: self.name.clone(),
             config: config.clone(),
@@ -525,7 +591,7 @@ impl SandboxHandle {
             }
             let vm = runtime::boot(
                 &this.home,
-                &boot_request(&this.name, &this.dir, &rec.config),
+                &boot_request(&this.home, &this.name, &this.dir, &rec.config),
                 control,
             )?;
             registry::set_state(&this.home, &this.name, SandboxState::Running, Some(vm.pid))?;
@@ -736,7 +802,7 @@ pub fn validate_name(name: &str) -> MicrosandboxResult<()> {
     }
 }
 
-fn boot_request(name: &str, dir: &Path, config: &SandboxConfig) -> BootRequest {
+fn boot_request(home: &MsbHome, name: &str, dir: &Path, config: &SandboxConfig) -> BootRequest {
     BootRequest {
         hostname: name.to_string(),
         vm_name: config.vm_name.clone(),
@@ -745,6 +811,8 @@ fn boot_request(name: &str, dir: &Path, config: &SandboxConfig) -> BootRequest {
         upper: dir.join(UPPER_FILE),
         memory_mib: config.memory_mib,
         cpus: config.cpus,
+        network: config.network.clone(),
+        dns_upstream: home.dns_upstream(),
     }
 }
 

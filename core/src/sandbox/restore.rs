@@ -14,6 +14,7 @@ use super::{Sandbox, SandboxHandle, UPPER_FILE, claim_dir, pinned_image, validat
 use crate::control::{CallOpts, Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
+use crate::network::NetworkConfig;
 use crate::runtime::{self, BootRequest, ForkRam, Identity, RestoreFrom};
 use crate::sandbox_store::DirLock;
 use crate::snapshot::{Snapshot, SnapshotHandle, SnapshotKind, VmSection};
@@ -145,6 +146,7 @@ pub(crate) fn restore_blocking(
         memory_mib: overrides.memory_mib,
         cpus: overrides.cpus,
         ram_mode: ForkRam::Mapped,
+        network: None,
     };
     let forked = fork.run(home, &dir, control);
     if forked.is_err() {
@@ -192,6 +194,8 @@ pub(super) struct Fork<'a> {
     pub cpus: Option<u32>,
     /// Whose RAM it runs in (unless it shrinks: then its own, private).
     pub ram_mode: ForkRam,
+    /// Its network (`None`: what a fork of this snapshot gets by default).
+    pub network: Option<NetworkConfig>,
 }
 
 impl Fork<'_> {
@@ -213,6 +217,7 @@ impl Fork<'_> {
             memory_mib,
             cpus,
             ram_mode,
+            network,
         } = self;
         let _lock = DirLock::acquire(dir)?;
         let upper = dir.join(UPPER_FILE);
@@ -227,6 +232,7 @@ impl Fork<'_> {
             env,
             working_dir,
             vm_name: runtime::vm_name(dir),
+            network: network.unwrap_or_else(|| runtime::fork_network(&vm.machine)),
         };
         let req = BootRequest {
             vm_name: config.vm_name.clone(),
@@ -236,6 +242,8 @@ impl Fork<'_> {
             memory_mib: config.memory_mib,
             cpus: config.cpus,
             hostname: name.to_string(),
+            network: config.network.clone(),
+            dns_upstream: home.dns_upstream(),
         };
         let shrink = memory_mib.filter(|&m| m < vm.machine.memory_mib);
         let from = RestoreFrom {

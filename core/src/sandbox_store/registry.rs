@@ -79,6 +79,10 @@ pub struct SandboxConfig {
     pub working_dir: String,
     /// Unique VM name (`msb-<hash>`): how its QEMU process is recognized.
     pub vm_name: String,
+    /// Network policy, allow-list and published ports (`docs/network.md`);
+    /// none for a sandbox recorded before networking existed.
+    #[serde(default = "crate::network::NetworkConfig::none")]
+    pub network: crate::network::NetworkConfig,
 }
 
 /// One registry row.
@@ -213,6 +217,7 @@ mod tests {
                 env: BTreeMap::new(),
                 working_dir: "/".into(),
                 vm_name: format!("msb-{name}"),
+                network: Default::default(),
             },
             state: SandboxState::Stopped,
             pid: None,

@@ -184,6 +184,131 @@ pub fn add_entropy_and_reseed(seed: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// An `AF_INET` socket address for the interface and route ioctls.
+fn sockaddr_in(addr: std::net::Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) and
+    // sockaddr is plain bytes; this is how the ioctls expect the address.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// A datagram socket to issue interface ioctls on.
+fn ioctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn ioctl_ifreq(sock: &OwnedFd, request: libc::c_ulong, req: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: `req` is a valid ifreq for interface requests, alive for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request as _, req as *mut libc::ifreq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Bring interface `name` up, with `addr`/`prefix` when given (`lo` needs none).
+pub fn interface_up(name: &str, addr: Option<(std::net::Ipv4Addr, u8)>) -> io::Result<()> {
+    let sock = ioctl_socket()?;
+    if let Some((addr, prefix)) = addr {
+        let mut req = ifreq(name)?;
+        req.ifr_ifru.ifru_addr = sockaddr_in(addr);
+        ioctl_ifreq(&sock, libc::SIOCSIFADDR, &mut req)?;
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let mut req = ifreq(name)?;
+        req.ifr_ifru.ifru_netmask = sockaddr_in(std::net::Ipv4Addr::from(mask));
+        ioctl_ifreq(&sock, libc::SIOCSIFNETMASK, &mut req)?;
+    }
+    let mut req = ifreq(name)?;
+    ioctl_ifreq(&sock, libc::SIOCGIFFLAGS, &mut req)?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    ioctl_ifreq(&sock, libc::SIOCSIFFLAGS, &mut req)
+}
+
+/// The kernel's `struct rtentry` (x86_64 layout, `SIOCADDRT`).
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+/// Add the default route through `gateway`.
+pub fn add_default_route(gateway: std::net::Ipv4Addr) -> io::Result<()> {
+    const RTF_UP: libc::c_ushort = 0x1;
+    const RTF_GATEWAY: libc::c_ushort = 0x2;
+    let sock = ioctl_socket()?;
+    let unspecified = std::net::Ipv4Addr::UNSPECIFIED;
+    let mut route = RtEntry {
+        rt_pad1: 0,
+        rt_dst: sockaddr_in(unspecified),
+        rt_gateway: sockaddr_in(gateway),
+        rt_genmask: sockaddr_in(unspecified),
+        rt_flags: RTF_UP | RTF_GATEWAY,
+        rt_pad2: 0,
+        rt_pad3: 0,
+        rt_pad4: std::ptr::null_mut(),
+        rt_metric: 0,
+        rt_dev: std::ptr::null_mut(),
+        rt_mtu: 0,
+        rt_window: 0,
+        rt_irtt: 0,
+    };
+    // SAFETY: `route` is a complete struct rtentry, alive for the call.
+    if unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCADDRT as _,
+            &mut route as *mut RtEntry,
+        )
+    } < 0
+    {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
