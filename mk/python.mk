@@ -27,7 +27,7 @@ py-setup:
 # next to the extension module, where the core looks for them.
 py-guest-assets: setup
 	@rm -rf $(PY_GUEST) && mkdir -p $(PY_GUEST)
-	@cd $(CURDIR)/target/runtime && cp -a $$(ls -d vmlinux vmlinuz modules modules.order modules.builtin msb-guest-init version 2>/dev/null) $(PY_GUEST)/
+	@cd $(CURDIR)/target/runtime && cp -a $$(ls -d vmlinux vmlinuz modules modules.order modules.builtin msb-guest-init msb-netd version 2>/dev/null) $(PY_GUEST)/
 
 py-wheel-dev: py-setup py-guest-assets
 	rm -rf $(PY_WHEELS_DEV)

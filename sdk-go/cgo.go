@@ -201,6 +201,15 @@ func takeString(p *C.char) string {
 	return s
 }
 
+// stringResult is the string a call returned (copied and released), or
+// its error.
+func stringResult(out *C.char, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
+	return takeString(out), nil
+}
+
 // goBytes copies a borrowed run of bytes.
 func goStr(s C.MsbStr) string {
 	if s.len == 0 {

@@ -60,6 +60,7 @@ var (
 	ErrSandboxNotPaused              = sentinel("SandboxNotPaused")
 	ErrSnapshotIncompatible          = sentinel("SnapshotIncompatible")
 	ErrImageNotFound                 = sentinel("ImageNotFound")
+	ErrImageInUse                    = sentinel("ImageInUse")
 	ErrRegistry                      = sentinel("Registry")
 	ErrRuntime                       = sentinel("Runtime")
 	ErrCancelled                     = sentinel("Cancelled")
@@ -74,7 +75,7 @@ func init() {
 		ErrSnapshotIntegrity, ErrManifestInvalid, ErrIntegrityAlgorithmUnsupported,
 		ErrArchiveInvalid, ErrSnapshotHasChildren, ErrInvalidConfig, ErrSandboxNotFound,
 		ErrSandboxAlreadyExists, ErrSandboxNotRunning, ErrSandboxNotPaused,
-		ErrSnapshotIncompatible, ErrImageNotFound, ErrRegistry, ErrRuntime,
+		ErrSnapshotIncompatible, ErrImageNotFound, ErrImageInUse, ErrRegistry, ErrRuntime,
 		ErrCancelled, ErrIo,
 	} {
 		sentinels[s.Kind] = s

@@ -1,7 +1,9 @@
 package microsandbox
 
-// Images: load an OCI / docker archive, build the busybox archive, list
-// and get, through the Image value: m.Image.Load(ctx, …).
+// Images: load an OCI / docker archive, save one, remove, build the
+// busybox archive, list and get, through the Image value:
+// m.Image.Load(ctx, …). Registry calls
+// (Pull, …) are in registry.go.
 
 /*
 #include <stdlib.h>
@@ -34,8 +36,20 @@ type ImageInfo struct {
 	Env []string `json:"env"`
 	// WorkingDir is the image's working directory.
 	WorkingDir string `json:"working_dir"`
-	// LoadedAt is the RFC 3339 load time.
+	// LoadedAt is the RFC 3339 load or pull time.
 	LoadedAt string `json:"loaded_at"`
+	// Origin is the registry reference the image was pulled from ("" for
+	// an image loaded from an archive or imported with a snapshot).
+	Origin string `json:"origin"`
+}
+
+// imageResult is the image a call returned as JSON, or its error.
+func imageResult(out *C.char, err error) (*ImageInfo, error) {
+	if err != nil {
+		return nil, err
+	}
+	var info ImageInfo
+	return &info, decodeJSON(out, &info)
 }
 
 func decodeJSON(text *C.char, into any) error {
@@ -51,17 +65,11 @@ func (imageFactory) Load(ctx context.Context, archive, reference string) (*Image
 	a, r := C.CString(archive), optCString(reference)
 	defer C.free(unsafe.Pointer(a))
 	defer C.free(unsafe.Pointer(r))
-	fn, user, release := progressArgs(ctx)
-	defer release()
 	var out *C.char
-	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+	err := callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
 		return C.msb_image_load(cfg, tok, a, r, fn, user, &out)
 	})
-	if err != nil {
-		return nil, err
-	}
-	var info ImageInfo
-	return &info, decodeJSON(out, &info)
+	return imageResult(out, err)
 }
 
 // BuildBusybox writes a tiny busybox OCI archive named reference to out,
@@ -80,11 +88,28 @@ func (imageFactory) Get(ctx context.Context, referenceOrDigest string) (*ImageIn
 	err := withCString(referenceOrDigest, func(k *C.char) error {
 		return callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_image_get(cfg, k, &out) })
 	})
-	if err != nil {
-		return nil, err
-	}
-	var info ImageInfo
-	return &info, decodeJSON(out, &info)
+	return imageResult(out, err)
+}
+
+// Save writes the image referenceOrDigest to out as an OCI archive other
+// tools read (as `docker save` does); out is replaced atomically, and left
+// as it was on error or cancellation. Progress phase: "export".
+func (imageFactory) Save(ctx context.Context, referenceOrDigest, out string) error {
+	k, o := C.CString(referenceOrDigest), C.CString(out)
+	defer C.free(unsafe.Pointer(k))
+	defer C.free(unsafe.Pointer(o))
+	return callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
+		return C.msb_image_save(cfg, tok, k, o, fn, user)
+	})
+}
+
+// Remove removes the image (a reference: that one; a manifest digest:
+// every reference to it) and the blobs and root disks no other image uses.
+// An image a snapshot or sandbox needs is ErrImageInUse.
+func (imageFactory) Remove(ctx context.Context, referenceOrDigest string) error {
+	return withCString(referenceOrDigest, func(k *C.char) error {
+		return callQuick(ctx, func(cfg *C.MsbConfig) *C.MsbError { return C.msb_image_remove(cfg, k) })
+	})
 }
 
 // List returns every loaded image.

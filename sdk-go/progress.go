@@ -28,8 +28,8 @@ type ProgressEvent struct {
 
 type progressKey struct{}
 
-// WithProgress returns a context whose verify, export, import and image
-// load calls report to fn (called from other threads, one event at a time).
+// WithProgress returns a context whose verify, export, import, image
+// load and registry (pull, push) calls report to fn (called from other threads, one event at a time).
 func WithProgress(ctx context.Context, fn func(ProgressEvent)) context.Context {
 	return context.WithValue(ctx, progressKey{}, fn)
 }

@@ -28,3 +28,11 @@ func progressArgs(ctx context.Context) (fn C.MsbProgressFn, user unsafe.Pointer,
 	h := cgo.NewHandle(f)
 	return C.msb_go_progress_fn(), C.msb_go_user(C.uintptr_t(h)), h.Delete
 }
+
+// callWithProgress is call for the calls that report progress: f also
+// gets the callback and user data of ctx's progress func.
+func callWithProgress(ctx context.Context, f func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError) error {
+	fn, user, release := progressArgs(ctx)
+	defer release()
+	return call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError { return f(cfg, tok, fn, user) })
+}

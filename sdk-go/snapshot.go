@@ -175,10 +175,8 @@ func (s *SnapshotArtifact) SourceSandbox() *string { return copyString(s.sourceS
 // (ErrSnapshotIntegrity); without a record the report's Upper.Kind is
 // "not_recorded". Progress goes to the func of WithProgress.
 func (s *SnapshotArtifact) Verify(ctx context.Context) (*SnapshotVerifyReport, error) {
-	fn, user, release := progressArgs(ctx)
-	defer release()
 	var text *C.char
-	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+	err := callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
 		return C.msb_snapshot_verify(cfg, tok, s.ptr, fn, user, &text)
 	})
 	runtime.KeepAlive(s)
@@ -427,9 +425,7 @@ func (snapshotFactory) Export(ctx context.Context, nameOrPath, outPath string, o
 	key, out := C.CString(nameOrPath), C.CString(outPath)
 	defer C.free(unsafe.Pointer(key))
 	defer C.free(unsafe.Pointer(out))
-	fn, user, release := progressArgs(ctx)
-	defer release()
-	return call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+	return callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
 		return C.msb_snapshot_export(cfg, tok, key, out, C.bool(opts.WithParents),
 			C.bool(opts.WithImage), C.bool(opts.PlainTar), fn, user)
 	})
@@ -441,10 +437,8 @@ func (snapshotFactory) Import(ctx context.Context, archive, dest string) (*Snaps
 	a, d := C.CString(archive), optCString(dest)
 	defer C.free(unsafe.Pointer(a))
 	defer C.free(unsafe.Pointer(d))
-	fn, user, release := progressArgs(ctx)
-	defer release()
 	var list *C.MsbSnapshotHandleList
-	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
+	err := callWithProgress(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel, fn C.MsbProgressFn, user unsafe.Pointer) *C.MsbError {
 		return C.msb_snapshot_import(cfg, tok, a, d, fn, user, &list)
 	})
 	return firstHandle(list, err)

@@ -23,6 +23,7 @@ from microsandbox._native import (
     SandboxHandle,
     Snapshot,
     SnapshotHandle,
+    normalise_reference,
     set_default_config,
 )
 from microsandbox._support import current_config, use_config
@@ -30,6 +31,7 @@ from microsandbox.errors import (
     ERRORS_BY_KIND,
     ArchiveInvalidError,
     CancelledError,
+    ImageInUseError,
     ImageNotFoundError,
     RegistryError,
     IntegrityAlgorithmUnsupportedError,
@@ -70,6 +72,7 @@ __all__ = [
     "ExitStatus",
     "Image",
     "ImageInfo",
+    "ImageInUseError",
     "ImageNotFoundError",
     "RegistryError",
     "IntegrityAlgorithmUnsupportedError",
@@ -100,6 +103,7 @@ __all__ = [
     "UpperVerifyStatus",
     "current_config",
     "kinds",
+    "normalise_reference",
     "set_default_config",
     "use_config",
 ]

@@ -117,6 +117,13 @@ class ImageNotFoundError(MicrosandboxError):
     kind = "ImageNotFound"
 
 
+class ImageInUseError(MicrosandboxError):
+    """An image cannot be removed: a snapshot pins it or a sandbox was created
+    from it, and no other reference keeps it (the message names them)."""
+
+    kind = "ImageInUse"
+
+
 class RegistryError(MicrosandboxError):
     """A registry could not give an image or snapshot: connection, credentials,
     or content that breaks a rule (a digest mismatch, an oversized manifest)."""
@@ -173,6 +180,7 @@ __all__ = [
     "SandboxNotPausedError",
     "SnapshotIncompatibleError",
     "ImageNotFoundError",
+    "ImageInUseError",
     "RegistryError",
     "RuntimeError",
     "CancelledError",

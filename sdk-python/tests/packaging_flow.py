@@ -1,8 +1,9 @@
 """The typical flow as a user of the installed wheel runs it (the packaging
 test copies this file into a fresh project outside the checkout): no
 MSB_KERNEL_DIR, no Rust toolchain; the guest assets come from the wheel.
+The snapshot then goes through the registry REGISTRY into a third home.
 
-    python packaging_flow.py HOME_ROOT
+    python packaging_flow.py HOME_ROOT REGISTRY
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import microsandbox as msb
 
 
-async def main(root: pathlib.Path) -> None:
+async def main(root: pathlib.Path, registry: str) -> None:
     shipped = pathlib.Path(msb.__file__).parent / "microsandbox-guest"
     assert (shipped / "msb-guest-init").is_file(), f"no guest assets in the wheel at {shipped}"
     first, second = root / "home-1", root / "home-2"
@@ -53,8 +54,15 @@ async def main(root: pathlib.Path) -> None:
         finally:
             for sandbox in await msb.Sandbox.list():
                 await sandbox.remove()
-    print("packaging flow: ok (guest assets from", shipped, ")")
+
+    ref = f"{registry}/snaps/pkg-snap:1"
+    with msb.use_config(msb.Config(home=first)):
+        await msb.Snapshot.push("pkg-snap", ref)
+    with msb.use_config(msb.Config(home=root / "home-3")):
+        pulled = await msb.Snapshot.pull(ref)
+        assert pulled.digest == snap.digest, (pulled.digest, snap.digest)
+    print("packaging flow: ok (guest assets from", shipped, "; snapshot through", ref, ")")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(pathlib.Path(sys.argv[1])))
+    asyncio.run(main(pathlib.Path(sys.argv[1]), sys.argv[2]))

@@ -138,6 +138,29 @@ async def full_snapshots(image: str) -> None:
     print(state, kind, fork, hkind, again, more, last, paused, incompatible, await sb.status())
 
 
+async def registries(tmp: pathlib.Path) -> None:
+    full: str = msb.normalise_reference("python")
+    pulled: ImageInfo = await Image.pull(full, progress=on_progress)
+    origin: str | None = pulled.origin
+    digest: str = await Snapshot.push("base", "127.0.0.1:5000/snaps/base:1", progress=on_progress)
+    again: str = await Snapshot.push(tmp / "base", "127.0.0.1:5000/snaps/base:1")
+    handle: SnapshotHandle = await Snapshot.pull("127.0.0.1:5000/snaps/base:1", dest=tmp, progress=on_progress)
+    elsewhere: SnapshotHandle = await Snapshot.pull("127.0.0.1:5000/snaps/base:1")
+    pushed: str = await Image.push(full, "127.0.0.1:5000/app:1", progress=on_progress)
+    print(pushed)
+    await Image.save(full, tmp / "saved.tar", progress=on_progress)
+    await Image.save(pulled.manifest_digest, tmp / "again.tar")
+    try:
+        await Image.remove(full)
+    except msb.ImageInUseError as err:
+        print(err.kind)
+    try:
+        await Image.pull("127.0.0.1:1/none:1")
+    except msb.RegistryError as err:
+        print(err.kind)
+    print(origin, digest, again, handle.digest, elsewhere.path)
+
+
 async def configuration(tmp: pathlib.Path) -> None:
     msb.set_default_config(Config(home=tmp, guest_assets_dir=tmp / "guest", accel="auto"))
     with msb.use_config(Config(home=tmp / "other", accel="tcg")) as cfg:

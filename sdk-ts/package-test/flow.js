@@ -1,5 +1,5 @@
 // The typical flow of the reference (plus a full-VM snapshot, resume and a
-// fork), run from a fresh project that installed the two tarballs: no Rust toolchain, no MSB_KERNEL_DIR; the guest assets
+// fork, and a snapshot push and pull through the registry $MSB_TEST_REGISTRY), run from a fresh project that installed the two tarballs: no Rust toolchain, no MSB_KERNEL_DIR; the guest assets
 // come from the platform package. Homes live under $MSB_TEST_TMP so that
 // leftover VMs of a failed run can be found; every sandbox is removed.
 "use strict";
@@ -15,6 +15,7 @@ async function main() {
   const tmp = fs.mkdtempSync(path.join(process.env.MSB_TEST_TMP, "msb-ts-pkg-"));
   const first = { home: path.join(tmp, "first") };
   const second = { home: path.join(tmp, "second") };
+  const third = { home: path.join(tmp, "third") };
   const archive = path.join(tmp, "baseline.tar.zst");
   try {
     await withConfig(first, async () => {
@@ -46,6 +47,16 @@ async function main() {
       const r = await fresh.exec("cat", ["/root/note.txt"]);
       assert.equal(r.stdoutText, "packaged\n");
       console.log("booted from the imported snapshot in a second home and read the file back");
+    });
+    const ref = `${process.env.MSB_TEST_REGISTRY}/snaps/after-note:1`;
+    const sent = await withConfig(first, async () => {
+      await Snapshot.push("after-note", ref);
+      return (await Snapshot.get("after-note")).digest;
+    });
+    await withConfig(third, async () => {
+      const pulled = await Snapshot.pull(ref);
+      assert.equal(pulled.digest, sent);
+      console.log(`snapshot pushed to and pulled from ${ref}`);
     });
   } finally {
     for (const cfg of [first, second]) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The package as a user gets it: install the two tarballs of DIST into an
 # empty project in a temp dir outside the checkout (offline), then run the
-# typical flow with node — PATH without cargo, no MSB_KERNEL_DIR.
+# typical flow with node — PATH without cargo, no MSB_KERNEL_DIR — and a
+# snapshot round trip through a registry on loopback (scripts/test-registry.sh).
 # Usage: run.sh DIST_DIR
 set -euo pipefail
 dist=$(cd "$1" && pwd)
@@ -10,7 +11,9 @@ tmp_root=${TMPDIR:-/tmp}
 mkdir -p "$tmp_root"
 tmp_root=$(cd "$tmp_root" && pwd)
 project=$(mktemp -d /tmp/msb-ts-project-XXXXXX)
-trap 'rm -rf "$project"' EXIT
+registry_script="$here/../../scripts/test-registry.sh"
+trap '"$registry_script" stop "$project/registry"; rm -rf "$project"' EXIT
+registry=$("$registry_script" start "$project/registry")
 clean_path=$(tr ':' '\n' <<<"$PATH" | grep -v -e '\.cargo' -e rustup | paste -sd: -)
 cd "$project"
 env -u MSB_KERNEL_DIR PATH="$clean_path" npm init -y >/dev/null
@@ -21,4 +24,5 @@ if PATH="$clean_path" command -v cargo >/dev/null; then
   echo "package test: cargo is still on PATH" >&2
   exit 1
 fi
-env -u MSB_KERNEL_DIR -u MSB_HOME PATH="$clean_path" MSB_TEST_TMP="$tmp_root" node flow.js
+env -u MSB_KERNEL_DIR -u MSB_HOME PATH="$clean_path" MSB_TEST_TMP="$tmp_root" \
+  MSB_TEST_REGISTRY="$registry" DOCKER_CONFIG="$project/registry" node flow.js

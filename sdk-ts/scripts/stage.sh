@@ -23,7 +23,7 @@ cp "$plat/package.json" "$plat/README.md" "$stage/platform/"
 strip --strip-debug -o "$stage/platform/microsandbox.linux-x64-gnu.node" "$native"
 mkdir -p "$stage/platform/microsandbox-guest"
 cp -r "$assets"/. "$stage/platform/microsandbox-guest/"
-for need in modules.order msb-guest-init; do
+for need in modules.order msb-guest-init msb-netd; do
   [[ -f $stage/platform/microsandbox-guest/$need ]] || { echo "stage: $assets lacks $need" >&2; exit 1; }
 done
 

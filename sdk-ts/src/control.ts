@@ -15,7 +15,7 @@ export interface CallOptions {
 
 /** One progress report: `doneBytes` of `totalBytes` are finished. */
 export interface ProgressEvent {
-  /** `hash` (verify), `export`, `import` or `load` (image load). */
+  /** `hash` (verify), `export`, `import`, `load` (image load), `pull` or `push` (registry). */
   readonly phase: "hash" | "export" | "import" | "load" | "pull" | "push";
   readonly doneBytes: bigint;
   readonly totalBytes: bigint;

@@ -54,6 +54,8 @@ export class SandboxNotPausedError extends kind("SandboxNotPaused") {}
 export class SnapshotIncompatibleError extends kind("SnapshotIncompatible") {}
 /** No image matches. */
 export class ImageNotFoundError extends kind("ImageNotFound") {}
+/** An image a snapshot or sandbox needs (and no other reference keeps) cannot be removed. */
+export class ImageInUseError extends kind("ImageInUse") {}
 /** A registry could not give an image or snapshot (connection, credentials, or content that breaks a rule). */
 export class RegistryError extends kind("Registry") {}
 /** The VM or its tooling failed (also: a panic in the native code). */
@@ -91,6 +93,7 @@ export const ERROR_CLASSES: Readonly<Record<string, ErrorClass>> = Object.freeze
   SandboxNotPaused: SandboxNotPausedError,
   SnapshotIncompatible: SnapshotIncompatibleError,
   ImageNotFound: ImageNotFoundError,
+  ImageInUse: ImageInUseError,
   Registry: RegistryError,
   Runtime: RuntimeError,
   Cancelled: CancelledError,

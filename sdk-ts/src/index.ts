@@ -10,7 +10,7 @@ import { native } from "./native";
 export { configure, currentConfig, withConfig, type Config } from "./config";
 export type { CallOptions, ProgressEvent, ProgressOptions } from "./control";
 export * from "./errors";
-export { Image, type ImageInfo } from "./image";
+export { Image, normaliseReference, type ImageInfo } from "./image";
 export {
   ExecProcess,
   Sandbox,
@@ -31,6 +31,7 @@ export {
   SnapshotBuilder,
   SnapshotHandle,
   type ExportOpts,
+  type PullOpts,
   type SnapshotConfig,
   type SnapshotKind,
   type SnapshotVerifyReport,

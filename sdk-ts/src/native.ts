@@ -180,6 +180,7 @@ export interface NativeImageInfo {
   env: string[];
   workingDir: string;
   loadedAt: string;
+  origin?: string | null;
 }
 
 type C = NativeConfig | undefined;
@@ -211,12 +212,19 @@ export interface NativeAddon {
     progress: P,
   ): Promise<void>;
   snapshotImport(config: C, archive: string, dest: string | undefined, cancel: T, progress: P): Promise<NativeSnapshotHandle>;
+  snapshotPush(config: C, nameOrPath: string, reference: string, cancel: T, progress: P): Promise<string>;
+  snapshotPull(config: C, reference: string, dest: string | undefined, cancel: T, progress: P): Promise<NativeSnapshotHandle>;
   sandboxCreate(config: C, spec: NativeSandboxSpec, cancel: T): Promise<NativeSandbox>;
   sandboxGet(config: C, name: string): Promise<NativeSandbox>;
   sandboxList(config: C): Promise<NativeSandbox[]>;
   sandboxRemove(config: C, name: string): Promise<void>;
   imageLoad(config: C, archive: string, reference: string | undefined, cancel: T, progress: P): Promise<NativeImageInfo>;
   imageBuildBusybox(out: string, reference: string | undefined, busybox: string | undefined): Promise<void>;
+  imagePull(config: C, reference: string, cancel: T, progress: P): Promise<NativeImageInfo>;
+  normaliseReference(reference: string): string;
+  imagePush(config: C, referenceOrDigest: string, target: string, cancel: T, progress: P): Promise<string>;
+  imageSave(config: C, referenceOrDigest: string, out: string, cancel: T, progress: P): Promise<void>;
+  imageRemove(config: C, referenceOrDigest: string): Promise<void>;
   imageGet(config: C, reference: string): Promise<NativeImageInfo>;
   imageList(config: C): Promise<NativeImageInfo[]>;
 }

@@ -114,6 +114,12 @@ async function restoreWith(
   return new Sandbox(await cancellable(opts?.signal, (token) => call(config, spec, token)), config);
 }
 
+/** Options of `Snapshot.pull()`. */
+export interface PullOpts {
+  /** Directory the snapshot lands in (default: the snapshots directory). */
+  dest?: string;
+}
+
 /** Bundle options of `Snapshot.export()`. All default to `false`. */
 export interface ExportOpts {
   /** Walk the parent chain and include each ancestor (no-op in v1). */
@@ -244,6 +250,32 @@ export class Snapshot {
     const config = nativeConfig();
     const h = await cancellable(opts?.signal, (token) =>
       native.snapshotImport(config, archive, dest, token, progressFn(opts?.onProgress)),
+    );
+    return SnapshotHandle.live(h, config);
+  }
+
+  /**
+   * Push a snapshot (name, digest or path) to a registry `reference`
+   * (`host:5000/snaps/base:1`) as an OCI artifact; resolves to the
+   * artifact's manifest digest. Pushing the same snapshot again uploads
+   * nothing and gives the same digest. Progress: `export`, then `push`.
+   */
+  static async push(nameOrPath: string, reference: string, opts?: ProgressOptions): Promise<string> {
+    const config = nativeConfig();
+    return cancellable(opts?.signal, (token) =>
+      native.snapshotPush(config, nameOrPath, reference, token, progressFn(opts?.onProgress)),
+    );
+  }
+
+  /**
+   * Pull the snapshot artifact `reference` and import it into `dest`
+   * (default: the snapshots directory) with every check `import` makes.
+   * Progress: `pull`, then `import`.
+   */
+  static async pull(reference: string, opts?: PullOpts & ProgressOptions): Promise<SnapshotHandle> {
+    const config = nativeConfig();
+    const h = await cancellable(opts?.signal, (token) =>
+      native.snapshotPull(config, reference, opts?.dest, token, progressFn(opts?.onProgress)),
     );
     return SnapshotHandle.live(h, config);
   }

@@ -276,6 +276,45 @@ MsbResult msb_image_load(const struct MsbConfig *config,
                          void *user,
                          char **out_json);
 
+// Pull `reference` (Docker-style: `python`, `host:5000/app@sha256:…`) from
+// its registry (progress phases `pull`, then `load`); the image as JSON.
+MsbResult msb_image_pull(const struct MsbConfig *config,
+                         const struct MsbCancel *cancel,
+                         const char *reference,
+                         MsbProgressFn progress,
+                         void *user,
+                         char **out_json);
+
+// Push the local image `reference_or_digest` to `target` (`host/repo:tag`),
+// progress phase `push`; its manifest digest into `*out_digest` (free it
+// with `msb_string_free`).
+MsbResult msb_image_push(const struct MsbConfig *config,
+                         const struct MsbCancel *cancel,
+                         const char *reference_or_digest,
+                         const char *target,
+                         MsbProgressFn progress,
+                         void *user,
+                         char **out_digest);
+
+// Write the image `reference_or_digest` to `out_path` as an OCI archive
+// other tools read (progress phase `export`); `out_path` is replaced
+// atomically.
+MsbResult msb_image_save(const struct MsbConfig *config,
+                         const struct MsbCancel *cancel,
+                         const char *reference_or_digest,
+                         const char *out_path,
+                         MsbProgressFn progress,
+                         void *user);
+
+// Remove an image and the blobs and root disks no other image uses
+// (`ImageInUse` while a snapshot or sandbox needs it).
+MsbResult msb_image_remove(const struct MsbConfig *config, const char *reference_or_digest);
+
+// The full form of a Docker-style reference (`python` →
+// `docker.io/library/python:latest`), into `*out` (free it with
+// `msb_string_free`).
+MsbResult msb_normalise_reference(const char *reference, char **out);
+
 // Write a busybox OCI archive named `reference` to `out_path` from the
 // static busybox binary at `busybox` (NULL or empty: `/bin/busybox`).
 MsbResult msb_image_build_busybox(const char *busybox, const char *reference, const char *out_path);
@@ -509,6 +548,28 @@ MsbResult msb_snapshot_import(const struct MsbConfig *config,
                               MsbProgressFn progress,
                               void *user,
                               struct MsbSnapshotHandleList **out);
+
+// Push a snapshot to `reference` (`host/repo:tag`) as an OCI artifact
+// (progress phases `export`, then `push`); its manifest digest into
+// `*out_digest` (free it with `msb_string_free`).
+MsbResult msb_snapshot_push(const struct MsbConfig *config,
+                            const struct MsbCancel *cancel,
+                            const char *name_or_path,
+                            const char *reference,
+                            MsbProgressFn progress,
+                            void *user,
+                            char **out_digest);
+
+// Pull the snapshot artifact `reference` and import it into `dest` (NULL
+// or empty: the snapshots directory), progress phases `pull`, then
+// `import`; the head snapshot's handle.
+MsbResult msb_snapshot_pull(const struct MsbConfig *config,
+                            const struct MsbCancel *cancel,
+                            const char *reference,
+                            const char *dest,
+                            MsbProgressFn progress,
+                            void *user,
+                            struct MsbSnapshotHandleList **out);
 
 // Test hook: fail with a core error of `kind` (one of the kinds list),
 // converted exactly as real errors are.

@@ -13,7 +13,7 @@ use microsandbox::{ExportOpts, Snapshot, SnapshotHandle};
 use crate::sandbox::{MsbSandbox, boxed_sandbox};
 use crate::{
     MsbCancel, MsbConfig, MsbProgressFn, MsbResult, MsbStr, arg_opt_str, arg_pairs, arg_str,
-    block_on, call_opts, free_box, guard, put, put_json,
+    block_on, call_opts, free_box, guard, put, put_json, put_string,
 };
 
 /// An opened snapshot artifact.
@@ -427,6 +427,52 @@ pub extern "C" fn msb_snapshot_import(
         let dest = arg_opt_str(dest, "dest")?.map(Path::new);
         let call = call_opts(cancel, progress, user);
         let handle = block_on(config, cancel, Snapshot::import_with(archive, dest, call))?;
+        put(out, handle_list(vec![handle]))
+    })
+}
+
+/// Push a snapshot to `reference` (`host/repo:tag`) as an OCI artifact
+/// (progress phases `export`, then `push`); its manifest digest into
+/// `*out_digest` (free it with `msb_string_free`).
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn msb_snapshot_push(
+    config: *const MsbConfig,
+    cancel: *const MsbCancel,
+    name_or_path: *const c_char,
+    reference: *const c_char,
+    progress: MsbProgressFn,
+    user: *mut c_void,
+    out_digest: *mut *mut c_char,
+) -> MsbResult {
+    guard(|| {
+        let key = arg_str(name_or_path, "name_or_path")?;
+        let reference = arg_str(reference, "reference")?;
+        let call = call_opts(cancel, progress, user);
+        let digest = block_on(config, cancel, Snapshot::push_with(key, reference, call))?;
+        put_string(out_digest, digest)
+    })
+}
+
+/// Pull the snapshot artifact `reference` and import it into `dest` (NULL
+/// or empty: the snapshots directory), progress phases `pull`, then
+/// `import`; the head snapshot's handle.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn msb_snapshot_pull(
+    config: *const MsbConfig,
+    cancel: *const MsbCancel,
+    reference: *const c_char,
+    dest: *const c_char,
+    progress: MsbProgressFn,
+    user: *mut c_void,
+    out: *mut *mut MsbSnapshotHandleList,
+) -> MsbResult {
+    guard(|| {
+        let reference = arg_str(reference, "reference")?;
+        let dest = arg_opt_str(dest, "dest")?.map(Path::new);
+        let call = call_opts(cancel, progress, user);
+        let handle = block_on(config, cancel, Snapshot::pull_with(reference, dest, call))?;
         put(out, handle_list(vec![handle]))
     })
 }

@@ -65,6 +65,10 @@ fn error_of_kind(kind: &str) -> MicrosandboxError {
             reason: what,
         },
         "ImageNotFound" => E::ImageNotFound { reference: what },
+        "ImageInUse" => E::ImageInUse {
+            reference: what,
+            users: "snapshot test".into(),
+        },
         "Registry" => E::Registry {
             reference: "test".into(),
             reason: what,

@@ -93,7 +93,7 @@ pub type ProgressFn = ThreadsafeFunction<
 pub struct Progress(Arc<ProgressFn>);
 
 impl Progress {
-    pub(crate) fn new(callback: Option<ProgressFn>) -> Option<Self> {
+    fn new(callback: Option<ProgressFn>) -> Option<Self> {
         callback.map(|f| Self(Arc::new(f)))
     }
 
@@ -117,10 +117,7 @@ impl Progress {
 }
 
 /// `CallOpts` for a core call under `cancel` and `progress`.
-pub(crate) fn call_opts(
-    cancel: Option<&CancellationToken>,
-    progress: Option<&Progress>,
-) -> CallOpts {
+fn call_opts(cancel: Option<&CancellationToken>, progress: Option<&Progress>) -> CallOpts {
     CallOpts {
         progress: progress.map(Progress::callback),
         cancel: cancel.cloned(),
@@ -169,6 +166,27 @@ where
     })
 }
 
+/// [`spawn`] of a long call that reports progress: `start` gets the
+/// `CallOpts` wired to `cancel` and `progress` and returns the core's work.
+pub(crate) fn spawn_with_call_opts<'env, T, V, F, C>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+    start: impl FnOnce(CallOpts) -> F,
+    convert: C,
+) -> napi::Result<PromiseRaw<'env, V>>
+where
+    T: Send + 'static,
+    V: ToNapiValue,
+    F: Future<Output = Result<T, MicrosandboxError>> + Send + 'static,
+    C: FnOnce(T) -> napi::Result<V> + 'static,
+{
+    let progress = Progress::new(progress);
+    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
+    spawn(env, config, cancel, progress, start(call), convert)
+}
+
 fn panic_error(panic: Box<dyn std::any::Any + Send>) -> MicrosandboxError {
     let what = panic
         .downcast_ref::<&str>()
@@ -180,7 +198,7 @@ fn panic_error(panic: Box<dyn std::any::Any + Send>) -> MicrosandboxError {
 
 /// A JS `Error` with `code` = the core's kind and the core's message,
 /// wrapped so the Promise rejects with exactly this object.
-fn js_error(env: &Env, err: &MicrosandboxError) -> napi::Error {
+pub(crate) fn js_error(env: &Env, err: &MicrosandboxError) -> napi::Error {
     let error = napi::Error::new(err.kind().to_string(), err.to_string());
     // SAFETY: `env` is the live environment of the JS thread this callback
     // runs on; `into_value` returns a JS value owned by that environment.

@@ -1,5 +1,7 @@
-//! Image entry points: load an archive (with progress and cancellation),
-//! build the busybox archive from the host's busybox-static, list, get.
+//! Image entry points: load an archive, pull from or push to a registry,
+//! save an archive (with progress and cancellation), remove, build the busybox
+//! archive from the host's busybox-static, list, get, and the reference
+//! normalisation.
 
 use microsandbox::image::busybox::{DEFAULT_BUSYBOX, DEFAULT_BUSYBOX_REF};
 use microsandbox::image::{Image, ImageInfo};
@@ -7,7 +9,7 @@ use napi::Env;
 use napi::bindgen_prelude::PromiseRaw;
 use napi_derive::napi;
 
-use crate::call::{CancelToken, NativeConfig, Progress, ProgressFn, call_opts, spawn};
+use crate::call::{CancelToken, NativeConfig, ProgressFn, js_error, spawn, spawn_with_call_opts};
 
 /// A loaded image.
 #[napi(object)]
@@ -24,8 +26,10 @@ pub struct NativeImageInfo {
     pub env: Vec<String>,
     /// Default working directory.
     pub working_dir: String,
-    /// RFC 3339 load time.
+    /// RFC 3339 load or pull time.
     pub loaded_at: String,
+    /// The registry reference it was pulled from (none: loaded or imported).
+    pub origin: Option<String>,
 }
 
 impl From<ImageInfo> for NativeImageInfo {
@@ -38,6 +42,7 @@ impl From<ImageInfo> for NativeImageInfo {
             env: i.env,
             working_dir: i.working_dir,
             loaded_at: i.loaded_at,
+            origin: i.origin,
         }
     }
 }
@@ -52,16 +57,98 @@ pub fn image_load<'env>(
     cancel: Option<&CancelToken>,
     progress: Option<ProgressFn>,
 ) -> napi::Result<PromiseRaw<'env, NativeImageInfo>> {
-    let progress = Progress::new(progress);
-    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
-    spawn(
+    spawn_with_call_opts(
         env,
         config,
         cancel,
         progress,
-        Image::load_with(archive, reference, call),
+        |call| Image::load_with(archive, reference, call),
         |i| Ok(NativeImageInfo::from(i)),
     )
+}
+
+/// Pull an image from its registry (progress `pull`, then `load`).
+#[napi(ts_return_type = "Promise<NativeImageInfo>")]
+pub fn image_pull<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference: String,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, NativeImageInfo>> {
+    spawn_with_call_opts(
+        env,
+        config,
+        cancel,
+        progress,
+        |call| Image::pull_with(reference, call),
+        |i| Ok(NativeImageInfo::from(i)),
+    )
+}
+
+/// Push a local image to a registry `target` (progress `push`); the
+/// manifest digest.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn image_push<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference_or_digest: String,
+    target: String,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, String>> {
+    spawn_with_call_opts(
+        env,
+        config,
+        cancel,
+        progress,
+        |call| Image::push_with(reference_or_digest, target, call),
+        Ok,
+    )
+}
+
+/// Write an image to `out` as an OCI archive (progress `export`).
+#[napi(ts_return_type = "Promise<void>")]
+pub fn image_save<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference_or_digest: String,
+    out: String,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, ()>> {
+    spawn_with_call_opts(
+        env,
+        config,
+        cancel,
+        progress,
+        |call| Image::save_with(reference_or_digest, out, call),
+        Ok,
+    )
+}
+
+/// Remove an image and the blobs and root disks no other image uses.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn image_remove<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference_or_digest: String,
+) -> napi::Result<PromiseRaw<'env, ()>> {
+    spawn(
+        env,
+        config,
+        None,
+        None,
+        Image::remove(reference_or_digest),
+        Ok,
+    )
+}
+
+/// The full form of a Docker-style reference; throws an error whose `code`
+/// is `InvalidConfig` for a malformed one.
+#[napi(catch_unwind)]
+pub fn normalise_reference(env: &Env, reference: String) -> napi::Result<String> {
+    microsandbox::normalise_reference(&reference).map_err(|e| js_error(env, &e))
 }
 
 /// Write the busybox OCI archive to `out` (default busybox binary and

@@ -104,6 +104,10 @@ fn error_of_kind(kind: &str) -> MicrosandboxError {
             reason: s(),
         },
         "ImageNotFound" => E::ImageNotFound { reference: s() },
+        "ImageInUse" => E::ImageInUse {
+            reference: s(),
+            users: "snapshot test".into(),
+        },
         "Registry" => E::Registry {
             reference: "test".into(),
             reason: s(),

@@ -1,6 +1,7 @@
 //! Snapshot entry points: create, open, get, list, list_dir, remove,
-//! reindex, export, import, verify, and the full-VM ones (kind, restore
-//! with overrides, save_named, delete), as Promises over the core's calls.
+//! reindex, export, import, verify, push and pull through a registry, and
+//! the full-VM ones (kind, restore with overrides, save_named, delete), as
+//! Promises over the core's calls.
 
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ use napi::bindgen_prelude::{
 use napi_derive::napi;
 
 use crate::call::{
-    BlockingTask, CancelToken, NativeConfig, Progress, ProgressFn, blocking_task, call_opts, spawn,
+    BlockingTask, CancelToken, NativeConfig, ProgressFn, blocking_task, spawn, spawn_with_call_opts,
 };
 use crate::sandbox::{NativeSandbox, pairs, spawn_sandbox};
 
@@ -183,14 +184,12 @@ impl NativeSnapshot {
         progress: Option<ProgressFn>,
     ) -> napi::Result<PromiseRaw<'env, NativeVerifyReport>> {
         let snapshot = self.inner.clone();
-        let progress = Progress::new(progress);
-        let opts = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
-        spawn(
+        spawn_with_call_opts(
             env,
             config,
             cancel,
             progress,
-            async move { snapshot.verify_with(opts).await },
+            |call| async move { snapshot.verify_with(call).await },
             |report| Ok(NativeVerifyReport::from(report)),
         )
     }
@@ -599,19 +598,17 @@ pub fn snapshot_export<'env>(
     cancel: Option<&CancelToken>,
     progress: Option<ProgressFn>,
 ) -> napi::Result<PromiseRaw<'env, ()>> {
-    let progress = Progress::new(progress);
-    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
     let opts = ExportOpts {
         with_parents,
         with_image,
         plain_tar,
     };
-    spawn(
+    spawn_with_call_opts(
         env,
         config,
         cancel,
         progress,
-        Snapshot::export_with(name_or_path, out, opts, call),
+        |call| Snapshot::export_with(name_or_path, out, opts, call),
         Ok,
     )
 }
@@ -626,12 +623,50 @@ pub fn snapshot_import<'env>(
     cancel: Option<&CancelToken>,
     progress: Option<ProgressFn>,
 ) -> napi::Result<PromiseRaw<'env, NativeSnapshotHandle>> {
-    let progress = Progress::new(progress);
-    let call = call_opts(cancel.map(|c| &c.inner), progress.as_ref());
-    let work = async move {
+    let work = |call| async move {
         Snapshot::import_with(archive, dest.map(PathBuf::from).as_deref(), call).await
     };
-    spawn(env, config, cancel, progress, work, |inner| {
+    spawn_with_call_opts(env, config, cancel, progress, work, |inner| {
+        Ok(NativeSnapshotHandle { inner })
+    })
+}
+
+/// Push a snapshot to a registry reference as an OCI artifact (progress
+/// `export`, then `push`); the artifact's manifest digest.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn snapshot_push<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    name_or_path: String,
+    reference: String,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, String>> {
+    spawn_with_call_opts(
+        env,
+        config,
+        cancel,
+        progress,
+        |call| Snapshot::push_with(name_or_path, reference, call),
+        Ok,
+    )
+}
+
+/// Pull a snapshot artifact and import it into `dest` (default: the
+/// snapshots directory), progress `pull`, then `import`.
+#[napi(ts_return_type = "Promise<NativeSnapshotHandle>")]
+pub fn snapshot_pull<'env>(
+    env: &'env Env,
+    config: Option<NativeConfig>,
+    reference: String,
+    dest: Option<String>,
+    cancel: Option<&CancelToken>,
+    progress: Option<ProgressFn>,
+) -> napi::Result<PromiseRaw<'env, NativeSnapshotHandle>> {
+    let work = |call| async move {
+        Snapshot::pull_with(reference, dest.map(PathBuf::from).as_deref(), call).await
+    };
+    spawn_with_call_opts(env, config, cancel, progress, work, |inner| {
         Ok(NativeSnapshotHandle { inner })
     })
 }

@@ -157,6 +157,10 @@ fn sample_error(kind: &str) -> MicrosandboxError {
         "ImageNotFound" => E::ImageNotFound {
             reference: "test".into(),
         },
+        "ImageInUse" => E::ImageInUse {
+            reference: "test".into(),
+            users: "snapshot test".into(),
+        },
         "Registry" => E::Registry {
             reference: "test".into(),
             reason: "test".into(),

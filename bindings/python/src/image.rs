@@ -1,5 +1,6 @@
-//! `Image`: load an OCI or `docker save` archive, build the busybox image
-//! archive, list and get loaded images (`ImageInfo`).
+//! `Image`: load an OCI or `docker save` archive, pull from or push to a
+//! registry, save an OCI archive, remove, build the busybox image archive,
+//! list and get loaded images (`ImageInfo`); `normalise_reference`.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,15 @@ use microsandbox::image::{Image, ImageInfo};
 use pyo3::prelude::*;
 
 use crate::call::{convert_all, spawn, spawn_with_call_opts};
+use crate::errors::{catch_sync, to_py_err};
+
+/// The full form of a Docker-style reference (`python` →
+/// `docker.io/library/python:latest`); `InvalidConfigError` for a
+/// malformed one.
+#[pyfunction]
+pub(crate) fn normalise_reference(reference: &str) -> PyResult<String> {
+    catch_sync(|| microsandbox::normalise_reference(reference).map_err(to_py_err))
+}
 
 /// Entry points for images.
 #[pyclass(name = "Image", module = "microsandbox._native", frozen)]
@@ -29,6 +39,60 @@ impl PyImage {
                 .await
                 .map(PyImageInfo::from)
         })
+    }
+
+    /// Pull `reference` from its registry and build its root disk (progress
+    /// `pull`, then `load`); registered under the normalised reference,
+    /// which is its `origin`.
+    #[staticmethod]
+    #[pyo3(signature = (reference, *, progress=None))]
+    fn pull(
+        py: Python<'_>,
+        reference: String,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        spawn_with_call_opts(py, progress, |call| async move {
+            Image::pull_with(reference, call)
+                .await
+                .map(PyImageInfo::from)
+        })
+    }
+
+    /// Push the local image to a registry `target` as the store holds it
+    /// (progress `push`); the manifest digest, the same as the local one.
+    #[staticmethod]
+    #[pyo3(signature = (reference_or_digest, target, *, progress=None))]
+    fn push(
+        py: Python<'_>,
+        reference_or_digest: String,
+        target: String,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        spawn_with_call_opts(py, progress, |call| async move {
+            Image::push_with(reference_or_digest, target, call).await
+        })
+    }
+
+    /// Write the image to `out` as an OCI archive other tools read (progress
+    /// `export`); `out` is replaced atomically.
+    #[staticmethod]
+    #[pyo3(signature = (reference_or_digest, out, *, progress=None))]
+    fn save(
+        py: Python<'_>,
+        reference_or_digest: String,
+        out: PathBuf,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        spawn_with_call_opts(py, progress, |call| async move {
+            Image::save_with(reference_or_digest, out, call).await
+        })
+    }
+
+    /// Remove the image and the blobs and root disks no other image uses
+    /// (`ImageInUseError` while a snapshot or sandbox needs it).
+    #[staticmethod]
+    fn remove(py: Python<'_>, reference_or_digest: String) -> PyResult<Bound<'_, PyAny>> {
+        spawn(py, async move { Image::remove(reference_or_digest).await })
     }
 
     /// The image with this reference or manifest digest.
@@ -77,8 +141,10 @@ pub(crate) struct PyImageInfo {
     env: Vec<String>,
     /// The image's working directory.
     working_dir: String,
-    /// RFC 3339 load time.
+    /// RFC 3339 load or pull time.
     loaded_at: String,
+    /// The registry reference it was pulled from (`None`: loaded or imported).
+    origin: Option<String>,
 }
 
 impl From<ImageInfo> for PyImageInfo {
@@ -91,6 +157,7 @@ impl From<ImageInfo> for PyImageInfo {
             env: info.env,
             working_dir: info.working_dir,
             loaded_at: info.loaded_at,
+            origin: info.origin,
         }
     }
 }

@@ -36,6 +36,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<exec::PyExecStdin>()?;
     m.add_class::<image::PyImage>()?;
     m.add_class::<image::PyImageInfo>()?;
+    m.add_function(wrap_pyfunction!(image::normalise_reference, m)?)?;
     m.add_function(wrap_pyfunction!(errors::kinds, m)?)?;
     m.add_function(wrap_pyfunction!(errors::fail_with_kind_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(errors::panic_for_test, m)?)?;

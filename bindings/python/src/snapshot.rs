@@ -169,6 +169,39 @@ impl PySnapshot {
         })
     }
 
+    /// Push the snapshot `path_or_name` to a registry `reference` as an OCI
+    /// artifact (progress `export`, then `push`); its manifest digest.
+    #[staticmethod]
+    #[pyo3(signature = (path_or_name, reference, *, progress=None))]
+    fn push(
+        py: Python<'_>,
+        path_or_name: PathBuf,
+        reference: String,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        let key = path_or_name.to_string_lossy().into_owned();
+        spawn_with_call_opts(py, progress, |call| async move {
+            Snapshot::push_with(key, reference, call).await
+        })
+    }
+
+    /// Pull the snapshot artifact `reference` and import it into `dest`
+    /// (default: the snapshots directory), progress `pull`, then `import`.
+    #[staticmethod]
+    #[pyo3(signature = (reference, *, dest=None, progress=None))]
+    fn pull(
+        py: Python<'_>,
+        reference: String,
+        dest: Option<PathBuf>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        spawn_with_call_opts(py, progress, |call| async move {
+            Snapshot::pull_with(reference, dest.as_deref(), call)
+                .await
+                .map(PySnapshotHandle::from)
+        })
+    }
+
     /// Delete the named snapshot (`remove` without `force`).
     #[staticmethod]
     fn delete(py: Python<'_>, name: String) -> PyResult<Bound<'_, PyAny>> {

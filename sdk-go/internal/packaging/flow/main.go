@@ -2,9 +2,10 @@
 // outside the checkout against the Go dist directory (a replace
 // directive), with no Rust toolchain and no MSB_KERNEL_DIR, it runs the
 // typical flow on a real VM with the guest assets shipped in the module,
-// then captures that VM whole, resumes it and forks it.
+// then captures that VM whole, resumes it and forks it, and moves the
+// snapshot through a registry into a third home.
 //
-// Usage: flow HOME1 HOME2 WORKDIR
+// Usage: flow HOME1 HOME2 HOME3 WORKDIR REGISTRY
 package main
 
 import (
@@ -19,14 +20,18 @@ import (
 const image = "local/busybox:flow"
 
 func main() {
-	if len(os.Args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: flow HOME1 HOME2 WORKDIR")
+	if len(os.Args) != 6 {
+		fmt.Fprintln(os.Stderr, "usage: flow HOME1 HOME2 HOME3 WORKDIR REGISTRY")
 		os.Exit(2)
 	}
-	home1, home2, work := os.Args[1], os.Args[2], os.Args[3]
+	home1, home2, home3, work, registry := os.Args[1], os.Args[2], os.Args[3], os.Args[4], os.Args[5]
 	ctx1 := m.WithConfig(context.Background(), m.Config{Home: home1})
 	ctx2 := m.WithConfig(context.Background(), m.Config{Home: home2})
 	err := run(ctx1, ctx2, work)
+	if err == nil {
+		ctx3 := m.WithConfig(context.Background(), m.Config{Home: home3})
+		err = throughRegistry(ctx1, ctx3, registry)
+	}
 	// Whatever happened, no VM outlives the program.
 	for _, ctx := range []context.Context{ctx1, ctx2} {
 		if list, lerr := m.ListSandboxes(ctx); lerr == nil {
@@ -110,6 +115,27 @@ func run(ctx1, ctx2 context.Context, work string) error {
 	}
 	if string(got.Stdout) != "packaged\nworker-fork\n" {
 		return fmt.Errorf("the fork read %q", got.Stdout)
+	}
+	return nil
+}
+
+// throughRegistry pushes the snapshot to the registry and pulls it into
+// another home: the same snapshot arrives.
+func throughRegistry(from, to context.Context, registry string) error {
+	ref := registry + "/snaps/after-note:1"
+	if _, err := m.Snapshot.Push(from, "after-note", ref); err != nil {
+		return err
+	}
+	pulled, err := m.Snapshot.Pull(to, ref, m.SnapshotPullOptions{})
+	if err != nil {
+		return err
+	}
+	sent, err := m.Snapshot.Get(from, "after-note")
+	if err != nil {
+		return err
+	}
+	if pulled.Digest() != sent.Digest() {
+		return fmt.Errorf("pulled %s, pushed %s", pulled.Digest(), sent.Digest())
 	}
 	return nil
 }
