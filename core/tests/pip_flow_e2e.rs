@@ -6,16 +6,26 @@
 //! and a fresh sandbox booted from that snapshot with the network `none`
 //! imports the package with no interface but `lo`.
 //!
+//! Also issue 21's point 5, beside what `network_e2e.rs` checks of forks: a
+//! connection open when a full snapshot is taken is reset in its fork (whose
+//! `msb-netd` never had it, and whose policy is `public` with no allow-list)
+//! while the source's carries on.
+//!
 //! This suite reaches deb.debian.org (when the archive is not cached yet)
-//! and pypi.org, as the host does; nothing else.
+//! and pypi.org, as the host does; otherwise only a server of its own on
+//! 127.0.0.1.
 
 mod common;
 
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use common::TestHome;
+use common::{BUSYBOX_REF, TestHome};
 use microsandbox::image::Image;
 use microsandbox::{Sandbox, Snapshot};
 
@@ -116,6 +126,126 @@ async fn flow(archive: &Path) {
 
     Sandbox::remove("offline").await.unwrap();
     Sandbox::remove("pip").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_resets_connections_from_before_the_snapshot() {
+    let home = TestHome::new();
+    let server = HoldingServer::start();
+    home.run(fork_connection_checks(&home, &server)).await;
+    assert!(home.vm_pids().is_empty(), "{:?}", home.vm_pids());
+}
+
+async fn fork_connection_checks(home: &TestHome, server: &HoldingServer) {
+    home.load_busybox().await;
+    let src = Sandbox::builder("src")
+        .image(BUSYBOX_REF)
+        .allow("127.0.0.1")
+        .create()
+        .await
+        .unwrap();
+    // A client that writes every 0.3 s and notes when its connection ends.
+    run(
+        &src,
+        &format!(
+            "(while sleep 0.3; do echo x; done | nc 10.0.2.2 {}; echo ended > /tmp/ended) \
+             </dev/null >/dev/null 2>&1 &",
+            server.port
+        ),
+    )
+    .await;
+    wait_for(|| server.accepted() == 1, "the guest's connection").await;
+
+    let full = src.snapshot().await.unwrap();
+    src.resume().await.unwrap();
+    let fork = full.restore("src-fork").await.unwrap();
+    // The fork's next write meets a msb-netd without that connection: RST.
+    let mut ended = false;
+    for _ in 0..40 {
+        let out = fork.exec("sh", ["-c", "cat /tmp/ended"]).await.unwrap();
+        if out.stdout_text() == "ended\n" {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ended, "the fork's pre-snapshot connection was not reset");
+    // Its policy is `public` without the source's allow-list.
+    let out = fork
+        .exec(
+            "sh",
+            [
+                "-c",
+                &format!("nc -w 3 10.0.2.2 {} </dev/null; echo rc=$?", server.port),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(out.stdout_text().contains("rc=1"), "{out:?}");
+    Sandbox::remove("src-fork").await.unwrap();
+
+    // The source's connection is untouched: still open, still writing.
+    let before = server.bytes();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(server.bytes() > before, "the source stopped writing");
+    let out = src.exec("sh", ["-c", "ls /tmp"]).await.unwrap();
+    assert!(!out.stdout_text().contains("ended"), "{out:?}");
+    assert_eq!(server.accepted(), 1, "the fork reached the host server");
+    Sandbox::remove("src").await.unwrap();
+}
+
+/// Poll `done` for up to 10 s.
+async fn wait_for(done: impl Fn() -> bool, what: &str) {
+    for _ in 0..100 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A TCP server on 127.0.0.1 that keeps every connection open, reading,
+/// and counts connections and bytes.
+struct HoldingServer {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl HoldingServer {
+    fn start() -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let (a, b) = (accepted.clone(), bytes.clone());
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                a.fetch_add(1, Ordering::SeqCst);
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = stream.read(&mut buf) {
+                        b.fetch_add(n, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            accepted,
+            bytes,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
 }
 
 /// The package's version as Python imports it in `sb`.
