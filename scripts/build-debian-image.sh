@@ -30,6 +30,17 @@ if [[ -s "$archive" ]]; then
 fi
 
 command -v mmdebstrap >/dev/null 2>&1 || scripts/apt-install-missing.sh build-debian-image mmdebstrap >&2
+# As a user, --mode=unshare maps the root's owners through newuidmap and a
+# subordinate id range of that user.
+if [[ $(id -u) -ne 0 ]]; then
+  command -v newuidmap >/dev/null 2>&1 || scripts/apt-install-missing.sh build-debian-image uidmap >&2
+  user=$(id -un)
+  if ! grep -qs "^$user:" /etc/subuid || ! grep -qs "^$user:" /etc/subgid; then
+    echo "build-debian-image: $user has no subordinate ids (mmdebstrap --mode=unshare needs them); run:" >&2
+    echo "  sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $user" >&2
+    exit 1
+  fi
+fi
 
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/.debian-build.XXXXXX")
