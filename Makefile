@@ -55,6 +55,7 @@ bench: setup $(VENV_066)/bin/python
 	./target/release/bench-exec --msb ./target/release/msb
 	$(MAKE) --no-print-directory bench-fullvm
 	$(MAKE) --no-print-directory bench-pull
+	$(MAKE) --no-print-directory bench-net
 
 $(VENV_066)/bin/python:
 	python3 -m venv $(VENV_066)

@@ -7,7 +7,10 @@
 # and read the file; show that tampering is caught. Then the whole VM: a
 # guest counting in memory is captured, resumed and forked twice (each fork
 # continues from the captured count, on its own disk), and a create forks the
-# base snapshot its first boot left (instant create).
+# base snapshot its first boot left (instant create). Last, the network: a
+# sandbox of a Debian bookworm python image (scripts/build-debian-image.sh)
+# pip-installs a package from PyPI, is snapshotted as `after-pip-install`,
+# and a fresh sandbox booted from that snapshot with the network off imports it.
 # Everything lives under target/demo; your real ~/.microsandbox is untouched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +27,7 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 
 # A previous run may have left its sandbox up: take it down first.
 if [[ -d "$MSB_HOME" ]]; then
-  for sb in demo fork-a fork-b quick; do "$msb" rm "$sb" >/dev/null 2>&1 || true; done
+  for sb in demo fork-a fork-b quick pip offline; do "$msb" rm "$sb" >/dev/null 2>&1 || true; done
 fi
 if [[ -d "$other_home" ]]; then
   MSB_HOME="$other_home" "$msb" rm demo-restored >/dev/null 2>&1 || true
@@ -127,3 +130,30 @@ run "$msb" rm fork-b
 run "$msb" rm quick
 run "$msb" snapshot rm demo-live
 run "$msb" rm demo
+
+step "networking: a Debian bookworm python image, built from deb.debian.org (cached)"
+debian_archive=$(scripts/build-debian-image.sh)
+ls -l "$debian_archive"
+run "$msb" image load "$debian_archive" --tag local/debian-python:bookworm
+run "$msb" run local/debian-python:bookworm -- python3 --version
+
+step "after-pip-install: pip install from PyPI under the default policy (public)"
+t0=$(date +%s%N)
+run "$msb" create pip --image local/debian-python:bookworm --network public
+run "$msb" exec pip -- pip install --break-system-packages --no-cache-dir \
+  --disable-pip-version-check --root-user-action=ignore six
+run "$msb" stop pip
+run "$msb" snapshot create pip --name after-pip-install --label stage=after-pip-install
+run "$msb" snapshot ls
+
+step "a fresh sandbox from the snapshot, network off: the package is there"
+run "$msb" create offline --from-snapshot after-pip-install --network none
+version=$("$msb" exec offline -- python3 -c 'import six; print(six.__version__)')
+echo "six $version"
+[[ "$version" =~ ^[0-9]+(\.[0-9]+)+$ ]] || { echo "demo: six did not import offline" >&2; exit 1; }
+interfaces=$("$msb" exec offline -- ls /sys/class/net)
+echo "interfaces: $interfaces"
+[[ "$interfaces" == "lo" ]] || { echo "demo: a network-none sandbox has more than lo" >&2; exit 1; }
+printf 'after-pip-install flow in %d ms\n' $((($(date +%s%N) - t0) / 1000000))
+run "$msb" rm offline
+run "$msb" rm pip

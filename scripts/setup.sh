@@ -11,6 +11,7 @@ declare -A NEEDS=(
   [debugfs]=e2fsprogs
   [python3]=python3
   [truncate]=coreutils
+  [mmdebstrap]=mmdebstrap
 )
 
 missing=()
