@@ -93,6 +93,7 @@ func TestNetworkBadOptionsFailBeforeAnyVM(t *testing.T) {
 		"unknown-policy": {m.WithNetwork("everything")},
 		"host-bits-set":  {m.WithAllow("10.0.0.1/8")},
 		"taken-port":     {m.WithPort(takenPort, 8080)},
+		"port-zero":      {m.WithPort(0, 8080)},
 	}
 	for name, opts := range cases {
 		opts = append(opts, m.WithImage(busyboxRef))

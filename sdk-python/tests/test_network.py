@@ -68,6 +68,7 @@ async def test_bad_network_options_fail_before_any_vm(busybox: str) -> None:
             "host-bits-set": {"allow": ["10.0.0.1/8"]},
             "taken-port": {"ports": [(taken_port, 8080)]},
             "port-out-of-range": {"ports": {70000: 8080}},
+            "port-zero": {"ports": {0: 8080}},
         }
         for name, options in cases.items():
             with pytest.raises(msb.InvalidConfigError):

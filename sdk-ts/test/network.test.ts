@@ -101,6 +101,7 @@ test("bad network options fail with InvalidConfig before any VM", async () => {
         await assert.rejects(m.Sandbox.get(name), m.SandboxNotFoundError, name);
       }
       assert.throws(() => m.Sandbox.builder("bad-port").port(70000, 80), m.InvalidConfigError);
+      assert.throws(() => m.Sandbox.builder("port-zero").port(0, 80), m.InvalidConfigError);
       assert.deepEqual(await m.Sandbox.list(), []);
     } finally {
       await closeServer(taken.server);

@@ -51,13 +51,16 @@ pub struct NativePublishedPort {
     pub guest: u32,
 }
 
-/// A TCP port number from JS (1-65535 is checked by the core's rules).
+/// A TCP port number from JS: 1-65535, else `InvalidConfig`.
 fn to_port(value: u32, what: &str) -> MicrosandboxResult<u16> {
-    u16::try_from(value).map_err(|_| {
-        microsandbox::MicrosandboxError::InvalidConfig(format!(
-            "{what} port {value} is out of range: use 1-65535"
-        ))
-    })
+    u16::try_from(value)
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| {
+            microsandbox::MicrosandboxError::InvalidConfig(format!(
+                "{what} port {value} is out of range: use 1-65535"
+            ))
+        })
 }
 
 /// Options of one exec (env, cwd, timeout, output limit).

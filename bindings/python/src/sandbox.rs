@@ -21,8 +21,7 @@ use crate::snapshot::PySnapshot;
 pub(crate) struct PySandbox;
 
 /// `ports` of `Sandbox.create`: a mapping `{host: guest}` or an iterable
-/// of `(host, guest)` pairs; a number outside 0-65535 is `InvalidConfig`
-/// (the core judges the rest, e.g. port 0).
+/// of `(host, guest)` pairs; a number outside 1-65535 is `InvalidConfig`.
 fn published_ports(ports: Option<Bound<'_, PyAny>>) -> PyResult<Vec<(u16, u16)>> {
     let Some(ports) = ports else {
         return Ok(Vec::new());
@@ -35,11 +34,14 @@ fn published_ports(ports: Option<Bound<'_, PyAny>>) -> PyResult<Vec<(u16, u16)>>
             .collect::<PyResult<_>>()?,
     };
     let port = |value: i64| {
-        u16::try_from(value).map_err(|_| {
-            to_py_err(MicrosandboxError::InvalidConfig(format!(
-                "port {value} is out of range: use 1-65535"
-            )))
-        })
+        u16::try_from(value)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| {
+                to_py_err(MicrosandboxError::InvalidConfig(format!(
+                    "port {value} is out of range: use 1-65535"
+                )))
+            })
     };
     pairs
         .into_iter()
