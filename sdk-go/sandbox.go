@@ -27,6 +27,10 @@ type sandboxOptions struct {
 	upperSizeBytes  uint64
 	env             map[string]string
 	instant         C.int32_t // negative: the core's default
+	network         string    // empty: the core's default, "public"
+	allow           []string
+	portHosts       []C.uint16_t
+	portGuests      []C.uint16_t
 }
 
 // The states of a sandbox, as State and Status report them.
@@ -77,6 +81,30 @@ func WithInstant(on bool) SandboxOption {
 		if on {
 			o.instant = 1
 		}
+	}
+}
+
+// WithNetwork sets the network policy (docs/network.md): "public" (the
+// default: public addresses only), "all" (the host's loopback included) or
+// "none" (no network card, only lo). Another name fails CreateSandbox with
+// ErrInvalidConfig.
+func WithNetwork(policy string) SandboxOption {
+	return func(o *sandboxOptions) { o.network = policy }
+}
+
+// WithAllow also allows a host name, address or CIDR (e.g. "10.0.0.0/8")
+// whatever the policy's ranges say. Repeatable.
+func WithAllow(hostOrCIDR string) SandboxOption {
+	return func(o *sandboxOptions) { o.allow = append(o.allow, hostOrCIDR) }
+}
+
+// WithPort publishes guest TCP port guest on the host's 127.0.0.1 port
+// host. Repeatable; a taken host port fails CreateSandbox with
+// ErrInvalidConfig before any VM starts.
+func WithPort(host, guest uint16) SandboxOption {
+	return func(o *sandboxOptions) {
+		o.portHosts = append(o.portHosts, C.uint16_t(host))
+		o.portGuests = append(o.portGuests, C.uint16_t(guest))
 	}
 }
 
@@ -153,10 +181,20 @@ func CreateSandbox(ctx context.Context, name string, opts ...SandboxOption) (*Sa
 	defer C.free(unsafe.Pointer(snap))
 	keys, values, count, free := cPairs(o.env)
 	defer free()
+	network := optCString(o.network)
+	defer C.free(unsafe.Pointer(network))
+	allow, freeAllow := cStrings(o.allow)
+	defer freeAllow()
+	var portHosts, portGuests *C.uint16_t
+	if len(o.portHosts) > 0 {
+		// Go memory without pointers: cgo may pass it for the call.
+		portHosts, portGuests = &o.portHosts[0], &o.portGuests[0]
+	}
 	var out *C.MsbSandbox
 	err := call(ctx, func(cfg *C.MsbConfig, tok *C.MsbCancel) *C.MsbError {
 		return C.msb_sandbox_create(cfg, tok, n, img, snap, C.uint32_t(o.memoryMiB), C.uint32_t(o.cpus),
-			C.uint64_t(o.upperSizeBytes), keys, values, count, o.instant, &out)
+			C.uint64_t(o.upperSizeBytes), keys, values, count, o.instant,
+			network, allow, C.size_t(len(o.allow)), portHosts, portGuests, C.size_t(len(o.portHosts)), &out)
 	})
 	if err != nil {
 		return nil, err

@@ -4,7 +4,7 @@ import builtins
 import datetime
 import os
 import pathlib
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, final, overload
 
@@ -299,6 +299,9 @@ class Sandbox(SandboxHandle):
         cpus: int | None = None,
         env: dict[str, str] | None = None,
         instant: bool | None = None,
+        network: Literal["public", "all", "none"] | None = None,
+        allow: Sequence[str] = (),
+        ports: Mapping[int, int] | Iterable[tuple[int, int]] | None = None,
     ) -> Coroutine[Any, Any, Sandbox]: ...
     @staticmethod
     def get(name: str) -> Coroutine[Any, Any, SandboxHandle]: ...

@@ -74,6 +74,10 @@ async def sandboxes(image: str) -> SandboxHandle:
     restarted: Sandbox = await got.start()
     await restarted.stop()
     await got.stop()
+    served = await Sandbox.create("served", image=image, network="public", allow=["10.0.0.0/8"], ports={8080: 80})
+    offline = await Sandbox.create("offline", image=image, network="none", ports=[(8081, 81)])
+    await served.stop()
+    await offline.stop()
     return got
 
 

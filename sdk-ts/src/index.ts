@@ -21,6 +21,7 @@ export {
   type ExecOptions,
   type ExecOutput,
   type ExitStatus,
+  type NetworkPolicy,
   type SandboxState,
 } from "./sandbox";
 export { GuestSettings } from "./settings";

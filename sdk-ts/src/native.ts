@@ -170,6 +170,9 @@ export interface NativeSandboxSpec extends NativeRestoreSpec {
   fromSnapshot?: string;
   upperSizeBytes?: bigint;
   instant?: boolean;
+  network?: string;
+  allow: string[];
+  ports: Array<{ host: number; guest: number }>;
 }
 
 export interface NativeImageInfo {

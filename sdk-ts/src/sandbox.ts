@@ -8,7 +8,7 @@
 import { Readable, Writable } from "node:stream";
 import { nativeConfig } from "./config";
 import { cancellable, u64, wrap, type CallOptions } from "./control";
-import { toMicrosandboxError } from "./errors";
+import { InvalidConfigError, toMicrosandboxError } from "./errors";
 import {
   native,
   type NativeConfig,
@@ -19,6 +19,9 @@ import {
 } from "./native";
 import { GuestSettings } from "./settings";
 import { Snapshot } from "./snapshot";
+
+/** A sandbox's network policy (`docs/network.md`). */
+export type NetworkPolicy = "public" | "all" | "none";
 
 /** A sandbox's state; `paused` after a full snapshot, until `resume()`. */
 export type SandboxState = "running" | "paused" | "stopped" | "crashed";
@@ -68,6 +71,11 @@ export interface ExecOutput {
 export type ExecEvent =
   | { readonly type: "stdout" | "stderr"; readonly data: Buffer }
   | ({ readonly type: "exit" } & ExitStatus);
+
+function tcpPort(value: number, what: string): number {
+  if (Number.isInteger(value) && value >= 1 && value <= 65535) return value;
+  throw new InvalidConfigError(`${what} port must be an integer between 1 and 65535, got ${value}`);
+}
 
 function execOptions(opts: BufferedExecOptions | undefined): NativeExecOptions | undefined {
   if (opts === undefined) return undefined;
@@ -381,6 +389,9 @@ export class SandboxBuilder extends GuestSettings {
   #fromSnapshot: string | undefined;
   #upperSizeBytes: bigint | undefined;
   #instant: boolean | undefined;
+  #network: NetworkPolicy | undefined;
+  #allow: string[] = [];
+  #ports: Array<{ host: number; guest: number }> = [];
 
   /** @internal */
   constructor(name: string) {
@@ -414,6 +425,31 @@ export class SandboxBuilder extends GuestSettings {
     return this;
   }
 
+  /**
+   * Network policy (`docs/network.md`): `"public"` (the default: public
+   * addresses only), `"all"` (the host's loopback included) or `"none"`
+   * (no network card, only `lo`). Another name fails `create()` with
+   * `InvalidConfigError`.
+   */
+  network(policy: NetworkPolicy): this {
+    this.#network = policy;
+    return this;
+  }
+  /** Also allow a host name, address or CIDR (`"10.0.0.0/8"`), whatever the policy's ranges say. Repeatable. */
+  allow(hostOrCidr: string): this {
+    this.#allow.push(hostOrCidr);
+    return this;
+  }
+  /**
+   * Publish guest TCP port `guest` on the host's `127.0.0.1:host`.
+   * Repeatable; a taken host port fails `create()` with `InvalidConfigError`
+   * before any VM starts.
+   */
+  port(host: number, guest: number): this {
+    this.#ports.push({ host: tcpPort(host, "host"), guest: tcpPort(guest, "guest") });
+    return this;
+  }
+
   /** Create the sandbox and boot it; aborting kills the half-booted VM and removes it. */
   async create(opts?: CallOptions): Promise<Sandbox> {
     const config = nativeConfig();
@@ -424,6 +460,9 @@ export class SandboxBuilder extends GuestSettings {
       ...this.guestSpec(),
       ...(this.#upperSizeBytes !== undefined ? { upperSizeBytes: this.#upperSizeBytes } : {}),
       ...(this.#instant !== undefined ? { instant: this.#instant } : {}),
+      ...(this.#network !== undefined ? { network: this.#network } : {}),
+      allow: [...this.#allow],
+      ports: this.#ports.map((p) => ({ ...p })),
     };
     return new Sandbox(await cancellable(opts?.signal, (token) => native.sandboxCreate(config, spec, token)), config);
   }

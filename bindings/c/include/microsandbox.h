@@ -331,7 +331,11 @@ MsbResult msb_image_list(const struct MsbConfig *config, char **out_json);
 // `from_snapshot` (exactly one); `memory_mib`, `cpus` and
 // `upper_size_bytes` 0 for the defaults; `env_count` variables; `instant`
 // negative for the core's default, 0 to always boot cold, positive to
-// allow instant create (`docs/full-snapshots.md`).
+// allow instant create (`docs/full-snapshots.md`); `network` the policy
+// (`none`, `public`, `all`; NULL or empty for the default, `public`),
+// `allow_count` allow-list entries (host, address or CIDR) and
+// `port_count` published ports, host port `port_hosts[i]` on 127.0.0.1
+// to guest port `port_guests[i]` (`docs/network.md`).
 MsbResult msb_sandbox_create(const struct MsbConfig *config,
                              const struct MsbCancel *cancel,
                              const char *name,
@@ -344,6 +348,12 @@ MsbResult msb_sandbox_create(const struct MsbConfig *config,
                              const char *const *env_values,
                              size_t env_count,
                              int32_t instant,
+                             const char *network,
+                             const char *const *allow,
+                             size_t allow_count,
+                             const uint16_t *port_hosts,
+                             const uint16_t *port_guests,
+                             size_t port_count,
                              struct MsbSandbox **out);
 
 // The registry handle of a running sandbox (free it on its own).

@@ -14,8 +14,8 @@ use microsandbox::{ExecEvent, ExecOptions, ExecOutput, ExecStdin, ExecStream, Mi
 
 use crate::sandbox::{MsbSandboxHandle, handle_ref};
 use crate::{
-    MsbCancel, MsbConfig, MsbResult, MsbStr, arg_opt_str, arg_pairs, arg_str, block_on, free_box,
-    guard, put,
+    MsbCancel, MsbConfig, MsbResult, MsbStr, arg_opt_str, arg_pairs, arg_str, arg_strs, block_on,
+    free_box, guard, put,
 };
 
 /// How often a waiting `msb_exec_next` delivers queued signals.
@@ -139,18 +139,7 @@ fn argv(
     count: usize,
 ) -> Result<(String, Vec<String>), MicrosandboxError> {
     let cmd = arg_str(cmd, "cmd")?.to_string();
-    if count == 0 {
-        return Ok((cmd, Vec::new()));
-    }
-    if args.is_null() {
-        return Err(MicrosandboxError::InvalidConfig("args is NULL".into()));
-    }
-    // SAFETY: the caller passes `count` strings.
-    let args = unsafe { std::slice::from_raw_parts(args, count) };
-    let args = args
-        .iter()
-        .map(|a| arg_str(*a, "arg").map(str::to_string))
-        .collect::<Result<_, _>>()?;
+    let args = arg_strs(args, count, "args")?;
     Ok((cmd, args))
 }
 

@@ -284,6 +284,26 @@ fn arg_pairs(
         .collect()
 }
 
+/// `count` strings (NULL allowed when `count` is 0).
+fn arg_strs(
+    items: *const *const c_char,
+    count: usize,
+    what: &str,
+) -> Result<Vec<String>, MicrosandboxError> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if items.is_null() {
+        return Err(MicrosandboxError::InvalidConfig(format!("{what} is NULL")));
+    }
+    // SAFETY: the caller passes an array of `count` strings.
+    let items = unsafe { std::slice::from_raw_parts(items, count) };
+    items
+        .iter()
+        .map(|item| arg_str(*item, what).map(str::to_string))
+        .collect()
+}
+
 /// Store `value` through a required out-pointer.
 fn put<T>(out: *mut T, value: T) -> Result<(), MicrosandboxError> {
     if out.is_null() {

@@ -9,8 +9,8 @@ use std::ffi::c_char;
 use microsandbox::{Sandbox, SandboxHandle};
 
 use crate::{
-    MsbCancel, MsbConfig, MsbResult, arg_opt_str, arg_pairs, arg_str, block_on, free_box, guard,
-    put, put_json, put_string, snapshot::MsbSnapshot,
+    MsbCancel, MsbConfig, MsbResult, arg_opt_str, arg_pairs, arg_str, arg_strs, block_on, free_box,
+    guard, put, put_json, put_string, snapshot::MsbSnapshot,
 };
 
 /// A running sandbox.
@@ -49,7 +49,11 @@ fn boxed_handle(handle: SandboxHandle) -> *mut MsbSandboxHandle {
 /// `from_snapshot` (exactly one); `memory_mib`, `cpus` and
 /// `upper_size_bytes` 0 for the defaults; `env_count` variables; `instant`
 /// negative for the core's default, 0 to always boot cold, positive to
-/// allow instant create (`docs/full-snapshots.md`).
+/// allow instant create (`docs/full-snapshots.md`); `network` the policy
+/// (`none`, `public`, `all`; NULL or empty for the default, `public`),
+/// `allow_count` allow-list entries (host, address or CIDR) and
+/// `port_count` published ports, host port `port_hosts[i]` on 127.0.0.1
+/// to guest port `port_guests[i]` (`docs/network.md`).
 #[unsafe(no_mangle)]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn msb_sandbox_create(
@@ -65,6 +69,12 @@ pub extern "C" fn msb_sandbox_create(
     env_values: *const *const c_char,
     env_count: usize,
     instant: i32,
+    network: *const c_char,
+    allow: *const *const c_char,
+    allow_count: usize,
+    port_hosts: *const u16,
+    port_guests: *const u16,
+    port_count: usize,
     out: *mut *mut MsbSandbox,
 ) -> MsbResult {
     guard(|| {
@@ -90,9 +100,49 @@ pub extern "C" fn msb_sandbox_create(
         for (k, v) in arg_pairs(env_keys, env_values, env_count, "env")? {
             builder = builder.env(k, v);
         }
+        if let Some(policy) = arg_opt_str(network, "network")? {
+            builder = builder.network(policy);
+        }
+        for entry in arg_strs(allow, allow_count, "allow")? {
+            builder = builder.allow(entry);
+        }
+        for (host, guest) in port_pairs(port_hosts, port_guests, port_count)? {
+            builder = builder.port(host, guest);
+        }
         let sandbox = block_on(config, cancel, builder.create())?;
         put(out, boxed_sandbox(sandbox))
     })
+}
+
+/// `count` published ports as (host, guest) pairs from two arrays; port 0
+/// is `InvalidConfig`.
+fn port_pairs(
+    hosts: *const u16,
+    guests: *const u16,
+    count: usize,
+) -> Result<Vec<(u16, u16)>, microsandbox::MicrosandboxError> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if hosts.is_null() || guests.is_null() {
+        return Err(microsandbox::MicrosandboxError::InvalidConfig(
+            "port arrays are NULL".into(),
+        ));
+    }
+    // SAFETY: the caller passes two arrays of `count` ports.
+    let (hosts, guests) = unsafe {
+        (
+            std::slice::from_raw_parts(hosts, count),
+            std::slice::from_raw_parts(guests, count),
+        )
+    };
+    let pairs: Vec<(u16, u16)> = hosts.iter().copied().zip(guests.iter().copied()).collect();
+    if pairs.iter().any(|&(host, guest)| host == 0 || guest == 0) {
+        return Err(microsandbox::MicrosandboxError::InvalidConfig(
+            "port 0 cannot be published: use 1-65535".into(),
+        ));
+    }
+    Ok(pairs)
 }
 
 /// The registry handle of a running sandbox (free it on its own).

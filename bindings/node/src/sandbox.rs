@@ -34,6 +34,33 @@ pub struct NativeSandboxSpec {
     pub upper_size_bytes: Option<BigInt>,
     /// Instant create (unset: the core's default).
     pub instant: Option<bool>,
+    /// Network policy: `none`, `public` or `all` (unset: `public`).
+    pub network: Option<String>,
+    /// Hosts, addresses or CIDRs allowed on top of the policy.
+    pub allow: Vec<String>,
+    /// Published ports: host 127.0.0.1 port to guest port.
+    pub ports: Vec<NativePublishedPort>,
+}
+
+/// A published port as `.port(host, guest)` collected it.
+#[napi(object)]
+pub struct NativePublishedPort {
+    /// Port on the host's loopback.
+    pub host: u32,
+    /// Port in the guest.
+    pub guest: u32,
+}
+
+/// A TCP port number from JS: 1-65535, else `InvalidConfig`.
+fn to_port(value: u32, what: &str) -> MicrosandboxResult<u16> {
+    u16::try_from(value)
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| {
+            microsandbox::MicrosandboxError::InvalidConfig(format!(
+                "{what} port {value} is out of range: use 1-65535"
+            ))
+        })
 }
 
 /// Options of one exec (env, cwd, timeout, output limit).
@@ -347,6 +374,15 @@ pub fn sandbox_create<'env>(
         }
         if let Some(instant) = spec.instant {
             b = b.instant(instant);
+        }
+        if let Some(policy) = spec.network {
+            b = b.network(policy);
+        }
+        for entry in spec.allow {
+            b = b.allow(entry);
+        }
+        for port in spec.ports {
+            b = b.port(to_port(port.host, "host")?, to_port(port.guest, "guest")?);
         }
         b.create().await
     };

@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use microsandbox::{Sandbox, SandboxHandle};
+use microsandbox::{MicrosandboxError, Sandbox, SandboxHandle};
 use pyo3::prelude::*;
 
 use crate::call::{convert_all, spawn, spawn_cancellable};
+use crate::errors::to_py_err;
 use crate::exec::{ExecArgs, exec_buffered, exec_stream};
 use crate::snapshot::PySnapshot;
 
@@ -18,6 +19,35 @@ use crate::snapshot::PySnapshot;
 /// it on exit.
 #[pyclass(name = "Sandbox", module = "microsandbox._native", frozen, extends = PySandboxHandle)]
 pub(crate) struct PySandbox;
+
+/// `ports` of `Sandbox.create`: a mapping `{host: guest}` or an iterable
+/// of `(host, guest)` pairs; a number outside 1-65535 is `InvalidConfig`.
+fn published_ports(ports: Option<Bound<'_, PyAny>>) -> PyResult<Vec<(u16, u16)>> {
+    let Some(ports) = ports else {
+        return Ok(Vec::new());
+    };
+    let pairs: Vec<(i64, i64)> = match ports.cast::<pyo3::types::PyMapping>() {
+        Ok(mapping) => mapping.items()?.extract()?,
+        Err(_) => ports
+            .try_iter()?
+            .map(|pair| pair?.extract())
+            .collect::<PyResult<_>>()?,
+    };
+    let port = |value: i64| {
+        u16::try_from(value)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| {
+                to_py_err(MicrosandboxError::InvalidConfig(format!(
+                    "port {value} is out of range: use 1-65535"
+                )))
+            })
+    };
+    pairs
+        .into_iter()
+        .map(|(host, guest)| Ok((port(host)?, port(guest)?)))
+        .collect()
+}
 
 /// A booted sandbox on its way to Python (a subclass instance needs its base).
 pub(crate) struct Booted(pub(crate) Sandbox);
@@ -36,12 +66,15 @@ impl<'py> IntoPyObject<'py> for Booted {
 #[pymethods]
 impl PySandbox {
     /// Create and boot a sandbox from an image or a snapshot. `instant`
-    /// unset keeps the core's default (instant create on).
+    /// unset keeps the core's default (instant create on). `network` is the
+    /// policy (`none`, `public`, `all`; unset: `public`), `allow` extra
+    /// hosts, addresses or CIDRs, `ports` host-to-guest published ports as
+    /// a mapping `{host: guest}` or `(host, guest)` pairs.
     #[staticmethod]
-    #[pyo3(signature = (name, *, image=None, from_snapshot=None, memory_mib=None, cpus=None, env=None, instant=None))]
+    #[pyo3(signature = (name, *, image=None, from_snapshot=None, memory_mib=None, cpus=None, env=None, instant=None, network=None, allow=Vec::new(), ports=None))]
     #[allow(clippy::too_many_arguments)]
-    fn create(
-        py: Python<'_>,
+    fn create<'py>(
+        py: Python<'py>,
         name: String,
         image: Option<String>,
         from_snapshot: Option<PathBuf>,
@@ -49,8 +82,20 @@ impl PySandbox {
         cpus: Option<u32>,
         env: Option<BTreeMap<String, String>>,
         instant: Option<bool>,
-    ) -> PyResult<Bound<'_, PyAny>> {
+        network: Option<String>,
+        allow: Vec<String>,
+        ports: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let mut builder = Sandbox::builder(name);
+        if let Some(policy) = network {
+            builder = builder.network(policy);
+        }
+        for entry in allow {
+            builder = builder.allow(entry);
+        }
+        for (host, guest) in published_ports(ports)? {
+            builder = builder.port(host, guest);
+        }
         if let Some(instant) = instant {
             builder = builder.instant(instant);
         }
