@@ -114,8 +114,7 @@ pub extern "C" fn msb_sandbox_create(
     })
 }
 
-/// `count` published ports as (host, guest) pairs from two arrays; port 0
-/// is `InvalidConfig`.
+/// `count` published ports as (host, guest) pairs from two arrays.
 fn port_pairs(
     hosts: *const u16,
     guests: *const u16,
@@ -136,13 +135,7 @@ fn port_pairs(
             std::slice::from_raw_parts(guests, count),
         )
     };
-    let pairs: Vec<(u16, u16)> = hosts.iter().copied().zip(guests.iter().copied()).collect();
-    if pairs.iter().any(|&(host, guest)| host == 0 || guest == 0) {
-        return Err(microsandbox::MicrosandboxError::InvalidConfig(
-            "port 0 cannot be published: use 1-65535".into(),
-        ));
-    }
-    Ok(pairs)
+    Ok(hosts.iter().copied().zip(guests.iter().copied()).collect())
 }
 
 /// The registry handle of a running sandbox (free it on its own).

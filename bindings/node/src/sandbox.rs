@@ -51,16 +51,13 @@ pub struct NativePublishedPort {
     pub guest: u32,
 }
 
-/// A TCP port number from JS: 1-65535, else `InvalidConfig`.
+/// A TCP port number from JS (0 is refused by the core's rules).
 fn to_port(value: u32, what: &str) -> MicrosandboxResult<u16> {
-    u16::try_from(value)
-        .ok()
-        .filter(|&p| p != 0)
-        .ok_or_else(|| {
-            microsandbox::MicrosandboxError::InvalidConfig(format!(
-                "{what} port {value} is out of range: use 1-65535"
-            ))
-        })
+    u16::try_from(value).map_err(|_| {
+        microsandbox::MicrosandboxError::InvalidConfig(format!(
+            "{what} port {value} is out of range: use 1-65535"
+        ))
+    })
 }
 
 /// Options of one exec (env, cwd, timeout, output limit).

@@ -33,15 +33,13 @@ fn published_ports(ports: Option<Bound<'_, PyAny>>) -> PyResult<Vec<(u16, u16)>>
             .map(|pair| pair?.extract())
             .collect::<PyResult<_>>()?,
     };
+    // Only the conversion; 0 is refused by the core's rules.
     let port = |value: i64| {
-        u16::try_from(value)
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| {
-                to_py_err(MicrosandboxError::InvalidConfig(format!(
-                    "port {value} is out of range: use 1-65535"
-                )))
-            })
+        u16::try_from(value).map_err(|_| {
+            to_py_err(MicrosandboxError::InvalidConfig(format!(
+                "port {value} is out of range: use 1-65535"
+            )))
+        })
     };
     pairs
         .into_iter()

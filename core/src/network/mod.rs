@@ -145,6 +145,13 @@ impl NetworkConfig {
         }
         let mut seen = std::collections::BTreeSet::new();
         for port in &self.ports {
+            // Port 0 would make the host pick one: a port nobody asked for.
+            if port.host == 0 || port.guest == 0 {
+                return Err(MicrosandboxError::InvalidConfig(format!(
+                    "port {}:{} cannot be published: use ports 1-65535",
+                    port.host, port.guest
+                )));
+            }
             if !seen.insert(port.host) {
                 return Err(MicrosandboxError::InvalidConfig(format!(
                     "host port {} is published twice",
@@ -172,6 +179,17 @@ mod tests {
         let err = "private".parse::<NetworkPolicy>().unwrap_err();
         assert_eq!(err.kind(), "InvalidConfig");
         assert!(err.to_string().contains("none, public or all"), "{err}");
+    }
+
+    #[test]
+    fn port_zero_is_invalid_config() {
+        for (host, guest) in [(0, 80), (8080, 0)] {
+            let config = NetworkConfig {
+                ports: vec![PublishedPort { host, guest }],
+                ..NetworkConfig::default()
+            };
+            assert_eq!(config.validate().unwrap_err().kind(), "InvalidConfig");
+        }
     }
 
     #[test]
