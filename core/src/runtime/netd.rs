@@ -161,18 +161,13 @@ fn pid_file(paths: &VmPaths) -> PathBuf {
 /// True while `pid` is a live (not zombie) `msb-netd` whose pid file is in
 /// `run_dir` (a recycled pid is someone else's process).
 fn is_netd(pid: i32, run_dir: &Path) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    let named = cmdline
-        .split(|&b| b == 0)
-        .next()
-        .is_some_and(|arg0| arg0.ends_with(NETD_FILE.as_bytes()));
-    !zombie && named && run_dir.exists()
+    let named = super::qemu::live_cmdline(pid).is_some_and(|cmdline| {
+        cmdline
+            .split(|&b| b == 0)
+            .next()
+            .is_some_and(|arg0| arg0.ends_with(NETD_FILE.as_bytes()))
+    });
+    named && run_dir.exists()
 }
 
 /// Fail (`InvalidConfig`) if `config` is invalid or one of its host ports

@@ -308,17 +308,22 @@ pub(crate) fn spawn_detached(
 
 /// True while `pid` is a live (not zombie) process whose command line names `vm_name`.
 pub(crate) fn is_alive(pid: u32, vm_name: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
+    live_cmdline(pid).is_some_and(|cmdline| {
+        cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg == vm_name.as_bytes())
+    })
+}
+
+/// The command line of `pid` (NUL-separated) while it is a live process,
+/// `None` once it is gone or a zombie.
+pub(crate) fn live_cmdline(pid: impl std::fmt::Display) -> Option<Vec<u8>> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let zombie = stat
         .rsplit_once(')')
         .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    !zombie
-        && cmdline
-            .split(|&b| b == 0)
-            .any(|arg| arg == vm_name.as_bytes())
+    (!zombie).then_some(cmdline)
 }
 
 /// Wait up to `timeout` for the VM to exit.
