@@ -15,6 +15,9 @@ CARGO ?= cargo
 # Each SDK's make file (mk/<language>.mk) appends its test target here;
 # `make test` runs them after the Rust tests, with the same TEST_TMP.
 SDK_TESTS :=
+# Hardening smoke runs (mk/fuzz.mk, mk/kill.mk, ...) append their make target
+# here; `make test` runs them after the SDKs' tests, with the same TEST_TMP.
+HARDEN_TESTS :=
 .DEFAULT_GOAL := demo
 include $(wildcard mk/*.mk)
 
@@ -29,7 +32,7 @@ test: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP)
 	TMPDIR=$(TEST_TMP) $(CARGO) test --workspace --no-fail-fast; status=$$?; \
-	  for t in $(SDK_TESTS); do \
+	  for t in $(SDK_TESTS) $(HARDEN_TESTS); do \
 	    TMPDIR=$(TEST_TMP) $(MAKE) --no-print-directory $$t || status=1; \
 	  done; \
 	  scripts/check-no-vms.sh $(TEST_TMP) && exit $$status
