@@ -276,7 +276,8 @@ fn console_ring() -> String {
     format!("ringbuf,id=console,size={CONSOLE_RING_BYTES}")
 }
 
-/// Start QEMU detached; returns the VM's pid once its sockets listen.
+/// Start QEMU detached; returns the VM's pid once it is set up and serves
+/// QMP.
 /// `inherit` is a descriptor QEMU keeps (the network link of `net_fd`).
 ///
 /// QEMU runs in a session of its own (no terminal signal reaches it) as
@@ -333,7 +334,7 @@ pub(crate) fn spawn_detached(
             ))
         })?;
     let pid = child.id();
-    let ready = wait_listening(&mut child, paths);
+    let ready = wait_ready(&mut child, paths);
     if ready.is_ok() {
         let reaped = std::thread::Builder::new()
             .name("msb-qemu-reaper".into())
@@ -347,10 +348,10 @@ pub(crate) fn spawn_detached(
     ready.map(|()| pid)
 }
 
-/// Waits until QEMU has written its pid file and listens on its QMP and
-/// agent sockets; fails with its log's tail if it exits first or takes
-/// longer than [`SPAWN_TIMEOUT`] (then it is killed).
-fn wait_listening(child: &mut std::process::Child, paths: &VmPaths) -> MicrosandboxResult<()> {
+/// Waits until QEMU has written its pid file and runs its main loop; fails
+/// with its log's tail if it exits first or takes longer than
+/// [`SPAWN_TIMEOUT`] (then it is killed).
+fn wait_ready(child: &mut std::process::Child, paths: &VmPaths) -> MicrosandboxResult<()> {
     let deadline = Instant::now() + SPAWN_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -359,12 +360,10 @@ fn wait_listening(child: &mut std::process::Child, paths: &VmPaths) -> Microsand
                 tail(&paths.qemu_log, 20)
             )));
         }
-        // Bound and listening: a connection is accepted (and QMP greets it
-        // once QEMU's main loop runs; this probe just hangs up).
-        if paths.pidfile.exists()
-            && paths.agent_sock.exists()
-            && UnixStream::connect(&paths.qmp_sock).is_ok()
-        {
+        // QMP greets a client only once QEMU's main loop runs, after every
+        // device, backend (the RAM memfd a restore fills) and socket is set
+        // up: the moment `-daemonize` would have returned.
+        if paths.pidfile.exists() && qmp_greets(&paths.qmp_sock) {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -377,6 +376,24 @@ fn wait_listening(child: &mut std::process::Child, paths: &VmPaths) -> Microsand
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Whether QEMU's QMP socket accepts a connection and greets it within a
+/// moment (the probe then hangs up; the socket takes the next client).
+fn qmp_greets(sock: &Path) -> bool {
+    let Ok(stream) = UnixStream::connect(sock) else {
+        return false;
+    };
+    if stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .is_err()
+    {
+        return false;
+    }
+    let mut greeting = String::new();
+    BufReader::new(stream)
+        .read_line(&mut greeting)
+        .is_ok_and(|n| n > 0)
 }
 
 /// True while `pid` is a live (not zombie) process whose command line names `vm_name`.
