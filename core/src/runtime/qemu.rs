@@ -40,7 +40,7 @@ pub const SECCOMP_SANDBOX: &str =
 /// cannot grow a host file (a power of two, as QEMU requires).
 pub const CONSOLE_RING_BYTES: u32 = 1 << 16;
 
-/// How long QEMU may take to set itself up and listen on its sockets.
+/// How long QEMU may take to set itself up and serve QMP.
 const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Prefix of every VM's `-name`, so leftover VMs can be found.
@@ -370,7 +370,7 @@ fn wait_ready(child: &mut std::process::Child, paths: &VmPaths) -> MicrosandboxR
             let _ = child.kill();
             let _ = child.wait();
             return Err(MicrosandboxError::Runtime(format!(
-                "{QEMU_BINARY} did not set up its sockets within {SPAWN_TIMEOUT:?}: {}",
+                "{QEMU_BINARY} did not come up (QMP) within {SPAWN_TIMEOUT:?}: {}",
                 tail(&paths.qemu_log, 20)
             )));
         }
