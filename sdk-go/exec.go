@@ -29,7 +29,8 @@ type ExecOptions struct {
 	Cwd string
 	// Timeout kills the command's process group (0: none).
 	Timeout time.Duration
-	// OutputLimit keeps at most this many bytes of each output (Exec; 0: no limit).
+	// OutputLimit keeps at most this many bytes of each output (Exec; 0: the
+	// core's default, 64 MiB; math.MaxUint64: no limit).
 	OutputLimit uint64
 	// Stdin is copied to the command's stdin, then closed (ExecStream; nil: empty).
 	Stdin io.Reader

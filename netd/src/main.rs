@@ -15,12 +15,40 @@
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use microsandbox::network::stack::{self, StackOptions};
 use microsandbox::network::{NetworkConfig, Policy};
 
-/// Logs to stderr (the runtime points it at the sandbox's `logs/netd.log`).
+/// Logs to stderr (the runtime points it at the sandbox's `logs/netd.log`),
+/// at most [`LOG_CAP`] bytes in all: the guest decides how many connections
+/// fail or are denied, and must not decide how much host disk the log takes.
 struct StderrLogger;
+
+/// Bytes of log lines one `msb-netd` writes before it drops the rest.
+const LOG_CAP: u64 = 1 << 20;
+
+/// Bytes of log lines written (or refused) so far.
+static LOGGED: AtomicU64 = AtomicU64::new(0);
+
+/// What to do with a line of `len` bytes once `before` bytes went before it.
+#[derive(Debug, PartialEq, Eq)]
+enum LogAdmission {
+    Write,
+    /// The first line past the cap: say the log stops here.
+    WriteCapNotice,
+    Drop,
+}
+
+fn admit(before: u64, len: u64) -> LogAdmission {
+    if before.saturating_add(len) <= LOG_CAP {
+        LogAdmission::Write
+    } else if before <= LOG_CAP {
+        LogAdmission::WriteCapNotice
+    } else {
+        LogAdmission::Drop
+    }
+}
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
@@ -32,7 +60,15 @@ impl log::Log for StderrLogger {
             && (record.target().starts_with("microsandbox")
                 || record.target().starts_with("msb_netd"))
         {
-            eprintln!("msb-netd: {}: {}", record.level(), record.args());
+            let line = format!("msb-netd: {}: {}\n", record.level(), record.args());
+            let len = line.len() as u64;
+            match admit(LOGGED.fetch_add(len, Ordering::Relaxed), len) {
+                LogAdmission::Write => eprint!("{line}"),
+                LogAdmission::WriteCapNotice => {
+                    eprintln!("msb-netd: log capped at {LOG_CAP} bytes; later lines are dropped");
+                }
+                LogAdmission::Drop => {}
+            }
         }
     }
 
@@ -124,4 +160,29 @@ fn owned_fd(text: &str) -> Result<OwnedFd, String> {
     // SAFETY: the runtime passed this descriptor to us for this purpose,
     // it is open (checked above) and nothing else in this process owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_stops_at_its_cap_with_one_notice() {
+        let (mut logged, mut written, mut notices) = (0u64, 0u64, 0);
+        // A guest making a failed connection per line, for ever.
+        for _ in 0..100_000 {
+            let len = 90;
+            match admit(logged, len) {
+                LogAdmission::Write => written += len,
+                LogAdmission::WriteCapNotice => notices += 1,
+                LogAdmission::Drop => {}
+            }
+            logged += len;
+        }
+        assert!(written <= LOG_CAP && written > LOG_CAP - 90, "{written}");
+        assert_eq!(notices, 1);
+        assert_eq!(admit(0, LOG_CAP), LogAdmission::Write);
+        assert_eq!(admit(0, LOG_CAP + 1), LogAdmission::WriteCapNotice);
+        assert_eq!(admit(u64::MAX, 1), LogAdmission::Drop);
+    }
 }

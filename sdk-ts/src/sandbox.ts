@@ -38,7 +38,7 @@ export interface ExecOptions extends CallOptions {
 
 /** Options of the buffered `exec`. */
 export interface BufferedExecOptions extends ExecOptions {
-  /** Keep at most this many bytes of stdout and of stderr each. */
+  /** Keep at most this many bytes of stdout and of stderr each (default 64 MiB). */
   outputLimit?: bigint | number;
 }
 

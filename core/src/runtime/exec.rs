@@ -31,6 +31,15 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 /// Output bytes of one exec the guest may send ahead of the consumer.
 pub const OUTPUT_WINDOW: u64 = 2 << 20;
 
+/// What a buffered exec keeps of stdout and of stderr each when
+/// [`ExecOptions::output_limit`] is `None`: 64 MiB. Far above what a
+/// command's output is read for (logs, listings, a file's contents), and low
+/// enough that a guest writing without end (`yes`) costs the host at most
+/// 128 MiB per buffered exec instead of all its memory. The rest is read
+/// and dropped, as with an explicit limit; more needs
+/// [`exec_stream`](crate::Sandbox::exec_stream) or a larger explicit limit.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 64 << 20;
+
 /// Largest stdin frame payload the host sends.
 const STDIN_CHUNK: usize = 64 * 1024;
 
@@ -52,7 +61,8 @@ pub struct ExecOptions {
     pub timeout: Option<Duration>,
     /// Buffered exec only: keep at most this many bytes of stdout and of
     /// stderr each; the rest is read and dropped and the output says
-    /// `stdout_truncated`/`stderr_truncated`.
+    /// `stdout_truncated`/`stderr_truncated`. `None`:
+    /// [`DEFAULT_OUTPUT_LIMIT`] (64 MiB); `Some(usize::MAX)` keeps everything.
     pub output_limit: Option<usize>,
     /// Cancels the exec when fired (as does a token whose
     /// [`scope`](CancellationToken::scope) the call runs in): the process
@@ -102,9 +112,11 @@ pub struct ExecOutput {
     pub stdout: Vec<u8>,
     /// What the command wrote to standard error (up to the output limit).
     pub stderr: Vec<u8>,
-    /// Standard output went past [`ExecOptions::output_limit`].
+    /// Standard output went past [`ExecOptions::output_limit`] (or
+    /// [`DEFAULT_OUTPUT_LIMIT`]).
     pub stdout_truncated: bool,
-    /// Standard error went past [`ExecOptions::output_limit`].
+    /// Standard error went past [`ExecOptions::output_limit`] (or
+    /// [`DEFAULT_OUTPUT_LIMIT`]).
     pub stderr_truncated: bool,
 }
 
@@ -289,14 +301,15 @@ impl Drop for ExecStdin {
 }
 
 /// Collect a stream into an [`ExecOutput`], keeping at most `limit` bytes
-/// of each output.
+/// of each output ([`DEFAULT_OUTPUT_LIMIT`] when `None`).
 pub(crate) async fn collect(
     mut stream: ExecStream,
     limit: Option<usize>,
 ) -> MicrosandboxResult<ExecOutput> {
+    let limit = limit.unwrap_or(DEFAULT_OUTPUT_LIMIT);
     let mut out = ExecOutput::default();
     let keep = |buf: &mut Vec<u8>, truncated: &mut bool, data: Vec<u8>| {
-        let room = limit.map_or(usize::MAX, |l| l.saturating_sub(buf.len()));
+        let room = limit.saturating_sub(buf.len());
         if data.len() > room {
             *truncated = true;
         }

@@ -177,6 +177,7 @@ fn try_boot(
     };
     match AgentClient::connect(&paths.agent_sock, timeout, control)
         .and_then(|mut agent| agent.configure(&Identity::new(&req.hostname, None)))
+        .and_then(|()| bound_console(paths))
     {
         Ok(()) => Ok(RunningVm { pid }),
         Err(e) => {
@@ -186,6 +187,14 @@ fn try_boot(
             Err(e)
         }
     }
+}
+
+/// From now on the guest (and whatever runs in it) writes its console into
+/// QEMU's bounded ring, not the host's `console.log`.
+fn bound_console(paths: &VmPaths) -> MicrosandboxResult<()> {
+    qemu::Qmp::connect(&paths.qmp_sock)
+        .and_then(|mut qmp| qmp.bound_console())
+        .map_err(|e| MicrosandboxError::Runtime(format!("bounding the guest console: {e}")))
 }
 
 /// Remove what a VM leaves beside it once it is gone: its network process

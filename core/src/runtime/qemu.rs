@@ -1,6 +1,6 @@
 //! QEMU, the VM engine: the `microvm` command line (stable device ids, RAM in
-//! a shared memfd a full snapshot reads as a file), starting it
-//! detached from the caller (`-daemonize`, pid file), QMP (forced quit,
+//! a shared memfd a full snapshot reads as a file, QEMU's seccomp sandbox),
+//! starting it detached from the caller (own session, pid file), QMP (forced quit,
 //! pause and resume, device state saved and loaded with `x-ignore-shared`,
 //! the balloon), and process liveness. The only file that knows QEMU's
 //! flags and commands.
@@ -23,6 +23,25 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 
 /// The QEMU binary (Debian package `qemu-system-x86`).
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
+
+/// QEMU's seccomp filter (`-sandbox`): besides the default deny list, no
+/// obsolete system calls, no set*id/setsid, no fork or exec, no scheduler
+/// or CPU-affinity changes. A guest that escapes into the QEMU process can
+/// then neither start a program nor change its credentials.
+/// `spawn=deny` and `elevateprivileges=deny` are why QEMU is not started
+/// with `-daemonize` (it forks and calls setsid after the filter is on) nor
+/// `-runas` (setuid): [`spawn_detached`] detaches it instead.
+pub const SECCOMP_SANDBOX: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// Bytes of serial console a running guest can leave on the host: once a
+/// guest serves, its console goes to a ring buffer of this size in QEMU's
+/// memory instead of `console.log`, so a guest that floods its console
+/// cannot grow a host file (a power of two, as QEMU requires).
+pub const CONSOLE_RING_BYTES: u32 = 1 << 16;
+
+/// How long QEMU may take to set itself up and serve QMP.
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Prefix of every VM's `-name`, so leftover VMs can be found.
 pub const VM_NAME_PREFIX: &str = "msb-";
@@ -162,11 +181,21 @@ pub(crate) fn argv(p: &VmParams<'_>) -> Vec<String> {
         "-display".into(),
         "none".into(),
         "-no-reboot".into(),
-        "-daemonize".into(),
+        "-sandbox".into(),
+        SECCOMP_SANDBOX.into(),
         "-pidfile".into(),
         path(&p.paths.pidfile),
         "-chardev".into(),
-        format!("file,id=console,path={}", path(&p.paths.console_log)),
+        if p.incoming {
+            // A restored guest runs the user's processes from its first
+            // instruction: its console is bounded from the start.
+            console_ring()
+        } else {
+            // Boot messages (our kernel and init only) go to a file, for
+            // a failed boot's error; [`Qmp::bound_console`] swaps it for the
+            // ring once the guest serves.
+            format!("file,id=console,path={}", path(&p.paths.console_log))
+        },
         "-serial".into(),
         "chardev:console".into(),
         "-chardev".into(),
@@ -242,8 +271,19 @@ pub(crate) fn argv(p: &VmParams<'_>) -> Vec<String> {
     args
 }
 
-/// Start QEMU detached; returns the VM's pid once its sockets exist.
+/// The `-chardev` value of a console kept in a [`CONSOLE_RING_BYTES`] ring.
+fn console_ring() -> String {
+    format!("ringbuf,id=console,size={CONSOLE_RING_BYTES}")
+}
+
+/// Start QEMU detached; returns the VM's pid once it is set up and serves
+/// QMP.
 /// `inherit` is a descriptor QEMU keeps (the network link of `net_fd`).
+///
+/// QEMU runs in a session of its own (no terminal signal reaches it) as
+/// this process's child; a thread reaps it when it ends, and when this
+/// process ends first, it passes to init as any orphan does. (Its seccomp
+/// filter forbids the fork and setsid of `-daemonize`.)
 pub(crate) fn spawn_detached(
     args: &[String],
     paths: &VmPaths,
@@ -266,44 +306,94 @@ pub(crate) fn spawn_detached(
     let log_err = log
         .try_clone()
         .map_err(|e| MicrosandboxError::io(&paths.qemu_log, e))?;
-    // With -daemonize the launched process exits once the VM is set up and
-    // its sockets listen; the VM itself is re-parented to init, so it
-    // outlives us and never lingers as our zombie.
     let mut command = Command::new(QEMU_BINARY);
-    if let Some(fd) = inherit {
-        // SAFETY: between fork and exec the closure only calls fcntl (async-
-        // signal-safe) on a descriptor this process owns.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+    // SAFETY: between fork and exec the closure only calls setsid and fcntl
+    // (async-signal-safe), on a descriptor this process owns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = inherit
+                && libc::fcntl(fd, libc::F_SETFD, 0) == -1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
-    let status = command
+    let mut child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
-        .status()
+        .spawn()
         .map_err(|e| {
             MicrosandboxError::Runtime(format!(
                 "cannot run {QEMU_BINARY} ({e}); install it with: apt-get install qemu-system-x86"
             ))
         })?;
-    if !status.success() {
-        return Err(MicrosandboxError::Runtime(format!(
-            "{QEMU_BINARY} failed to start ({status}): {}",
-            tail(&paths.qemu_log, 20)
-        )));
+    let pid = child.id();
+    let ready = wait_ready(&mut child, paths);
+    if ready.is_ok() {
+        let reaped = std::thread::Builder::new()
+            .name("msb-qemu-reaper".into())
+            .spawn(move || child.wait());
+        if let Err(e) = reaped {
+            // The VM runs; once it ends it stays a zombie of this process
+            // (which liveness checks treat as gone) until this process ends.
+            log::warn!("no reaper thread for QEMU {pid}: {e}");
+        }
     }
-    let pid = std::fs::read_to_string(&paths.pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .ok_or_else(|| MicrosandboxError::Runtime(format!("{QEMU_BINARY} wrote no pid file")))?;
-    Ok(pid)
+    ready.map(|()| pid)
+}
+
+/// Waits until QEMU has written its pid file and runs its main loop; fails
+/// with its log's tail if it exits first or takes longer than
+/// [`SPAWN_TIMEOUT`] (then it is killed).
+fn wait_ready(child: &mut std::process::Child, paths: &VmPaths) -> MicrosandboxResult<()> {
+    let deadline = Instant::now() + SPAWN_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(MicrosandboxError::Runtime(format!(
+                "{QEMU_BINARY} failed to start ({status}): {}",
+                tail(&paths.qemu_log, 20)
+            )));
+        }
+        // QMP greets a client only once QEMU's main loop runs, after every
+        // device, backend (the RAM memfd a restore fills) and socket is set
+        // up: the moment `-daemonize` would have returned.
+        if paths.pidfile.exists() && qmp_greets(&paths.qmp_sock) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(MicrosandboxError::Runtime(format!(
+                "{QEMU_BINARY} did not come up (QMP) within {SPAWN_TIMEOUT:?}: {}",
+                tail(&paths.qemu_log, 20)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether QEMU's QMP socket accepts a connection and greets it within a
+/// moment (the probe then hangs up; the socket takes the next client).
+fn qmp_greets(sock: &Path) -> bool {
+    let Ok(stream) = UnixStream::connect(sock) else {
+        return false;
+    };
+    if stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .is_err()
+    {
+        return false;
+    }
+    let mut greeting = String::new();
+    BufReader::new(stream)
+        .read_line(&mut greeting)
+        .is_ok_and(|n| n > 0)
 }
 
 /// True while `pid` is a live (not zombie) process whose command line names `vm_name`.
@@ -523,6 +613,20 @@ impl Qmp {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Send the guest's serial console to a [`CONSOLE_RING_BYTES`] ring
+    /// in QEMU's memory from now on (`chardev-change`): whatever the guest
+    /// writes to it no longer reaches a host file.
+    pub fn bound_console(&mut self) -> std::io::Result<()> {
+        self.execute(
+            "chardev-change",
+            serde_json::json!({
+                "id": "console",
+                "backend": {"type": "ringbuf", "data": {"size": CONSOLE_RING_BYTES}}
+            }),
+        )
+        .map(|_| ())
     }
 
     /// Run a paused guest again.

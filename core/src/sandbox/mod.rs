@@ -488,7 +488,8 @@ impl SandboxHandle {
     }
 
     /// Run `cmd` with `args` and wait for it; `SandboxNotRunning` unless running.
-    /// Stdin is `/dev/null`; all output is kept (see [`exec_with`](Self::exec_with)).
+    /// Stdin is `/dev/null`; up to [`DEFAULT_OUTPUT_LIMIT`](crate::runtime::exec::DEFAULT_OUTPUT_LIMIT)
+    /// (64 MiB) of each output is kept (see [`exec_with`](Self::exec_with)).
     pub async fn exec<I, S>(
         &self,
         cmd: impl Into<String>,
@@ -502,7 +503,8 @@ impl SandboxHandle {
     }
 
     /// Run `cmd` with `args` under `opts` and wait for it, keeping up to
-    /// `opts.output_limit` bytes of each output. Dropping the future or
+    /// `opts.output_limit` bytes of each output (64 MiB when `None`; the
+    /// rest is read and dropped, and the output says it was truncated). Dropping the future or
     /// firing its token kills the command (`Cancelled`).
     pub async fn exec_with<I, S>(
         &self,
