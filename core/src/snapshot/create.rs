@@ -290,6 +290,8 @@ pub(crate) fn publish_artifact(
     dest: &std::path::Path,
     replace: bool,
 ) -> MicrosandboxResult<Snapshot> {
+    // The artifact and its row appear together (see `NamesLock`).
+    let _names = index::NamesLock::take(home)?;
     publish::publish_dir(staging, dest, replace).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             MicrosandboxError::SnapshotAlreadyExists {
