@@ -2,15 +2,17 @@
 //! every one comes up (under TCG on 2 cores, eight boots share the CPUs and
 //! each takes several times its quiet-machine wall time), each is itself
 //! (its own hostname and kernel boot id), and all are stopped and removed
-//! with no VM left behind.
+//! with no VM left behind. Beside it, without a VM: a thousand
+//! `Snapshot::get` calls at once (issue 22's known slow spot).
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::artifacts::make_artifact;
 use common::{BUSYBOX_REF, TestHome};
-use microsandbox::Sandbox;
+use microsandbox::{Sandbox, Snapshot};
 
 /// Sandboxes created at once.
 const SANDBOXES: usize = 8;
@@ -85,4 +87,41 @@ async fn eight_sandboxes_booting_at_once_all_come_up() {
     );
     let left = home.vm_pids();
     assert!(left.is_empty(), "VMs left: {left:?}");
+}
+
+/// Concurrent `Snapshot::get` calls (each looks a name up in the index).
+const GETS: usize = 1000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_snapshot_gets_at_once_are_quick() {
+    let home = TestHome::new();
+    for i in 0..10 {
+        make_artifact(
+            &home.snapshots_dir().join(format!("s{i}")),
+            i as u8,
+            None,
+            None,
+        );
+    }
+    home.run(async {
+        assert_eq!(Snapshot::reindex_default().await.unwrap(), 10);
+        // Twice: the first round also opens the pool's connections.
+        for round in ["cold", "warm"] {
+            let started = Instant::now();
+            let gets: Vec<_> = (0..GETS)
+                .map(|i| tokio::spawn(home.config().scope(Snapshot::get(format!("s{}", i % 10)))))
+                .collect();
+            for (i, get) in gets.into_iter().enumerate() {
+                let handle = get.await.unwrap().unwrap();
+                assert_eq!(handle.name(), Some(format!("s{}", i % 10).as_str()));
+            }
+            let took = started.elapsed();
+            eprintln!(
+                "{GETS} concurrent Snapshot::get ({round}): {:.3} s",
+                took.as_secs_f64()
+            );
+            assert!(took < Duration::from_secs(5), "{took:?}");
+        }
+    })
+    .await;
 }
