@@ -172,7 +172,18 @@ pub(crate) fn remove_dir_atomically(path: &Path) -> MicrosandboxResult<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(MicrosandboxError::io(path, e)),
     }
-    fs::remove_dir_all(&trash).map_err(|e| MicrosandboxError::io(&trash, e))
+    // A process still finishing inside it (one that opened a directory
+    // before the rename) may add an entry while it is emptied: try again.
+    let mut attempts = 0;
+    loop {
+        match fs::remove_dir_all(&trash) {
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && attempts < 5 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            done => return done.map_err(|e| MicrosandboxError::io(&trash, e)),
+        }
+    }
 }
 
 /// A file being written under a hidden temporary name beside its

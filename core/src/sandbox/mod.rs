@@ -666,12 +666,9 @@ impl SandboxHandle {
             runtime::kill(&self.dir, &rec.config.vm_name, pid);
         }
         registry::delete(&self.home, &self.name)?;
-        match fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(MicrosandboxError::io(&self.dir, e))
-            }
-            _ => Ok(()),
-        }
+        // Renamed away first: the name is free at once, and whatever the
+        // VM just killed still writes cannot bring the directory back.
+        crate::publish::remove_dir_atomically(&self.dir)
     }
 
     /// Snapshot this stopped (or crashed) sandbox under a bare name in the
