@@ -17,13 +17,16 @@
 //!   (readers see the old or the new, never neither), [`publish_dir`] for
 //!   both, [`place_if_absent`] for content-addressed names;
 //! - removal is the same in reverse ([`remove_dir_atomically`]): rename to a
-//!   hidden trash sibling, then delete.
+//!   hidden trash sibling, then delete;
+//! - what several processes must not do at once is serialized with an
+//!   `flock` on a lock file ([`lock_file`]), released when dropped or when
+//!   the process dies.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+use nix::fcntl::{AT_FDCWD, Flock, FlockArg, RenameFlags, renameat2};
 use tempfile::{NamedTempFile, TempDir};
 
 use crate::error::{MicrosandboxError, MicrosandboxResult};
@@ -33,6 +36,21 @@ pub(crate) const STAGING_MARK: &str = ".creating-";
 
 /// Infix of the trash name a directory is renamed to before it is deleted.
 const REMOVING_MARK: &str = ".removing-";
+
+/// Wait for and take an `flock` (`how`: shared or exclusive) on the file
+/// `path`, creating it and its directory if needed.
+pub(crate) fn lock_file(path: &Path, how: FlockArg) -> MicrosandboxResult<Flock<File>> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| MicrosandboxError::io(dir, e))?;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| MicrosandboxError::io(path, e))?;
+    Flock::lock(file, how).map_err(|(_, errno)| MicrosandboxError::io(path, errno.into()))
+}
 
 /// A new hidden staging directory in `parent` for something that will be
 /// published as `parent/<name>`: `.<name>.creating-<pid>-<random>`. Dropped
@@ -154,7 +172,18 @@ pub(crate) fn remove_dir_atomically(path: &Path) -> MicrosandboxResult<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(MicrosandboxError::io(path, e)),
     }
-    fs::remove_dir_all(&trash).map_err(|e| MicrosandboxError::io(&trash, e))
+    // A process still finishing inside it (one that opened a directory
+    // before the rename) may add an entry while it is emptied: try again.
+    let mut attempts = 0;
+    loop {
+        match fs::remove_dir_all(&trash) {
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && attempts < 5 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            done => return done.map_err(|e| MicrosandboxError::io(&trash, e)),
+        }
+    }
 }
 
 /// A file being written under a hidden temporary name beside its

@@ -8,13 +8,19 @@
 //! holds it shared while it reads. A remove holds it **exclusive** while it
 //! deletes rows and sweeps files, so it never sees a file that a pending
 //! row will need, and nobody registers an image whose files it is deleting.
-//! Adders never wait for each other.
+//! Whatever starts to use an image (a sandbox create, restore or fork; a
+//! snapshot import or pull that pins one) holds it shared from resolving
+//! the image until the row that names it (a sandbox, an indexed snapshot)
+//! is committed, so a remove either runs first (and the user finds no
+//! image) or after (and sees the user: `ImageInUse`).
+//! Adders never wait for each other (Linux grants a shared `flock` even
+//! while an exclusive one waits), so taking it again while held is safe.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::error::{MicrosandboxError, MicrosandboxResult};
+use crate::error::MicrosandboxResult;
 use crate::home::MsbHome;
 
 /// The store's lock, held until dropped.
@@ -34,17 +40,7 @@ impl StoreLock {
     }
 
     fn take(home: &MsbHome, how: FlockArg) -> MicrosandboxResult<Self> {
-        let dir = home.images_dir();
-        fs::create_dir_all(&dir).map_err(|e| MicrosandboxError::io(&dir, e))?;
-        let path = dir.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| MicrosandboxError::io(&path, e))?;
-        let lock = Flock::lock(file, how)
-            .map_err(|(_, errno)| MicrosandboxError::io(&path, errno.into()))?;
+        let lock = crate::publish::lock_file(&home.images_dir().join(".lock"), how)?;
         Ok(Self { _lock: lock })
     }
 }
@@ -69,6 +65,27 @@ mod tests {
             });
             assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
             drop((first, second));
+            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        });
+    }
+
+    #[test]
+    fn a_holder_takes_it_shared_again_while_an_exclusive_one_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = MsbHome::at(dir.path());
+        let held = StoreLock::shared(&home).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let _held = StoreLock::exclusive(&home).unwrap();
+                tx.send(()).unwrap();
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            // A create holding the lock calls a pull that takes it again:
+            // it must not queue behind the waiting remove (a deadlock).
+            let again = StoreLock::shared(&home).unwrap();
+            assert!(rx.try_recv().is_err());
+            drop((held, again));
             rx.recv_timeout(Duration::from_secs(5)).unwrap();
         });
     }

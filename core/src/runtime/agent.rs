@@ -26,11 +26,19 @@ pub(crate) struct AgentClient {
 impl AgentClient {
     /// Connect and handshake, retrying until `timeout` (the socket appears
     /// when QEMU starts; `ready` once the guest's init serves) or until the
-    /// call is cancelled.
+    /// call is cancelled. `timeout` is what an idle host needs; it stretches
+    /// with the host's [`cpu_contention`](super::host::cpu_contention),
+    /// read again while waiting, so a guest slowed by many others booting
+    /// beside it is not given up on as hung.
     pub fn connect(sock: &Path, timeout: Duration, control: &Control) -> MicrosandboxResult<Self> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let stretched = || started + timeout.mul_f64(super::host::cpu_contention());
         let mut last_error = io::Error::new(io::ErrorKind::TimedOut, "timed out");
-        while Instant::now() < deadline {
+        loop {
+            let deadline = stretched();
+            if Instant::now() >= deadline {
+                break;
+            }
             control.check()?;
             match Self::try_connect(sock, deadline, control) {
                 Ok(client) => return Ok(client),
@@ -40,8 +48,9 @@ impl AgentClient {
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(MicrosandboxError::Runtime(format!(
-            "guest agent at {} did not answer within {timeout:?}: {last_error}",
-            sock.display()
+            "guest agent at {} did not answer within {:?} ({timeout:?} on an idle host): {last_error}",
+            sock.display(),
+            started.elapsed()
         )))
     }
 

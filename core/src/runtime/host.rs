@@ -1,5 +1,6 @@
 //! Facts about the host the runtime needs: the TSC frequency handed to the
-//! guest kernel (`tsc_early_khz`, which stops the TCG boot hangs), and which
+//! guest kernel (`tsc_early_khz`, which stops the TCG boot hangs), how
+//! contended its CPUs are (which stretches the guest agent's wait), and which
 //! accelerator to use (`MSB_ACCEL=auto|kvm|tcg`; `auto` picks KVM only after a
 //! probe boot succeeded, cached per host kernel).
 
@@ -29,6 +30,39 @@ impl Accel {
             Self::Tcg => "tcg",
         }
     }
+}
+
+/// The most a wait on the guest is stretched for a busy host (8 × the 30 s
+/// boot timeout is 4 minutes).
+const MAX_CPU_CONTENTION: f64 = 8.0;
+
+/// How many times slower CPU-bound work runs here now than on an idle
+/// host: runnable tasks per online CPU, the larger of the instantaneous
+/// count (which sees a burst of boots at once) and the 1-minute load
+/// average (which sees a steady load between samples); between 1 and
+/// [`MAX_CPU_CONTENTION`]. Eight TCG guests booting on 2 CPUs each take
+/// about 4 times their idle wall time, and their timeout must stretch as
+/// much, while a hung guest on an idle host is still caught in time.
+pub(crate) fn cpu_contention() -> f64 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let runnable = fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map_or(0.0, |text| runnable_tasks(&text));
+    (runnable / cpus).clamp(1.0, MAX_CPU_CONTENTION)
+}
+
+/// The runnable tasks `/proc/loadavg` reports ("0.52 0.58 0.59 3/467
+/// 12345"): the larger of the 1-minute average and the tasks running now,
+/// not counting the reader itself.
+fn runnable_tasks(loadavg: &str) -> f64 {
+    let mut fields = loadavg.split_whitespace();
+    let average: f64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    let now: f64 = fields
+        .nth(2)
+        .and_then(|f| f.split('/').next())
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0.0);
+    average.max(now - 1.0)
 }
 
 /// The host TSC frequency in kHz: from sysfs where the kernel exports it,
@@ -133,6 +167,14 @@ pub fn choose_accel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runnable_tasks_come_from_the_average_or_the_running_count() {
+        assert_eq!(runnable_tasks("0.52 0.58 0.59 3/467 12345"), 2.0);
+        assert_eq!(runnable_tasks("7.50 3.00 1.00 1/467 12345"), 7.5);
+        assert_eq!(runnable_tasks("garbage"), 0.0);
+        assert!((1.0..=MAX_CPU_CONTENTION).contains(&cpu_contention()));
+    }
 
     #[test]
     fn tsc_frequency_is_plausible() {

@@ -130,10 +130,16 @@ impl Sandbox {
     pub async fn list() -> MicrosandboxResult<Vec<SandboxHandle>> {
         let home = MsbHome::resolve()?;
         crate::control::blocking(move || {
-            registry::names(&home)?
-                .iter()
-                .map(|n| SandboxHandle::load(&home, n))
-                .collect()
+            let mut listed = Vec::new();
+            for name in registry::names(&home)? {
+                match SandboxHandle::load(&home, &name) {
+                    Ok(handle) => listed.push(handle),
+                    // Removed since the names were read: not listed.
+                    Err(MicrosandboxError::SandboxNotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(listed)
         })
         .await
     }
@@ -310,6 +316,10 @@ impl SandboxBuilder {
                 "memory_mib must be >= 64, cpus >= 1 and the upper at least 64 MiB".into(),
             ));
         }
+        // Held from resolving the image until the sandbox's row names it: an
+        // `image rm` in between would otherwise find no user and delete the
+        // root disk this sandbox is about to boot from (see `image::lock`).
+        let store = image::StoreLock::shared(home)?;
         let (image, upper_source) = match (&self.image, &self.from_snapshot) {
             (Some(_), Some(_)) => {
                 return Err(MicrosandboxError::InvalidConfig(
@@ -358,7 +368,10 @@ impl SandboxBuilder {
             };
             let forked = instant::fork_base(home, base, new, control);
             match forked {
-                Ok(Some(handle)) => return Ok(handle),
+                Ok(Some(handle)) => {
+                    drop(store);
+                    return Ok(handle);
+                }
                 Ok(None) => clear_dir(&dir)?,
                 Err(e) => {
                     let _ = fs::remove_dir_all(&dir);
@@ -372,6 +385,8 @@ impl SandboxBuilder {
             let _ = fs::remove_dir_all(&dir);
         }
         let handle = created?;
+        // The row is committed: a remove now sees this sandbox as a user.
+        drop(store);
         if let Some(base) = &base
             && let Err(e) = instant::leave_base(home, &name, base)
         {
@@ -635,17 +650,27 @@ impl SandboxHandle {
     }
 
     fn remove_blocking(&self) -> MicrosandboxResult<()> {
-        let rec = registry::get(&self.home, &self.name)?;
+        // Under the directory's lock: a stop, start or capture in flight
+        // ends first, so the directory is never deleted under it (and two
+        // removes never delete it at once).
+        let locked = match sandbox_store::LockedSandbox::acquire(&self.home, &self.name) {
+            Ok(locked) => Some(locked),
+            // A row whose directory is gone (a crash between the two) has
+            // nothing to lock, and is still removed.
+            Err(MicrosandboxError::SandboxNotFound { .. }) if !self.dir.exists() => None,
+            Err(e) => return Err(e),
+        };
+        let rec = match &locked {
+            Some(locked) => locked.record.clone(),
+            None => registry::get(&self.home, &self.name)?,
+        };
         if let (true, Some(pid)) = (rec.state.has_vm(), rec.pid) {
             runtime::kill(&self.dir, &rec.config.vm_name, pid);
         }
         registry::delete(&self.home, &self.name)?;
-        match fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(MicrosandboxError::io(&self.dir, e))
-            }
-            _ => Ok(()),
-        }
+        // Renamed away first: the name is free at once, and whatever the
+        // VM just killed still writes cannot bring the directory back.
+        crate::publish::remove_dir_atomically(&self.dir)
     }
 
     /// Snapshot this stopped (or crashed) sandbox under a bare name in the

@@ -132,6 +132,8 @@ pub(crate) fn restore_blocking(
     debug_assert_eq!(snap.kind(), SnapshotKind::Full);
     check_overrides(vm, &overrides)?;
     snap.verify_stamped(home, control)?;
+    // Held until the fork's row names the image (see `image::lock`).
+    let _store = crate::image::StoreLock::shared(home)?;
     let image = pinned_image(home, snap)?;
     let dir = claim_dir(home, name)?;
     let mut env = vm.env.clone();

@@ -33,10 +33,19 @@ pub(crate) struct DirLock {
 }
 
 impl DirLock {
-    /// Wait for and take the lock of the sandbox directory `dir`.
+    /// Wait for and take the lock of the sandbox directory `dir`
+    /// (`SandboxNotFound` if a remove took the directory away).
     pub(crate) fn acquire(dir: &Path) -> MicrosandboxResult<Self> {
         let path = dir.join(".lock");
-        let file = File::create(&path).map_err(|e| MicrosandboxError::io(&path, e))?;
+        let file = File::create(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => MicrosandboxError::SandboxNotFound {
+                name: dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            },
+            _ => MicrosandboxError::io(&path, e),
+        })?;
         let lock = Flock::lock(file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| MicrosandboxError::io(&path, errno.into()))?;
         Ok(Self { _lock: lock })

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use super::integrity::{self, IntegrityAlgorithm};
 use super::manifest::{
-    ImageRef, MANIFEST_FILE, MANIFEST_SCHEMA, Manifest, RESERVED_LABEL_PREFIX, SnapshotFormat,
-    UpperIntegrity, UpperLayer,
+    ImageRef, MANIFEST_FILE, MANIFEST_MAX_BYTES, MANIFEST_SCHEMA, Manifest, RESERVED_LABEL_PREFIX,
+    SnapshotFormat, UpperIntegrity, UpperLayer,
 };
 use super::{Snapshot, index};
 use crate::control::{CallOpts, Control};
@@ -150,9 +150,10 @@ impl SnapshotBuilder {
             )
         })?;
         match &destination {
-            SnapshotDestination::Name(name) if !is_bare_name(name) => {
+            SnapshotDestination::Name(name) => check_snapshot_name(name)?,
+            SnapshotDestination::Path(path) if path.as_os_str().as_encoded_bytes().contains(&0) => {
                 return Err(MicrosandboxError::InvalidConfig(format!(
-                    "{name:?} is not a bare snapshot name (no '/', not starting with '.' or '~'); use .path() for paths"
+                    "snapshot path {path:?} contains a NUL byte"
                 )));
             }
             SnapshotDestination::Path(path) if path.as_os_str().is_empty() => {
@@ -162,12 +163,19 @@ impl SnapshotBuilder {
             }
             _ => {}
         }
-        for (key, _) in &self.labels {
+        let mut label_bytes = 0u64;
+        for (key, value) in &self.labels {
             if key.is_empty() {
                 return Err(MicrosandboxError::InvalidConfig(
                     "label keys must not be empty".into(),
                 ));
             }
+            label_bytes += (key.len() + value.len()) as u64;
+        }
+        // Cheap and early (before any copy): the exact check of the whole
+        // manifest follows in `create_blocking`.
+        if label_bytes > MANIFEST_MAX_BYTES {
+            return Err(labels_too_large(self.labels.len(), label_bytes));
         }
         Ok(SnapshotConfig {
             source_sandbox: self.source_sandbox,
@@ -183,6 +191,43 @@ impl SnapshotBuilder {
         let algorithm = self.integrity_algorithm;
         create(self.checked()?, algorithm).await
     }
+}
+
+/// Longest snapshot name, in bytes: a name is a directory name (255 bytes
+/// on Linux filesystems), and its staging sibling
+/// (`.<name>.creating-<pid>-<random>`) needs room too.
+pub const MAX_SNAPSHOT_NAME_BYTES: usize = 200;
+
+/// A snapshot name (a bare name in the default snapshots directory):
+/// `InvalidConfig` unless it is bare (no `/`, not starting with `.` or
+/// `~`), has no NUL byte and is at most [`MAX_SNAPSHOT_NAME_BYTES`] long.
+pub(crate) fn check_snapshot_name(name: &str) -> MicrosandboxResult<()> {
+    let problem = if name.len() > MAX_SNAPSHOT_NAME_BYTES {
+        format!(
+            "is {} bytes long: at most {MAX_SNAPSHOT_NAME_BYTES} (it becomes a directory name)",
+            name.len()
+        )
+    } else if name.contains('\0') {
+        "contains a NUL byte".into()
+    } else if !is_bare_name(name) {
+        "is not a bare snapshot name (no '/', not starting with '.' or '~'); use a path for paths"
+            .into()
+    } else {
+        return Ok(());
+    };
+    let shown: String = name.chars().take(64).collect();
+    Err(MicrosandboxError::InvalidConfig(format!(
+        "snapshot name {shown:?}{} {problem}",
+        if shown.len() < name.len() { "…" } else { "" }
+    )))
+}
+
+/// `InvalidConfig` for labels that make a manifest of `bytes` bytes, more
+/// than [`MANIFEST_MAX_BYTES`].
+fn labels_too_large(count: usize, bytes: u64) -> MicrosandboxError {
+    MicrosandboxError::InvalidConfig(format!(
+        "{count} labels make a manifest of {bytes} bytes; a manifest holds at most {MANIFEST_MAX_BYTES}"
+    ))
 }
 
 /// Capture per `config`, recording integrity with `algorithm`.
@@ -272,10 +317,15 @@ pub(crate) fn create_blocking(
         source_sandbox: Some(record.name.clone()),
     };
     manifest.validate(&staging.path().join(MANIFEST_FILE))?;
-    publish::write_synced(
-        &staging.path().join(MANIFEST_FILE),
-        &manifest.canonical_bytes(),
-    )?;
+    let canonical = manifest.canonical_bytes();
+    if canonical.len() as u64 > MANIFEST_MAX_BYTES {
+        // Written, it would be an artifact no reader opens.
+        return Err(labels_too_large(
+            config.labels.len(),
+            canonical.len() as u64,
+        ));
+    }
+    publish::write_synced(&staging.path().join(MANIFEST_FILE), &canonical)?;
     publish::sync_dir(staging.path())?;
 
     publish_artifact(home, &staging.keep(), &dest, config.force)
@@ -290,6 +340,8 @@ pub(crate) fn publish_artifact(
     dest: &std::path::Path,
     replace: bool,
 ) -> MicrosandboxResult<Snapshot> {
+    // The artifact and its row appear together (see `NamesLock`).
+    let _names = index::NamesLock::take(home)?;
     publish::publish_dir(staging, dest, replace).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             MicrosandboxError::SnapshotAlreadyExists {

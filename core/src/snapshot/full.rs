@@ -16,7 +16,7 @@ use super::manifest::{
 };
 use crate::control::Control;
 use crate::error::{MicrosandboxError, MicrosandboxResult};
-use crate::home::{MsbHome, is_bare_name};
+use crate::home::MsbHome;
 use crate::publish;
 use crate::runtime;
 use crate::sandbox_store::registry::{self, SandboxState};
@@ -205,11 +205,7 @@ pub(crate) fn save_named_blocking(
     snap: &Snapshot,
     name: &str,
 ) -> MicrosandboxResult<Snapshot> {
-    if !is_bare_name(name) {
-        return Err(MicrosandboxError::InvalidConfig(format!(
-            "snapshot name {name:?} must be a bare name (no '/', not starting with '.' or '~')"
-        )));
-    }
+    super::create::check_snapshot_name(name)?;
     // Re-read the source: it must still be whole.
     let snap = Snapshot::open_dir(snap.path())?;
     let parent = home.snapshots_dir();

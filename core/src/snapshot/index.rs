@@ -140,6 +140,26 @@ impl RowKeys {
     }
 }
 
+/// Held while an artifact and its index row appear together (a create's or
+/// an import's publication) or disappear together (a remove): one step for
+/// every other process. Without it, a remove that renamed a name's artifact
+/// away could delete the row a create had just written for a new artifact
+/// under the freed name, or rename that new artifact away and leave its row
+/// naming nothing. An `flock` on `db/snapshots.lock`, exclusive: each
+/// holder only renames and writes a row or two.
+pub(crate) struct NamesLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl NamesLock {
+    /// Wait for and take the lock of `home`.
+    pub(crate) fn take(home: &MsbHome) -> MicrosandboxResult<Self> {
+        let path = home.db_dir().join("snapshots.lock");
+        let lock = crate::publish::lock_file(&path, nix::fcntl::FlockArg::LockExclusive)?;
+        Ok(Self { _lock: lock })
+    }
+}
+
 /// Absolute, symlink-free form of an artifact path (the row key).
 pub(crate) fn canonical(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
@@ -345,6 +365,8 @@ pub(crate) fn reindex(home: &MsbHome, dir: &Path, control: &Control) -> Microsan
 /// Remove an artifact (by name, digest or path, resolved as
 /// [`resolve`] says) and its row.
 pub(crate) fn remove(home: &MsbHome, key: &str, force: bool) -> MicrosandboxResult<()> {
+    // Resolved under the lock: what is removed is what the name means now.
+    let _names = NamesLock::take(home)?;
     let (path, digest, parent) = match resolve::resolve(home, key)? {
         Resolved::Indexed(h) => (
             h.path().to_path_buf(),

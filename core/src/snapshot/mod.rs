@@ -25,7 +25,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use archive::ExportOpts;
-pub use create::{SnapshotBuilder, SnapshotConfig, SnapshotDestination, SnapshotSpec};
+pub use create::{
+    MAX_SNAPSHOT_NAME_BYTES, SnapshotBuilder, SnapshotConfig, SnapshotDestination, SnapshotSpec,
+};
 pub use handle::SnapshotHandle;
 pub use integrity::IntegrityAlgorithm;
 pub use manifest::{
@@ -379,11 +381,13 @@ fn read_vm_section(dir: &Path, manifest: &Manifest, digest: &str) -> Microsandbo
     VmSection::parse(&bytes, manifest, &path)
 }
 
-/// A plain file of at most [`MANIFEST_MAX_BYTES`]; `SnapshotNotFound` if absent.
+/// A plain file of at most [`MANIFEST_MAX_BYTES`]; `SnapshotNotFound` if
+/// absent, or if no file can have that path (a name longer than the
+/// filesystem allows, a NUL byte).
 fn read_small_file(path: &Path) -> MicrosandboxResult<Vec<u8>> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if no_such_file(&e) => {
             return Err(MicrosandboxError::SnapshotNotFound {
                 what: path.display().to_string(),
             });
@@ -412,6 +416,18 @@ fn read_small_file(path: &Path) -> MicrosandboxResult<Vec<u8>> {
 
 /// Read `manifest.json` of `dir`, refusing anything that is not a plain,
 /// reasonably small file.
+/// Whether `e` says there is no file at the path looked up: it is absent,
+/// or no file can have that path (a component longer than the filesystem
+/// allows, a NUL byte). A key that names nothing is not found, not an I/O
+/// failure.
+fn no_such_file(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::NotFound | ErrorKind::InvalidFilename | ErrorKind::InvalidInput
+    )
+}
+
 fn read_manifest_bytes(dir: &Path, manifest_path: &Path) -> MicrosandboxResult<Vec<u8>> {
     let not_found = |why: &str| MicrosandboxError::SnapshotNotFound {
         what: format!("{} ({why})", dir.display()),
@@ -419,7 +435,7 @@ fn read_manifest_bytes(dir: &Path, manifest_path: &Path) -> MicrosandboxResult<V
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => return Err(not_found("not a directory")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if no_such_file(&e) => {
             return Err(not_found("no such artifact directory"));
         }
         Err(e) => return Err(MicrosandboxError::io(dir, e)),

@@ -189,16 +189,27 @@ impl Snapshot {
         Ok(())
     }
 
+    /// The error for a file of this artifact that is not there: the
+    /// artifact is damaged (`SnapshotIntegrity`), unless its manifest is gone
+    /// too: then a remove took the whole directory away after this artifact
+    /// was opened (`SnapshotNotFound`), which is no damage.
+    fn file_missing(&self, what: &str) -> MicrosandboxError {
+        if self.path.join(MANIFEST_FILE).exists() {
+            MicrosandboxError::integrity(&self.path, format!("{what} is missing"))
+        } else {
+            MicrosandboxError::SnapshotNotFound {
+                what: format!("{} (removed while it was being read)", self.path.display()),
+            }
+        }
+    }
+
     /// Open a VM file and check it is a regular file of the recorded size.
     pub(super) fn check_file(&self, recorded: &VmFile) -> MicrosandboxResult<File> {
         let path = self.path.join(&recorded.file);
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(MicrosandboxError::integrity(
-                    &self.path,
-                    format!("{} is missing", recorded.file),
-                ));
+                return Err(self.file_missing(&recorded.file));
             }
             Err(e) => return Err(MicrosandboxError::io(&path, e)),
         };
@@ -231,10 +242,7 @@ impl Snapshot {
         let meta = match std::fs::symlink_metadata(&upper_path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(MicrosandboxError::integrity(
-                    &self.path,
-                    format!("upper file {} is missing", self.manifest.upper.file),
-                ));
+                return Err(self.file_missing(&format!("upper file {}", self.manifest.upper.file)));
             }
             Err(e) => return Err(MicrosandboxError::io(&upper_path, e)),
         };

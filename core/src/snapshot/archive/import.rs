@@ -115,6 +115,10 @@ pub(crate) fn land_stream(
     };
     let index = unpacker.unpack(stream)?;
     let image_staging = unpacker.image_staging.take();
+    // Held from the image's resolution (a pull's `before_publish`) or
+    // registration until the index rows that pin it are written, so an
+    // `image rm` in between sees the new snapshots as its users.
+    let _store = image::StoreLock::shared(home)?;
     before_publish()?;
     let handle = publish(home, &index, staging.path(), image_staging, &dest_root)?;
     created.keep();
@@ -623,6 +627,8 @@ fn publish(
     image_staging: Option<StagedImageFiles>,
     dest_root: &Path,
 ) -> MicrosandboxResult<SnapshotHandle> {
+    // The artifacts and their rows appear together (see `NamesLock`).
+    let _names = index::NamesLock::take(home)?;
     let mut targets = Vec::new();
     for snap in &index.snapshots {
         let target = dest_root.join(&snap.name);
