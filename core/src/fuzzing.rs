@@ -22,8 +22,11 @@ use crate::home::MsbHome;
 use crate::snapshot::integrity::{self, IntegrityAlgorithm, data_extents};
 use crate::snapshot::manifest::{Manifest, VmSection};
 
+/// An entry point: takes any bytes, panics only on a broken property.
+pub type EntryPoint = fn(&[u8]);
+
 /// Every entry point, by target name (the names of `fuzz/fuzz_targets/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, EntryPoint)] = &[
     ("manifest", manifest),
     ("integrity_sparse_sha256", integrity_sparse_sha256),
     ("integrity_merkle", integrity_merkle),
@@ -128,11 +131,20 @@ pub fn manifest(data: &[u8]) {
         Ok(m) => m,
         Err(e) => return expect_kind(&e, &["ManifestInvalid"]),
     };
-    manifest.validate(origin).expect("a parsed manifest validates");
+    manifest
+        .validate(origin)
+        .expect("a parsed manifest validates");
     let canonical = manifest.canonical_bytes();
     let again = Manifest::parse(&canonical, origin).expect("canonical bytes parse");
-    assert_eq!(again, manifest, "canonical bytes parse to the same manifest");
-    assert_eq!(again.canonical_bytes(), canonical, "canonical form is stable");
+    assert_eq!(
+        again, manifest,
+        "canonical bytes parse to the same manifest"
+    );
+    assert_eq!(
+        again.canonical_bytes(),
+        canonical,
+        "canonical form is stable"
+    );
     assert_eq!(again.digest(), manifest.digest());
     let Some(vm_bytes) = vm_bytes else { return };
     let vm_origin = Path::new("vm.json");
@@ -355,9 +367,8 @@ pub fn integrity_merkle(data: &[u8]) {
         .collect();
     let copy_path = dir.path().join("copy");
     let copy = File::create_new(&copy_path).expect("copy file");
-    let copied =
-        integrity::copy_with_merkle_digest(&src, layout.base, &extents, layout.len, &copy)
-            .expect("copy of a readable file");
+    let copied = integrity::copy_with_merkle_digest(&src, layout.base, &extents, layout.len, &copy)
+        .expect("copy of a readable file");
     drop(copy);
     assert_eq!(copied, expected, "copy digest, base {}", layout.base);
     assert!(read_all(&copy_path) == plain, "the copy is the file");
@@ -386,13 +397,16 @@ pub fn archive_import(data: &[u8]) {
     let home = MsbHome::at(dir.path().join("home"));
     let sentinel = Sentinel::plant(dir.path().join("outside"));
     let dest = (mode & 2 == 2).then(|| dir.path().join("dest"));
-    let result =
-        crate::snapshot::archive::import_blocking(&home, &archive, dest.as_deref(), &Control::detached());
+    let result = crate::snapshot::archive::import_blocking(
+        &home,
+        &archive,
+        dest.as_deref(),
+        &Control::detached(),
+    );
     match &result {
         Ok(handle) => {
             // What landed opens as an artifact.
-            crate::snapshot::Snapshot::open_dir(handle.path())
-                .expect("an imported artifact opens");
+            crate::snapshot::Snapshot::open_dir(handle.path()).expect("an imported artifact opens");
         }
         Err(e) => expect_kind(
             e,
@@ -421,7 +435,10 @@ pub fn archive_import(data: &[u8]) {
         .flatten()
         .map(|e| e.path())
         .collect();
-    assert!(image_staging.is_empty(), "image staging left: {image_staging:?}");
+    assert!(
+        image_staging.is_empty(),
+        "image staging left: {image_staging:?}"
+    );
     if result.is_err() {
         // A failed import leaves no artifact directory.
         let left: Vec<_> = fs::read_dir(&dest_root)
@@ -550,7 +567,7 @@ pub fn guest_frames(data: &[u8]) {
         let mut decoded = Vec::new();
         let mut at = 0;
         while let Ok(Some((msg, used))) = protocol::decode::<M>(&data[at..]) {
-            assert!(used >= HEADER_LEN && used <= HEADER_LEN + MAX_FRAME_LEN);
+            assert!((HEADER_LEN..=HEADER_LEN + MAX_FRAME_LEN).contains(&used));
             at += used;
             decoded.push(msg);
         }

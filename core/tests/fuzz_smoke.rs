@@ -54,7 +54,11 @@ impl Rng {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
@@ -234,7 +238,9 @@ fn layer(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
         let name = path.as_bytes();
         header.as_old_mut().name[..name.len()].copy_from_slice(name);
         if kind.is_symlink() || kind.is_hard_link() {
-            header.set_link_name(String::from_utf8_lossy(body).as_ref()).unwrap();
+            header
+                .set_link_name(String::from_utf8_lossy(body).as_ref())
+                .unwrap();
             header.set_size(0);
             header.set_cksum();
             builder.append(&header, &[][..]).unwrap();
@@ -279,7 +285,20 @@ fn ipv4(dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&GUEST_MAC);
     f.extend_from_slice(&[0x08, 0x00]);
     let total = 20 + payload.len();
-    let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, proto, 0, 0];
+    let mut ip = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        proto,
+        0,
+        0,
+    ];
     ip.extend_from_slice(&GUEST_ADDR.octets());
     ip.extend_from_slice(&dst);
     let sum = checksum(&ip);
@@ -308,7 +327,10 @@ fn write_seed_corpus() {
 
     // manifest: real manifests, a full one with its vm.json, malformed ones.
     let tmp = tempfile::tempdir().unwrap();
-    let disk = small_artifact(&tmp.path().join("disk"), Some(IntegrityAlgorithm::MerkleSha256V1));
+    let disk = small_artifact(
+        &tmp.path().join("disk"),
+        Some(IntegrityAlgorithm::MerkleSha256V1),
+    );
     let plain = small_artifact(&tmp.path().join("plain"), None);
     let full_dir = tmp.path().join("full");
     common::artifacts::make_full(&full_dir);
@@ -320,21 +342,75 @@ fn write_seed_corpus() {
     full.extend_from_slice(&fs::read(full_dir.join("vm.json")).unwrap());
     put("manifest", "full-with-vm", &full);
     let valid = String::from_utf8(manifest_of(disk.path())).unwrap();
-    put("manifest", "bad-dup-label", valid.replace(r#""labels":{"#, r#""labels":{"a":"1","a":"2","#).as_bytes());
-    put("manifest", "bad-schema-2", valid.replace(r#""schema":1"#, r#""schema":2,"new":true"#).as_bytes());
-    put("manifest", "bad-huge-size", valid.replace(r#""size_bytes":1048576"#, r#""size_bytes":9007199254740992"#).as_bytes());
-    put("manifest", "bad-upper-path", valid.replace(r#""file":"upper.ext4""#, r#""file":"../upper.ext4""#).as_bytes());
+    put(
+        "manifest",
+        "bad-dup-label",
+        valid
+            .replace(r#""labels":{"#, r#""labels":{"a":"1","a":"2","#)
+            .as_bytes(),
+    );
+    put(
+        "manifest",
+        "bad-schema-2",
+        valid
+            .replace(r#""schema":1"#, r#""schema":2,"new":true"#)
+            .as_bytes(),
+    );
+    put(
+        "manifest",
+        "bad-huge-size",
+        valid
+            .replace(
+                r#""size_bytes":1048576"#,
+                r#""size_bytes":9007199254740992"#,
+            )
+            .as_bytes(),
+    );
+    put(
+        "manifest",
+        "bad-upper-path",
+        valid
+            .replace(r#""file":"upper.ext4""#, r#""file":"../upper.ext4""#)
+            .as_bytes(),
+    );
 
     // integrity: sizes at the edges, holes, written zeros, a base offset.
     let leaf = 65536u32;
     let layouts: [(&str, Vec<u8>); 7] = [
         ("empty", layout(0, 0, &[])),
         ("one-byte", layout(1, 0, &[(0, 1, 0, &[7])])),
-        ("leaf-edge", layout(leaf + 1, 0, &[(leaf - 2, 3, 1, b"abc")])),
-        ("holes", layout(5 * leaf + 123, 0, &[(9, 10, 0, &[1]), (4 * leaf, 200, 1, b"xyz"), (5 * leaf + 100, 23, 0, &[2])])),
-        ("written-zeros", layout(3 * leaf, 0, &[(0, leaf, 2, &[]), (2 * leaf, 5, 0, &[9])])),
-        ("base-offset", layout(2 * leaf + 77, 0b101, &[(100, 70_000, 0, &[3])])),
-        ("big", layout(6 << 20, 0, &[(1 << 20, 200_000, 0, &[5]), ((6 << 20) - 4, 4, 1, b"tail")])),
+        (
+            "leaf-edge",
+            layout(leaf + 1, 0, &[(leaf - 2, 3, 1, b"abc")]),
+        ),
+        (
+            "holes",
+            layout(
+                5 * leaf + 123,
+                0,
+                &[
+                    (9, 10, 0, &[1]),
+                    (4 * leaf, 200, 1, b"xyz"),
+                    (5 * leaf + 100, 23, 0, &[2]),
+                ],
+            ),
+        ),
+        (
+            "written-zeros",
+            layout(3 * leaf, 0, &[(0, leaf, 2, &[]), (2 * leaf, 5, 0, &[9])]),
+        ),
+        (
+            "base-offset",
+            layout(2 * leaf + 77, 0b101, &[(100, 70_000, 0, &[3])]),
+        ),
+        (
+            "big",
+            layout(
+                6 << 20,
+                0,
+                &[(1 << 20, 200_000, 0, &[5]), ((6 << 20) - 4, 4, 1, b"tail")],
+            ),
+        ),
     ];
     for (name, bytes) in &layouts {
         put("integrity_sparse_sha256", name, bytes);
@@ -349,7 +425,10 @@ fn write_seed_corpus() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let export = |dir: &Path, file: &str, plain_tar: bool| -> Vec<u8> {
         let path = out.join(file);
-        let opts = ExportOpts { plain_tar, ..ExportOpts::default() };
+        let opts = ExportOpts {
+            plain_tar,
+            ..ExportOpts::default()
+        };
         runtime
             .block_on(home.run(Snapshot::export(dir.display().to_string(), &path, opts)))
             .unwrap();
@@ -364,9 +443,14 @@ fn write_seed_corpus() {
     tagged("disk-plain-tar", 0, &disk_tar);
     tagged("disk-tar-via-zstd", 1, &disk_tar);
     tagged("disk-plain-tar-dest", 2, &disk_tar);
-    tagged("no-integrity-zst", 0, &export(plain.path(), "plain.tar.zst", false));
+    tagged(
+        "no-integrity-zst",
+        0,
+        &export(plain.path(), "plain.tar.zst", false),
+    );
     tagged("full-zst", 0, &export(&full_dir, "full.tar.zst", false));
-    let v066 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance/archives/v066-export.tar.zst");
+    let v066 = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/conformance/archives/v066-export.tar.zst");
     tagged("v066-zst", 0, &fs::read(v066).unwrap());
     tagged("bad-not-an-archive", 0, b"hello, this is not a tar");
     tagged("bad-truncated-tar", 1, &disk_tar[..disk_tar.len() / 2]);
@@ -374,27 +458,93 @@ fn write_seed_corpus() {
     // image_layer: the features of OCI layers and the hostile shapes.
     let dir = T::Directory;
     let file = T::Regular;
-    put("image_layer", "plain", &layer(&[("etc/", dir, b""), ("etc/hosts", file, b"127.0.0.1 localhost\n"), ("bin/", dir, b""), ("bin/sh", file, b"#!")]));
-    let lower = layer(&[("etc/", dir, b""), ("etc/a", file, b"a"), ("etc/b", file, b"b"), ("var/", dir, b""), ("var/x", file, b"x")]);
-    let upper = layer(&[("etc/.wh.a", file, b""), ("var/.wh..wh..opq", file, b""), ("var/y", file, b"y")]);
+    put(
+        "image_layer",
+        "plain",
+        &layer(&[
+            ("etc/", dir, b""),
+            ("etc/hosts", file, b"127.0.0.1 localhost\n"),
+            ("bin/", dir, b""),
+            ("bin/sh", file, b"#!"),
+        ]),
+    );
+    let lower = layer(&[
+        ("etc/", dir, b""),
+        ("etc/a", file, b"a"),
+        ("etc/b", file, b"b"),
+        ("var/", dir, b""),
+        ("var/x", file, b"x"),
+    ]);
+    let upper = layer(&[
+        ("etc/.wh.a", file, b""),
+        ("var/.wh..wh..opq", file, b""),
+        ("var/y", file, b"y"),
+    ]);
     let mut two = lower.clone();
     two.extend_from_slice(LAYER_SEPARATOR);
     two.extend_from_slice(&upper);
     put("image_layer", "whiteouts-two-layers", &two);
-    put("image_layer", "links", &layer(&[("a", file, b"data"), ("hard", T::Link, b"a"), ("soft", T::Symlink, b"a"), ("abs", T::Symlink, b"/etc/passwd"), ("up", T::Symlink, b"../outside")]));
-    put("image_layer", "odd-paths", &layer(&[("../escape", file, b"x"), ("/abs/file", file, b"x"), ("./a/./b/../c", file, b"x"), ("dev/null", T::Char, b""), ("dev/sda", T::Block, b""), ("fifo", T::Fifo, b"")]));
+    put(
+        "image_layer",
+        "links",
+        &layer(&[
+            ("a", file, b"data"),
+            ("hard", T::Link, b"a"),
+            ("soft", T::Symlink, b"a"),
+            ("abs", T::Symlink, b"/etc/passwd"),
+            ("up", T::Symlink, b"../outside"),
+        ]),
+    );
+    put(
+        "image_layer",
+        "odd-paths",
+        &layer(&[
+            ("../escape", file, b"x"),
+            ("/abs/file", file, b"x"),
+            ("./a/./b/../c", file, b"x"),
+            ("dev/null", T::Char, b""),
+            ("dev/sda", T::Block, b""),
+            ("fifo", T::Fifo, b""),
+        ]),
+    );
     // A symlink out of the root in one layer, then a whiteout and a file
     // through it in the next: must touch nothing outside.
-    let mut through = layer(&[("up", T::Symlink, b"../outside"), ("abs", T::Symlink, b"/tmp")]);
+    let mut through = layer(&[
+        ("up", T::Symlink, b"../outside"),
+        ("abs", T::Symlink, b"/tmp"),
+    ]);
     through.extend_from_slice(LAYER_SEPARATOR);
-    through.extend_from_slice(&layer(&[("up/.wh.victim", file, b""), ("up/sub/.wh..wh..opq", file, b""), ("up/victim", file, b"overwritten")]));
+    through.extend_from_slice(&layer(&[
+        ("up/.wh.victim", file, b""),
+        ("up/sub/.wh..wh..opq", file, b""),
+        ("up/victim", file, b"overwritten"),
+    ]));
     put("image_layer", "through-a-symlink", &through);
-    put("image_layer", "file-through-symlink-one-layer", &layer(&[("up", T::Symlink, b"../outside"), ("up/victim", file, b"overwritten")]));
-    put("image_layer", "whiteout-of-the-parent", &layer(&[("etc/", dir, b""), ("etc/.wh...", file, b""), ("etc/.wh..", file, b"")]));
+    put(
+        "image_layer",
+        "file-through-symlink-one-layer",
+        &layer(&[
+            ("up", T::Symlink, b"../outside"),
+            ("up/victim", file, b"overwritten"),
+        ]),
+    );
+    put(
+        "image_layer",
+        "whiteout-of-the-parent",
+        &layer(&[
+            ("etc/", dir, b""),
+            ("etc/.wh...", file, b""),
+            ("etc/.wh..", file, b""),
+        ]),
+    );
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &lower).unwrap();
     put("image_layer", "gzip", &gz.finish().unwrap());
-    put("image_layer", "zstd", &zstd::encode_all(&upper[..], 1).unwrap());
+    put(
+        "image_layer",
+        "zstd",
+        &zstd::encode_all(&upper[..], 1).unwrap(),
+    );
 
     // guest_frames: a real session from the guest, and hostile frames.
     let json = |v: &str| frame(0, 0, v.as_bytes());
@@ -403,8 +553,12 @@ fn write_seed_corpus() {
     session.extend(frame(1, 1, b"hello\n"));
     session.extend(frame(2, 1, b"oops\n"));
     session.extend(json(r#"{"type":"credit","id":1,"bytes":4096}"#));
-    session.extend(json(r#"{"type":"exit","id":1,"code":137,"signal":9,"timed_out":true}"#));
-    session.extend(json(r#"{"type":"error","id":null,"message":"bad request"}"#));
+    session.extend(json(
+        r#"{"type":"exit","id":1,"code":137,"signal":9,"timed_out":true}"#,
+    ));
+    session.extend(json(
+        r#"{"type":"error","id":null,"message":"bad request"}"#,
+    ));
     put("guest_frames", "session", &session);
     let mut host = json(r#"{"type":"hello"}"#);
     host.extend(json(r#"{"type":"exec","id":1,"argv":["sh","-c","echo hi"],"env":{"A":"b"},"cwd":"/","stdin":true,"timeout_ms":1000,"window":65536}"#));
@@ -415,7 +569,11 @@ fn write_seed_corpus() {
     huge[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
     put("guest_frames", "bad-huge-length", &huge);
     put("guest_frames", "bad-kind", &frame(9, 1, b"x"));
-    put("guest_frames", "bad-truncated", &frame(1, 1, b"hello")[..10]);
+    put(
+        "guest_frames",
+        "bad-truncated",
+        &frame(1, 1, b"hello")[..10],
+    );
 
     // netd_frames: ARP for the gateway, a TCP SYN, DNS, ICMP, garbage.
     let mut arp = vec![0xff; 6];
@@ -425,7 +583,9 @@ fn write_seed_corpus() {
     arp.extend_from_slice(&GUEST_ADDR.octets());
     arp.extend_from_slice(&[0; 6]);
     arp.extend_from_slice(&GATEWAY.octets());
-    let mut syn = vec![0xc0, 0x00, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0];
+    let mut syn = vec![
+        0xc0, 0x00, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+    ];
     let tcp_sum = pseudo_sum(GUEST_ADDR.octets(), [1, 1, 1, 1], 6, &syn);
     syn[16..18].copy_from_slice(&tcp_sum.to_be_bytes());
     let mut dns = vec![0xc0, 0x01, 0x00, 0x35, 0, 0, 0, 0];
@@ -440,14 +600,34 @@ fn write_seed_corpus() {
         m
     };
     put("netd_frames", "arp", &link(&[arp.clone()]));
-    put("netd_frames", "tcp-syn-denied", &link(&[arp.clone(), ipv4([1, 1, 1, 1], 6, &syn)]));
-    put("netd_frames", "syn-to-gateway", &link(&[ipv4(GATEWAY.octets(), 6, &syn)]));
-    put("netd_frames", "dns", &link(&[ipv4(DNS_ADDR.octets(), 17, &dns)]));
-    put("netd_frames", "icmp-gateway", &link(&[arp, ipv4(GATEWAY.octets(), 1, &icmp)]));
+    put(
+        "netd_frames",
+        "tcp-syn-denied",
+        &link(&[arp.clone(), ipv4([1, 1, 1, 1], 6, &syn)]),
+    );
+    put(
+        "netd_frames",
+        "syn-to-gateway",
+        &link(&[ipv4(GATEWAY.octets(), 6, &syn)]),
+    );
+    put(
+        "netd_frames",
+        "dns",
+        &link(&[ipv4(DNS_ADDR.octets(), 17, &dns)]),
+    );
+    put(
+        "netd_frames",
+        "icmp-gateway",
+        &link(&[arp, ipv4(GATEWAY.octets(), 1, &icmp)]),
+    );
     let mut split = link(&[ipv4([8, 8, 8, 8], 6, &syn)]);
     split[0] = 1; // 7-byte chunks: every frame arrives in pieces
     put("netd_frames", "split-frames", &split);
-    put("netd_frames", "bad-length", &[200, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+    put(
+        "netd_frames",
+        "bad-length",
+        &[200, 0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+    );
 }
 
 /// The TCP/UDP checksum over the IPv4 pseudo-header and `segment`.

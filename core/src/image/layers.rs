@@ -56,7 +56,10 @@ pub(crate) fn apply_layer(
         } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
             // `.wh..` or `.wh...` would name the directory or its parent.
             if matches!(hidden, "" | "." | "..") {
-                return Err(invalid(format!("whiteout {} names no entry", path.display())));
+                return Err(invalid(format!(
+                    "whiteout {} names no entry",
+                    path.display()
+                )));
             }
             remove_any(&parent.join(hidden))?;
         }
