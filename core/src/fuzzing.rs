@@ -615,7 +615,8 @@ pub fn netd_frames(data: &[u8]) {
     );
     let step = usize::from(split).max(1) * 7;
     for chunk in rest.chunks(step) {
-        if link.feed(chunk).is_err() {
+        if let Err(e) = link.feed(chunk) {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
             break;
         }
         let out = link.take_output();
