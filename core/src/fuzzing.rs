@@ -204,17 +204,19 @@ impl Bytes<'_> {
 }
 
 impl Layout {
-    /// Header: apparent length (u32), flags (u8: bit 0 puts the layout at
+    /// Header: apparent length (u32; its top two bits pick the scale), flags (u8: bit 0 puts the layout at
     /// a 4 KiB-multiple base in the source). Then extents until the input
     /// ends: offset (u32), length (u32, scaled so runs may span leaves),
     /// mode (u8): 0 repeats the next byte, 1 takes literal bytes from the
     /// input, 2 writes real zeros (allocated, must hash as a hole).
     fn parse(data: &[u8]) -> Self {
         let mut input = Bytes(data);
-        let raw_len = u64::from(input.u32());
-        // Mostly small sizes, sometimes up to the bound; keep edge sizes
-        // (0, one byte, leaf boundaries) reachable exactly.
-        let len = raw_len % (LAYOUT_MAX_LEN + 1);
+        let raw_len = input.u32();
+        // The top two bits pick the scale, so most inputs are small and
+        // fast while a quarter reach the bound; edge sizes (0, one byte,
+        // leaf boundaries) stay reachable exactly.
+        let scale = [256 << 10, 1 << 20, LAYOUT_MAX_LEN, LAYOUT_MAX_LEN][(raw_len >> 30) as usize];
+        let len = u64::from(raw_len & 0x3fff_ffff) % (scale + 1);
         let flags = input.u8();
         let base = if flags & 1 == 1 {
             4096 * u64::from(flags >> 1)
