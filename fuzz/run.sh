@@ -37,7 +37,9 @@ run_one() {
       -max_total_time="$SECONDS_EACH" -print_final_stats=1 -timeout=60 \
       -rss_limit_mb=2048 -artifact_prefix="$artifacts") >"$log" 2>&1
   local status=$?
-  local took=$(( $(date +%s) - start ))
+  # libFuzzer's own time (the build before it is not fuzzing).
+  local took=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
+  [ -n "$took" ] || took=$(( $(date +%s) - start ))
   local execs=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   local units=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   local corp=$(grep -o 'corp: [0-9]*/[0-9]*[a-zA-Z]*' "$log" | tail -1 | cut -d' ' -f2)
