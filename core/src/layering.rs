@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["registry"],
     &["snapshot"],
     &["sandbox"],
+    &["fuzzing"],
 ];
 
 fn src_dir() -> PathBuf {

@@ -12,6 +12,7 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
+//! | 9 | `fuzzing` | fuzzing entry points over the parsers of untrusted input (not API) |
 //! | 8 | `sandbox` | booting, running, stopping sandboxes |
 //! | 7 | `snapshot` | artifacts, index, integrity, archives, capture |
 //! | 6 | `registry` | pulling images from OCI registries into the image store |
@@ -29,6 +30,8 @@ pub mod control;
 mod db;
 pub mod digest;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod home;
 pub mod image;
 #[cfg(test)]

@@ -45,10 +45,22 @@ pub(crate) fn apply_layer(
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             return Ok(());
         };
-        let parent = root.join(path.parent().unwrap_or(Path::new("")));
+        let rel_parent = path.parent().unwrap_or(Path::new(""));
+        let is_whiteout = name.starts_with(WHITEOUT_PREFIX);
+        if !is_whiteout || !parent_inside_root(layer, root, rel_parent, &path)? {
+            return Ok(());
+        }
+        let parent = root.join(rel_parent);
         if name == OPAQUE_MARKER {
             clear_dir(&parent)?;
         } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            // `.wh..` or `.wh...` would name the directory or its parent.
+            if matches!(hidden, "" | "." | "..") {
+                return Err(invalid(format!(
+                    "whiteout {} names no entry",
+                    path.display()
+                )));
+            }
             remove_any(&parent.join(hidden))?;
         }
         Ok(())
@@ -69,8 +81,11 @@ pub(crate) fn apply_layer(
         }
         let dest = root.join(&path);
         // Anything but a directory meeting a directory is replaced, so a
-        // lower-layer symlink is never written through.
-        if let Ok(meta) = fs::symlink_metadata(&dest)
+        // lower-layer symlink is never written through; never outside the
+        // root, where a link among the parents may lead.
+        let rel_parent = path.parent().unwrap_or(Path::new(""));
+        if parent_inside_root(layer, root, rel_parent, &path)?
+            && let Ok(meta) = fs::symlink_metadata(&dest)
             && !(meta.is_dir() && kind.is_dir())
         {
             remove_any(&dest)?;
@@ -176,6 +191,34 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// Whether the directory `rel_parent` of the entry `path` exists inside
+/// `root` once the links on the way are followed (`false` when it does not
+/// exist: there is nothing in it to remove). `ArchiveInvalid` when a link
+/// leads it out of the root: removing or writing there would touch the
+/// host (a layer can make `up -> ../..` and then name `up/file`).
+fn parent_inside_root(
+    layer: &Path,
+    root: &Path,
+    rel_parent: &Path,
+    path: &Path,
+) -> MicrosandboxResult<bool> {
+    let Ok(real) = fs::canonicalize(root.join(rel_parent)) else {
+        return Ok(false);
+    };
+    let real_root = fs::canonicalize(root).map_err(|e| MicrosandboxError::io(root, e))?;
+    if real.starts_with(&real_root) {
+        Ok(real.is_dir())
+    } else {
+        Err(MicrosandboxError::ArchiveInvalid {
+            path: layer.to_path_buf(),
+            reason: format!(
+                "entry {} leads out of the image root through a link",
+                path.display()
+            ),
+        })
+    }
 }
 
 fn remove_any(path: &Path) -> MicrosandboxResult<()> {
@@ -305,5 +348,63 @@ mod tests {
         )
         .unwrap();
         assert_eq!(fs::read(root.join("x")).unwrap(), b"file");
+    }
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::*;
+
+    /// A layer of `(name, kind, link target or body)`, names written raw.
+    fn raw_layer(path: &Path, entries: &[(&str, tar::EntryType, &str)]) {
+        let mut builder = tar::Builder::new(File::create(path).unwrap());
+        for (name, kind, extra) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mode(0o644);
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            let body = if kind.is_symlink() {
+                header.set_link_name(extra).unwrap();
+                &[][..]
+            } else {
+                extra.as_bytes()
+            };
+            header.set_size(body.len() as u64);
+            header.set_cksum();
+            builder.append(&header, body).unwrap();
+        }
+        builder.finish().unwrap();
+    }
+
+    /// Found by the `image_layer` fuzz target: an entry or a whiteout
+    /// under a link that leads out of the root removed host files.
+    #[test]
+    fn nothing_outside_the_root_is_removed_through_links_or_dot_names() {
+        use tar::EntryType::{Regular, Symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        fs::write(outside.join("victim"), b"v").unwrap();
+        fs::write(outside.join("sub/victim"), b"v").unwrap();
+        let cases: [&[(&str, tar::EntryType, &str)]; 4] = [
+            &[("up", Symlink, "../outside"), ("up/victim", Regular, "x")],
+            &[("up/.wh.victim", Regular, "")],
+            &[("up/sub/.wh..wh..opq", Regular, "")],
+            &[("etc/.wh...", Regular, "")],
+        ];
+        let mut times = DirTimes::default();
+        for (i, entries) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("l{i}"));
+            raw_layer(&path, entries);
+            let err = apply_layer(&path, &root, &mut times).unwrap_err();
+            assert_eq!(err.kind(), "ArchiveInvalid", "case {i}: {err}");
+        }
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"v");
+        assert_eq!(fs::read(outside.join("sub/victim")).unwrap(), b"v");
+        assert!(root.join("etc").is_dir());
     }
 }

@@ -26,7 +26,7 @@ mod archive;
 pub(crate) use archive::ZSTD_MAGIC;
 use archive::sha256_file;
 pub mod busybox;
-mod layers;
+pub(crate) mod layers;
 mod lock;
 mod remove;
 mod save;

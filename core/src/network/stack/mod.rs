@@ -71,6 +71,36 @@ pub fn serve(qemu: UnixStream, options: StackOptions) -> io::Result<()> {
     stack.run()
 }
 
+/// A stack whose link input comes from the caller, not from QEMU: for
+/// `core::fuzzing` only, which feeds a hostile guest's bytes through the
+/// same [`Stack::take_link_frames`] that [`serve`] reads with.
+pub(crate) struct LinkDriver(Stack);
+
+impl LinkDriver {
+    /// A stack on `qemu` (an idle end of a socket pair) with `options`.
+    pub(crate) fn new(qemu: UnixStream, options: StackOptions) -> Self {
+        Self(Stack::new(qemu, options))
+    }
+
+    /// Take `bytes` as read from the link, then run one round of the
+    /// serve loop (without waiting on sockets). An error ends the link.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.from_qemu.extend_from_slice(bytes);
+        self.0.take_link_frames()?;
+        self.0.poll_iface();
+        self.0.pump_conns();
+        self.0.poll_iface();
+        self.0.reap_conns();
+        self.0.udp.expire();
+        Ok(())
+    }
+
+    /// The link bytes queued for the guest since the last call.
+    pub(crate) fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0.to_qemu)
+    }
+}
+
 /// The host side of a guest address: the gateway is the host's loopback;
 /// nothing else of the guest's own network exists.
 fn host_target(dst: Ipv4Addr) -> Option<IpAddr> {
@@ -282,6 +312,14 @@ impl Stack {
                 Err(e) => return Err(e),
             }
         }
+        self.take_link_frames()
+    }
+
+    /// Cut the bytes read from the link into frames (each behind its
+    /// length) and take each from the guest; a partial frame waits for
+    /// more. The one way guest bytes enter the stack (also driven by
+    /// [`LinkDriver`] for fuzzing).
+    fn take_link_frames(&mut self) -> io::Result<()> {
         let mut at = 0;
         while self.from_qemu.len() - at >= 4 {
             let len = u32::from_be_bytes([

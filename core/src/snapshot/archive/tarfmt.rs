@@ -261,7 +261,9 @@ impl<R: Read> TarReader<R> {
             return Ok(None);
         }
         let header = parse_header(&block, &mut self.input)?;
-        self.pending = round_up(header.stored);
+        // A base-256 size near 2^64 has no whole number of blocks.
+        self.pending = round_up(header.stored)
+            .ok_or_else(|| invalid(format!("{}: entry size is too large", header.name)))?;
         Ok(Some(header))
     }
 
@@ -300,8 +302,8 @@ impl<R: Read> TarReader<R> {
     }
 }
 
-fn round_up(n: u64) -> u64 {
-    n.div_ceil(BLOCK as u64) * BLOCK as u64
+fn round_up(n: u64) -> Option<u64> {
+    n.div_ceil(BLOCK as u64).checked_mul(BLOCK as u64)
 }
 
 fn read_block(input: &mut impl Read, block: &mut [u8; BLOCK]) -> io::Result<()> {
