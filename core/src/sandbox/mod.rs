@@ -23,6 +23,7 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image;
 use crate::network::{NetworkConfig, NetworkPolicy, PublishedPort};
+use crate::publish;
 use crate::runtime::{self, BootRequest, ExecSpec};
 use crate::sandbox_store::{self, DirLock};
 use crate::snapshot::Snapshot;
@@ -126,10 +127,13 @@ impl Sandbox {
         crate::control::blocking(move || SandboxHandle::load(&home, &name)).await
     }
 
-    /// Every sandbox, by name.
+    /// Every sandbox, by name. What killed calls left (a directory
+    /// without a row, a VM nobody recorded) is reaped first
+    /// (`docs/crash-safety.md`).
     pub async fn list() -> MicrosandboxResult<Vec<SandboxHandle>> {
         let home = MsbHome::resolve()?;
         crate::control::blocking(move || {
+            sandbox_store::reap_abandoned(&home)?;
             registry::names(&home)?
                 .iter()
                 .map(|n| SandboxHandle::load(&home, n))
@@ -346,7 +350,8 @@ impl SandboxBuilder {
             }
             _ => None,
         };
-        let dir = claim_dir(home, &self.name)?;
+        let claim = sandbox_store::claim(home, &self.name)?;
+        let dir = claim.dir.clone();
         if let Some(base) = &base {
             let env = command_env(&image, self.env.clone());
             let new = instant::NewSandbox {
@@ -361,7 +366,7 @@ impl SandboxBuilder {
                 Ok(Some(handle)) => return Ok(handle),
                 Ok(None) => clear_dir(&dir)?,
                 Err(e) => {
-                    let _ = fs::remove_dir_all(&dir);
+                    let _ = publish::remove_dir_atomically(&dir);
                     return Err(e);
                 }
             }
@@ -369,9 +374,12 @@ impl SandboxBuilder {
         let name = self.name.clone();
         let created = self.build_and_boot(home, &dir, image, upper_source, network, control);
         if created.is_err() {
-            let _ = fs::remove_dir_all(&dir);
+            let _ = publish::remove_dir_atomically(&dir);
         }
         let handle = created?;
+        // The row exists: the directory is no longer a claim in progress
+        // (and leaving the base locks it again).
+        drop(claim);
         if let Some(base) = &base
             && let Err(e) = instant::leave_base(home, &name, base)
         {
@@ -392,7 +400,7 @@ impl SandboxBuilder {
         network: NetworkConfig,
         control: &Control,
     ) -> MicrosandboxResult<SandboxHandle> {
-        let _lock = DirLock::acquire(dir)?;
+        // The caller holds the directory's lock (its claim).
         let upper = dir.join(UPPER_FILE);
         match upper_source {
             UpperSource::Fresh(size) => make_upper(&upper, size)?,
@@ -589,6 +597,8 @@ impl SandboxHandle {
                     handle: Self::load(&this.home, &this.name)?,
                 });
             }
+            // A start killed mid-boot leaves its VM running unrecorded.
+            runtime::reap(&this.dir, &rec.config.vm_name);
             let vm = runtime::boot(
                 &this.home,
                 &boot_request(&this.home, &this.name, &this.dir, &rec.config),
@@ -632,18 +642,25 @@ impl SandboxHandle {
         crate::control::blocking(move || this.remove_blocking()).await
     }
 
+    /// The VM goes first, then the row, then the directory (renamed away
+    /// first): a remove killed half-way leaves a row whose VM is gone
+    /// (`crashed`) or a directory without a row that the next list or
+    /// create of the name reaps; never a VM without a row.
     fn remove_blocking(&self) -> MicrosandboxResult<()> {
+        // No lock on a directory already gone (the row is all that is left).
+        let _lock = if self.dir.exists() {
+            Some(DirLock::acquire(&self.dir)?)
+        } else {
+            None
+        };
         let rec = registry::get(&self.home, &self.name)?;
         if let (true, Some(pid)) = (rec.state.has_vm(), rec.pid) {
             runtime::kill(&self.dir, &rec.config.vm_name, pid);
         }
+        // And a VM an interrupted start left running unrecorded.
+        runtime::reap(&self.dir, &rec.config.vm_name);
         registry::delete(&self.home, &self.name)?;
-        match fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(MicrosandboxError::io(&self.dir, e))
-            }
-            _ => Ok(()),
-        }
+        publish::remove_dir_atomically(&self.dir)
     }
 
     /// Snapshot this stopped (or crashed) sandbox under a bare name in the
@@ -726,6 +743,10 @@ fn command_env(
 fn clear_dir(dir: &Path) -> MicrosandboxResult<()> {
     for entry in fs::read_dir(dir).map_err(|e| MicrosandboxError::io(dir, e))? {
         let path = entry.map_err(|e| MicrosandboxError::io(dir, e))?.path();
+        // The claim's lock stays: the directory is still being created.
+        if path.file_name() == Some(OsStr::new(sandbox_store::LOCK_FILE)) {
+            continue;
+        }
         let removed = if path.is_dir() {
             fs::remove_dir_all(&path)
         } else {
@@ -734,21 +755,6 @@ fn clear_dir(dir: &Path) -> MicrosandboxResult<()> {
         removed.map_err(|e| MicrosandboxError::io(&path, e))?;
     }
     Ok(())
-}
-
-/// Create the directory of a new sandbox called `name`: claims the name
-/// atomically (`SandboxAlreadyExists` if taken).
-fn claim_dir(home: &MsbHome, name: &str) -> MicrosandboxResult<PathBuf> {
-    let root = home.sandboxes_dir();
-    fs::create_dir_all(&root).map_err(|e| MicrosandboxError::io(&root, e))?;
-    let dir = root.join(name);
-    match fs::create_dir(&dir) {
-        Ok(()) => Ok(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(MicrosandboxError::SandboxAlreadyExists { name: name.into() })
-        }
-        Err(e) => Err(MicrosandboxError::io(&dir, e)),
-    }
 }
 
 /// Where a new sandbox's upper disk comes from.
