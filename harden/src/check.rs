@@ -38,6 +38,25 @@ pub fn processes_mentioning(needle: &Path) -> Vec<(u32, String)> {
     found
 }
 
+/// How long a process may take to exit after the call it belonged to was
+/// killed (a tool's parent-death signal, a network process seeing its link
+/// close) before it counts as left behind.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The violations `judge` finds in the processes mentioning `needle`, read
+/// again after [`EXIT_GRACE`] when the first reading has any.
+fn settled_processes(
+    needle: &Path,
+    judge: impl Fn(Vec<(u32, String)>) -> Vec<String>,
+) -> Vec<String> {
+    let first = judge(processes_mentioning(needle));
+    if first.is_empty() {
+        return first;
+    }
+    std::thread::sleep(EXIT_GRACE);
+    judge(processes_mentioning(needle))
+}
+
 /// SIGKILL every process mentioning `needle` (the harness's own cleanup).
 pub fn kill_all_mentioning(needle: &Path) -> Vec<(u32, String)> {
     let found = processes_mentioning(needle);
@@ -90,28 +109,15 @@ pub fn sandboxes(msb: &Msb, ls: &serde_json::Value, names: &[&str]) -> Vec<Strin
         .map(|(n, _)| n.as_str())
         .collect();
     let root = msb.home.join("sandboxes");
-    for (pid, cmdline) in processes_mentioning(&msb.home) {
-        let owner = cmdline
-            .split(&format!("{}/", root.display()))
-            .nth(1)
-            .and_then(|rest| rest.split(['/', ' ', ',']).next());
-        match owner {
-            Some(name) if with_vm.contains(name) => {}
-            Some(name) => violations.push(format!(
-                "process {pid} of sandbox {name} runs, but `msb ls` shows it {}: {}",
-                listed
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or("absent", |(_, s)| s.as_str()),
-                shorten(&cmdline)
-            )),
-            None => violations.push(format!(
-                "process {pid} mentions the home but no sandbox: {}",
-                shorten(&cmdline)
-            )),
+    violations.extend(settled_processes(&msb.home, |processes| {
+        let mut violations = Vec::new();
+        for (pid, cmdline) in processes {
+            judge_process(&root, &listed, &with_vm, pid, &cmdline, &mut violations);
         }
-    }
+        violations
+    }));
     let on_disk = entries(&root);
+
     violations.extend(leftovers(&root, false, |e| e.starts_with('.')));
     for entry in &on_disk {
         if entry.starts_with('.') {
@@ -145,12 +151,45 @@ pub fn sandboxes(msb: &Msb, ls: &serde_json::Value, names: &[&str]) -> Vec<Strin
     violations
 }
 
+/// A process of the home is fine if it belongs to a sandbox `ls` shows
+/// with a VM.
+fn judge_process(
+    root: &Path,
+    listed: &[(String, String)],
+    with_vm: &BTreeSet<&str>,
+    pid: u32,
+    cmdline: &str,
+    violations: &mut Vec<String>,
+) {
+    let owner = cmdline
+        .split(&format!("{}/", root.display()))
+        .nth(1)
+        .and_then(|rest| rest.split(['/', ' ', ',']).next());
+    match owner {
+        Some(name) if with_vm.contains(name) => {}
+        Some(name) => violations.push(format!(
+            "process {pid} of sandbox {name} runs, but `msb ls` shows it {}: {}",
+            listed
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("absent", |(_, s)| s.as_str()),
+            shorten(cmdline)
+        )),
+        None => violations.push(format!(
+            "process {pid} mentions the home but no sandbox: {}",
+            shorten(cmdline)
+        )),
+    }
+}
+
 /// No process at all mentions the home (operations that start no VM).
 pub fn no_processes(msb: &Msb) -> Vec<String> {
-    processes_mentioning(&msb.home)
-        .into_iter()
-        .map(|(pid, cmdline)| format!("process {pid} mentions the home: {}", shorten(&cmdline)))
-        .collect()
+    settled_processes(&msb.home, |processes| {
+        processes
+            .into_iter()
+            .map(|(pid, cmdline)| format!("process {pid} mentions the home: {}", shorten(&cmdline)))
+            .collect()
+    })
 }
 
 /// Snapshots, read after `msb snapshot ls --json` gave `ls`: every row has

@@ -191,3 +191,38 @@ impl LockedSandbox {
         self.dir.join(UPPER_FILE)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_nobody_holds_any_more_is_reaped_and_the_name_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = MsbHome::at(tmp.path());
+        let held = claim(&home, "k").unwrap();
+        std::fs::write(held.dir.join(UPPER_FILE), "half-made").unwrap();
+        // Held: a create in progress, neither taken nor reaped.
+        assert_eq!(
+            claim(&home, "k").err().map(|e| e.kind()),
+            Some("SandboxAlreadyExists")
+        );
+        reap_abandoned(&home).unwrap();
+        assert!(held.dir.join(UPPER_FILE).exists());
+        // Released without a row, as a killed create leaves it.
+        let dir = held.dir.clone();
+        drop(held);
+        reap_abandoned(&home).unwrap();
+        assert!(!dir.exists());
+        let again = claim(&home, "k").unwrap();
+        drop(again);
+        // A claim of the name reaps such a directory itself.
+        let again = claim(&home, "k").unwrap();
+        assert!(!again.dir.join(UPPER_FILE).exists());
+        let leftovers: Vec<_> = std::fs::read_dir(home.sandboxes_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("k")]);
+    }
+}
