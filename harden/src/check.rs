@@ -194,16 +194,17 @@ pub fn no_processes(msb: &Msb) -> Vec<String> {
 
 /// Snapshots, read after `msb snapshot ls --json` gave `ls`: every row has
 /// its artifact; every visible artifact in the snapshots directory
-/// verifies; after `msb snapshot reindex` the rows are exactly the
-/// artifacts on disk, and no staging or trash of a dead process is left.
-pub fn snapshots(msb: &Msb, ls: &serde_json::Value) -> Vec<String> {
-    let mut violations = Vec::new();
+/// verifies; hidden staging or trash is a dead process's (none after an
+/// operation that `finished`: it swept them); after `msb snapshot reindex`
+/// the rows are exactly the artifacts on disk, and nothing hidden is left.
+pub fn snapshots(msb: &Msb, ls: &serde_json::Value, finished: bool) -> Vec<String> {
+    let dir = msb.home.join("snapshots");
+    let mut violations = leftovers(&dir, finished, |e| e.starts_with('.'));
     for path in row_paths(ls) {
         if !Path::new(&path).join("manifest.json").is_file() {
             violations.push(format!("index row {path} has no artifact on disk"));
         }
     }
-    let dir = msb.home.join("snapshots");
     let visible: Vec<String> = entries(&dir)
         .into_iter()
         .filter(|e| !e.starts_with('.'))

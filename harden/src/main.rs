@@ -118,8 +118,10 @@ fn run(args: &Args) -> Result<bool, String> {
 
     let mut tallies = Vec::new();
     let mut ok = true;
-    for (index, op) in ops.iter().enumerate() {
-        let dir = work_path.join(op.name());
+    let mut fixtures_made = std::collections::BTreeSet::new();
+    for (position, op) in ops.iter().enumerate() {
+        // Operations of one group share a home and its fixture.
+        let dir = work_path.join(op.group());
         let env = OpEnv {
             msb: Msb {
                 bin: msb_bin.clone(),
@@ -129,10 +131,14 @@ fn run(args: &Args) -> Result<bool, String> {
             busybox_archive: busybox_archive.clone(),
         };
         // One stream per operation, so `--ops x` replays x's kill points.
+        let index = Op::ALL.iter().position(|o| o == op).unwrap_or(0);
         let mut rng = fastrand::Rng::with_seed(seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9));
-        let tally = run_op(*op, &env, args, &mut rng, seed);
+        let fixture = fixtures_made.insert(op.group());
+        let tally = run_op(*op, &env, args, &mut rng, seed, fixture);
         let leftovers = check::kill_all_mentioning(&dir);
-        let _ = std::fs::remove_dir_all(&dir);
+        if !ops[position + 1..].iter().any(|o| o.group() == op.group()) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         match tally {
             Ok(tally) => {
                 ok &= tally.violations == 0 && leftovers.is_empty();
@@ -160,18 +166,22 @@ fn run(args: &Args) -> Result<bool, String> {
     Ok(ok)
 }
 
-/// Measure `op`, then kill it `args.runs` times, checking after each.
+/// Measure `op`, then kill it `args.runs` times, checking after each;
+/// `fixture`: fill its group's home first.
 fn run_op(
     op: Op,
     env: &OpEnv,
     args: &Args,
     rng: &mut fastrand::Rng,
     seed: u64,
+    fixture: bool,
 ) -> Result<Tally, String> {
     let started = Instant::now();
     std::fs::create_dir_all(&env.work).map_err(|e| e.to_string())?;
-    op.fixture(env)
-        .map_err(|e| format!("setting the home up: {e}"))?;
+    if fixture {
+        op.fixture(env)
+            .map_err(|e| format!("setting the home up: {e}"))?;
+    }
     let log = env.work.join("child.log");
     let mut durations = Vec::new();
     for run in 0..args.measure.max(1) {

@@ -1,5 +1,6 @@
-//! The operations the harness kills, each in a home of its own: what the
-//! home holds before the first run ([`Op::fixture`]), what each run needs
+//! The operations the harness kills, each group in a home of its own
+//! ([`Op::group`]): what the home holds before the first run
+//! ([`Op::fixture`]), what each run needs
 //! first ([`Op::prepare`], always with the same names, so a name a kill
 //! wedged fails there), the command killed ([`Op::argv`]), the one further
 //! command run after the kill and the invariants checked then
@@ -102,11 +103,23 @@ impl Op {
             })
     }
 
+    /// The operations of a group share a home and its fixture (booting the
+    /// fixture's VM once, not once per operation).
+    pub fn group(self) -> &'static str {
+        match self {
+            Op::SnapshotCreate | Op::SnapshotRemove | Op::Reindex | Op::Export => "snapshots",
+            Op::Import => "import",
+            Op::ImageLoad => "image-load",
+            Op::Create | Op::Start | Op::Stop | Op::Rm => "sandboxes",
+        }
+    }
+
     fn is_sandbox_op(self) -> bool {
         matches!(self, Op::Create | Op::Start | Op::Stop | Op::Rm)
     }
 
-    /// Fill a fresh home with what every run of this operation starts from.
+    /// Fill a fresh home with what every run of this operation's group
+    /// starts from.
     pub fn fixture(self, env: &OpEnv) -> Result<(), String> {
         let msb = &env.msb;
         let busybox = env.path(&env.busybox_archive);
@@ -283,7 +296,7 @@ impl Op {
             }
             _ => {
                 let ls = msb.json(&["snapshot", "ls"])?;
-                violations.extend(check::snapshots(msb, &ls));
+                violations.extend(check::snapshots(msb, &ls, finished));
                 if self == Op::Export {
                     violations.extend(check::archive(
                         msb,
