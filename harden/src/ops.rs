@@ -21,6 +21,16 @@ const SANDBOX: &str = "k";
 const SOURCE: &str = "src";
 /// The snapshot the snapshot operations create, remove, export and import.
 const SNAPSHOT: &str = "snap";
+/// The snapshot create the snapshot operations kill (and redo when
+/// preparing a run that needs the snapshot).
+const CREATE_SNAPSHOT: [&str; 6] = [
+    "snapshot",
+    "create",
+    SOURCE,
+    "--name",
+    SNAPSHOT,
+    "--integrity",
+];
 /// The disk snapshot sandbox creates boot from (a cold boot, every time).
 const DISK_SNAPSHOT: &str = "disk";
 
@@ -161,17 +171,7 @@ impl Op {
     }
 
     fn ensure_snapshot(self, msb: &Msb) -> Result<(), String> {
-        msb.run_allowing(
-            &[
-                "snapshot",
-                "create",
-                SOURCE,
-                "--name",
-                SNAPSHOT,
-                "--integrity",
-            ],
-            &["SnapshotAlreadyExists"],
-        )
+        msb.run_allowing(&CREATE_SNAPSHOT, &["SnapshotAlreadyExists"])
     }
 
     /// The state of sandbox `name` per `msb ls` (`None`: absent).
@@ -238,14 +238,7 @@ impl Op {
     pub fn argv(self, env: &OpEnv, run: usize) -> Vec<String> {
         let archive = env.path(&env.archive());
         let args: Vec<&str> = match self {
-            Op::SnapshotCreate => vec![
-                "snapshot",
-                "create",
-                SOURCE,
-                "--name",
-                SNAPSHOT,
-                "--integrity",
-            ],
+            Op::SnapshotCreate => CREATE_SNAPSHOT.to_vec(),
             Op::SnapshotRemove => vec!["snapshot", "rm", SNAPSHOT],
             Op::Reindex => vec!["snapshot", "reindex"],
             Op::Export => vec!["snapshot", "export", SNAPSHOT, &archive, "--with-image"],
