@@ -98,7 +98,8 @@ pub fn listed_sandboxes(ls: &serde_json::Value) -> Vec<(String, String)> {
 /// Sandboxes: every VM or network process of the home belongs to a sandbox
 /// `ls` shows running or paused; every sandbox directory has a row and every
 /// row its directory; a run directory exists exactly for the sandboxes
-/// with a VM; nothing hidden (staging or trash) is left in `sandboxes/`.
+/// with a VM; nothing hidden (staging or trash) is left in `sandboxes/`
+/// (the `msb ls` that produced `ls` sweeps what dead processes left).
 /// `names` are the sandbox names the operation uses.
 pub fn sandboxes(msb: &Msb, ls: &serde_json::Value, names: &[&str]) -> Vec<String> {
     let mut violations = Vec::new();
@@ -118,7 +119,8 @@ pub fn sandboxes(msb: &Msb, ls: &serde_json::Value, names: &[&str]) -> Vec<Strin
     }));
     let on_disk = entries(&root);
 
-    violations.extend(leftovers(&root, false, |e| e.starts_with('.')));
+    // `msb ls` sweeps what dead processes left here: nothing hidden stays.
+    violations.extend(leftovers(&root, true, |e| e.starts_with('.')));
     for entry in &on_disk {
         if entry.starts_with('.') {
             continue;
