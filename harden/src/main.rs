@@ -6,7 +6,9 @@
 //! files on disk and the process table. The next run reuses the same names.
 //!
 //! Kill points: the operation's unkilled duration `d` is measured first in
-//! the same run (median of `--measure` runs); each kill then lands uniformly
+//! the same run (median of `--measure` runs, per variant of the command:
+//! `create` alternates a fork of the instant-create base and a cold boot
+//! from a disk snapshot, the table shows both); each kill then lands uniformly
 //! in `[0, d]`, or, for a share of runs, within the first 5 ms (right after
 //! the child starts). The draws come from a seeded generator (`--seed`,
 //! printed), so a failing run replays with the same fractions of `d`.
@@ -56,7 +58,8 @@ struct Args {
 /// What one operation's runs came to.
 struct Tally {
     op: Op,
-    measured: Duration,
+    /// The measured unkilled duration of each variant.
+    measured: Vec<Duration>,
     runs: usize,
     kills: usize,
     before_output: usize,
@@ -183,8 +186,11 @@ fn run_op(
             .map_err(|e| format!("setting the home up: {e}"))?;
     }
     let log = env.work.join("child.log");
-    let mut durations = Vec::new();
-    for run in 0..args.measure.max(1) {
+    // Each variant of the command (see `Op::variants`) is measured on its
+    // own: a create that forks and one that boots differ tenfold.
+    let variants = op.variants();
+    let mut durations = vec![Vec::new(); variants];
+    for run in 0..args.measure.max(1) * variants {
         op.prepare(env, run)?;
         let t = Instant::now();
         let status = env
@@ -192,7 +198,7 @@ fn run_op(
             .spawn_logged(&op.argv(env, run), &log)?
             .wait()
             .map_err(|e| e.to_string())?;
-        durations.push(t.elapsed());
+        durations[run % variants].push(t.elapsed());
         if !status.success() {
             return Err(format!(
                 "unkilled run {run} failed: {}",
@@ -207,11 +213,16 @@ fn run_op(
             ));
         }
     }
-    durations.sort();
-    let measured = durations[durations.len() / 2];
+    let measured: Vec<Duration> = durations
+        .into_iter()
+        .map(|mut d| {
+            d.sort();
+            d[d.len() / 2]
+        })
+        .collect();
     let mut tally = Tally {
         op,
-        measured,
+        measured: measured.clone(),
         runs: 0,
         kills: 0,
         before_output: 0,
@@ -225,7 +236,7 @@ fn run_op(
         let delay = if early {
             Duration::from_micros((fraction * EARLY_KILL_WINDOW_US as f64) as u64)
         } else {
-            measured.mul_f64(fraction)
+            measured[run % variants].mul_f64(fraction)
         };
         tally.runs += 1;
         let outcome = op
@@ -304,14 +315,18 @@ fn kill_at(msb: &Msb, argv: &[String], log: &Path, delay: Duration) -> Result<Ki
 
 fn print_table(tallies: &[Tally]) {
     println!(
-        "\n{:<16} {:>9} {:>5} {:>6} {:>13} {:>9} {:>10} {:>9}",
+        "\n{:<16} {:>11} {:>5} {:>6} {:>13} {:>9} {:>10} {:>9}",
         "op", "d (ms)", "runs", "kills", "before-output", "finished", "violations", "wall (s)"
     );
     for t in tallies {
         println!(
-            "{:<16} {:>9} {:>5} {:>6} {:>13} {:>9} {:>10} {:>9.1}",
+            "{:<16} {:>11} {:>5} {:>6} {:>13} {:>9} {:>10} {:>9.1}",
             t.op.name(),
-            t.measured.as_millis(),
+            t.measured
+                .iter()
+                .map(|d| d.as_millis().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
             t.runs,
             t.kills,
             t.before_output,

@@ -234,6 +234,12 @@ impl Op {
         .map_err(|e| format!("preparing run {run}: {e}"))
     }
 
+    /// How many variants [`argv`](Self::argv) takes turns with (run `n`
+    /// runs variant `n % variants`).
+    pub fn variants(self) -> usize {
+        if self == Op::Create { 2 } else { 1 }
+    }
+
     /// The command under test in run `run`.
     pub fn argv(self, env: &OpEnv, run: usize) -> Vec<String> {
         let archive = env.path(&env.archive());
