@@ -85,18 +85,15 @@ pub async fn run(cmd: ImageCommand, json: bool) -> MicrosandboxResult<()> {
         }
         ImageCommand::Push { image, target } => return push(image, target, json).await,
         ImageCommand::Busybox { tag, out, busybox } => {
-            let scratch;
-            let archive = match out {
-                Some(path) => path,
-                None => {
-                    scratch = std::env::temp_dir()
-                        .join(format!("msb-busybox-{}.tar", std::process::id()));
-                    scratch.clone()
-                }
-            };
+            // Without --out the archive is scratch; with it, it is kept
+            // wherever it is (even under the temporary directory).
+            let keep = out.is_some();
+            let archive = out.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("msb-busybox-{}.tar", std::process::id()))
+            });
             Image::build_busybox(busybox, tag.clone(), archive.clone()).await?;
             let loaded = Image::load(&archive, Some(tag)).await;
-            if archive.starts_with(std::env::temp_dir()) {
+            if !keep {
                 let _ = std::fs::remove_file(&archive);
             }
             loaded?

@@ -7,8 +7,11 @@
 //! - work happens in a hidden **staging** sibling of the destination
 //!   (`.<name>.creating-<pid>-<random>` for directories, see
 //!   [`staging_dir`]; `.<name>.<infix>-<random>` for files, see
-//!   [`StagedFile`]), so a crash leaves nothing visible; staging left by a
-//!   process that died is deleted by [`remove_abandoned_staging`];
+//!   [`StagedFile`]), so a crash leaves nothing visible. Every staging and
+//!   trash name carries the pid of the process that made it, so what a
+//!   killed process left is told apart from work in progress and deleted
+//!   by the next one that looks ([`remove_abandoned_staging`], and
+//!   [`StagedFile::new`] for files staged beside the same destination);
 //! - contents are **synced** before they are named ([`write_synced`],
 //!   [`StagedFile::publish`]), and the parent directory after
 //!   ([`sync_dir`]), so a published name never points at missing data;
@@ -62,25 +65,38 @@ pub(crate) fn staging_dir(parent: &Path, name: &str) -> MicrosandboxResult<TempD
         .map_err(|e| MicrosandboxError::io(parent, e))
 }
 
-/// Delete staging directories in `dir` left by processes that died
-/// mid-publication (killed): they were never visible, and now never will be.
-/// Staging of live processes is left alone.
+/// Delete staging directories (`.<name>.creating-<pid>-…`) and trash
+/// (`.<name>.removing-<pid>`) in `dir` left by processes that died
+/// mid-publication or mid-removal (killed): staging was never visible, and
+/// now never will be; trash was already gone from view. Those of live
+/// processes are left alone.
 pub(crate) fn remove_abandoned_staging(dir: &Path) {
+    remove_abandoned(dir, |name| {
+        let hidden = name.strip_prefix('.')?;
+        [STAGING_MARK, REMOVING_MARK]
+            .iter()
+            .find_map(|mark| hidden.split_once(mark).map(|(_, rest)| rest))
+    });
+}
+
+/// Delete the entries of `dir` for which `owner` finds the text after a
+/// staging mark (`<pid>[-…]`) naming a process that no longer exists.
+pub(crate) fn remove_abandoned(dir: &Path, owner: impl Fn(&str) -> Option<&str>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name
-            .strip_prefix('.')
-            .and_then(|n| n.split_once(STAGING_MARK))
-            .map(|(_, r)| r)
-        else {
-            continue;
-        };
-        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let pid = owner(&name)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
         if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-            let _ = fs::remove_dir_all(entry.path());
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
         }
     }
 }
@@ -196,7 +212,9 @@ pub(crate) struct StagedFile {
 
 impl StagedFile {
     /// Stage a file for `dest` (its parent directories are created), named
-    /// `.<name>.<infix>-<random>`, with permissions `mode`.
+    /// `.<name>.<infix>-<pid>-<random>`, with permissions `mode`. Files
+    /// staged for the same destination by processes that died are deleted
+    /// first.
     pub(crate) fn new(dest: &Path, infix: &str, mode: u32) -> MicrosandboxResult<Self> {
         use std::os::unix::fs::PermissionsExt;
         let parent = parent_of(dest);
@@ -205,8 +223,10 @@ impl StagedFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
+        let staged_prefix = format!(".{base}.{infix}-");
+        remove_abandoned(parent, |name| name.strip_prefix(staged_prefix.as_str()));
         let temp = tempfile::Builder::new()
-            .prefix(&format!(".{base}.{infix}-"))
+            .prefix(&format!("{staged_prefix}{}-", std::process::id()))
             .permissions(fs::Permissions::from_mode(mode))
             .tempfile_in(parent)
             .map_err(|e| MicrosandboxError::io(parent, e))?;
@@ -271,8 +291,11 @@ mod tests {
         // ours is not.
         let dead = dir.path().join(".old.creating-0-x");
         fs::create_dir(&dead).unwrap();
+        let trash = dir.path().join(".gone.removing-0");
+        fs::create_dir(&trash).unwrap();
         remove_abandoned_staging(dir.path());
         assert!(!dead.exists());
+        assert!(!trash.exists());
         assert!(staging.path().exists());
         let dest = dir.path().join("snap");
         publish_dir(&staging.keep(), &dest, false).unwrap();
@@ -295,5 +318,16 @@ mod tests {
         staged.file().write_all(b"data").unwrap();
         staged.publish(true).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"data");
+        // What a killed process staged for the same destination (pid 0
+        // has no /proc entry) goes with the next staging; a live one stays.
+        let parent = dest.parent().unwrap();
+        let dead = parent.join(".out.tar.exporting-0-abc");
+        let live = parent.join(format!(".out.tar.exporting-{}-abc", std::process::id()));
+        fs::write(&dead, "x").unwrap();
+        fs::write(&live, "x").unwrap();
+        let staged = StagedFile::new(&dest, "exporting", 0o644).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists());
+        drop(staged);
     }
 }

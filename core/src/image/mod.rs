@@ -363,12 +363,18 @@ pub(crate) fn staging_root(home: &MsbHome) -> PathBuf {
     home.images_dir().join("tmp")
 }
 
-/// A new staging directory `images/tmp/<purpose>-<random>`, deleted on drop.
+/// A new staging directory `images/tmp/<purpose>-<pid>-<random>`, deleted
+/// on drop. Staging of processes that died (killed) is deleted first.
 pub(crate) fn staging_dir(home: &MsbHome, purpose: &str) -> MicrosandboxResult<TempDir> {
     let root = staging_root(home);
     fs::create_dir_all(&root).map_err(|e| MicrosandboxError::io(&root, e))?;
+    // The pid is the first all-digit part (purposes have dashes too).
+    publish::remove_abandoned(&root, |name| {
+        name.split('-')
+            .find(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+    });
     tempfile::Builder::new()
-        .prefix(&format!("{purpose}-"))
+        .prefix(&format!("{purpose}-{}-", std::process::id()))
         .tempdir_in(&root)
         .map_err(|e| MicrosandboxError::io(&root, e))
 }

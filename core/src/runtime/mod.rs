@@ -315,3 +315,22 @@ pub(crate) fn kill(sandbox_dir: &Path, vm_name: &str, pid: u32) {
 pub(crate) fn clean_after(sandbox_dir: &Path, vm_name: &str) {
     release(&VmPaths::new(sandbox_dir, vm_name));
 }
+
+/// Whether the VM `vm_name` may have left something behind: its run
+/// directory exists (a boot made it; a clean stop, a kill or [`reap`]
+/// removes it).
+pub(crate) fn has_leftovers(sandbox_dir: &Path, vm_name: &str) -> bool {
+    VmPaths::new(sandbox_dir, vm_name).run_dir.exists()
+}
+
+/// Kill every process of the VM `vm_name` that no registry row owns (a
+/// boot whose caller was killed: its QEMU, detached, runs on), then remove
+/// its network process and run directory. The caller holds the sandbox's
+/// lock, so no boot of it is in progress.
+pub(crate) fn reap(sandbox_dir: &Path, vm_name: &str) {
+    for pid in qemu::pids_named(vm_name) {
+        log::warn!("killing VM {vm_name} (pid {pid}) left by an interrupted call");
+        qemu::kill_now(pid, vm_name);
+    }
+    release(&VmPaths::new(sandbox_dir, vm_name));
+}

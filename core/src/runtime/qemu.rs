@@ -405,6 +405,19 @@ pub(crate) fn is_alive(pid: u32, vm_name: &str) -> bool {
     })
 }
 
+/// Every live process whose command line names `vm_name` (one scan of
+/// /proc): the VM, whether or not it wrote its pid file yet.
+pub(crate) fn pids_named(vm_name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| is_alive(pid, vm_name))
+        .collect()
+}
+
 /// The command line of `pid` (NUL-separated) while it is a live process,
 /// `None` once it is gone or a zombie.
 pub(crate) fn live_cmdline(pid: impl std::fmt::Display) -> Option<Vec<u8>> {

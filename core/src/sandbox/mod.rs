@@ -23,6 +23,7 @@ use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::image;
 use crate::network::{NetworkConfig, NetworkPolicy, PublishedPort};
+use crate::publish;
 use crate::runtime::{self, BootRequest, ExecSpec};
 use crate::sandbox_store::{self, DirLock};
 use crate::snapshot::Snapshot;
@@ -126,10 +127,13 @@ impl Sandbox {
         crate::control::blocking(move || SandboxHandle::load(&home, &name)).await
     }
 
-    /// Every sandbox, by name.
+    /// Every sandbox, by name. What killed calls left (a directory
+    /// without a row, a VM nobody recorded) is reaped first
+    /// (`docs/crash-safety.md`).
     pub async fn list() -> MicrosandboxResult<Vec<SandboxHandle>> {
         let home = MsbHome::resolve()?;
         crate::control::blocking(move || {
+            sandbox_store::reap_abandoned(&home)?;
             let mut listed = Vec::new();
             for name in registry::names(&home)? {
                 match SandboxHandle::load(&home, &name) {
@@ -356,7 +360,8 @@ impl SandboxBuilder {
             }
             _ => None,
         };
-        let dir = claim_dir(home, &self.name)?;
+        let claim = sandbox_store::claim(home, &self.name)?;
+        let dir = claim.dir.clone();
         if let Some(base) = &base {
             let env = command_env(&image, self.env.clone());
             let new = instant::NewSandbox {
@@ -374,7 +379,7 @@ impl SandboxBuilder {
                 }
                 Ok(None) => clear_dir(&dir)?,
                 Err(e) => {
-                    let _ = fs::remove_dir_all(&dir);
+                    let _ = publish::remove_dir_atomically(&dir);
                     return Err(e);
                 }
             }
@@ -382,11 +387,14 @@ impl SandboxBuilder {
         let name = self.name.clone();
         let created = self.build_and_boot(home, &dir, image, upper_source, network, control);
         if created.is_err() {
-            let _ = fs::remove_dir_all(&dir);
+            let _ = publish::remove_dir_atomically(&dir);
         }
         let handle = created?;
         // The row is committed: a remove now sees this sandbox as a user.
         drop(store);
+        // The row exists: the directory is no longer a claim in progress
+        // (and leaving the base locks it again).
+        drop(claim);
         if let Some(base) = &base
             && let Err(e) = instant::leave_base(home, &name, base)
         {
@@ -407,7 +415,7 @@ impl SandboxBuilder {
         network: NetworkConfig,
         control: &Control,
     ) -> MicrosandboxResult<SandboxHandle> {
-        let _lock = DirLock::acquire(dir)?;
+        // The caller holds the directory's lock (its claim).
         let upper = dir.join(UPPER_FILE);
         match upper_source {
             UpperSource::Fresh(size) => make_upper(&upper, size)?,
@@ -606,6 +614,8 @@ impl SandboxHandle {
                     handle: Self::load(&this.home, &this.name)?,
                 });
             }
+            // A start killed mid-boot leaves its VM running unrecorded.
+            runtime::reap(&this.dir, &rec.config.vm_name);
             let vm = runtime::boot(
                 &this.home,
                 &boot_request(&this.home, &this.name, &this.dir, &rec.config),
@@ -649,6 +659,10 @@ impl SandboxHandle {
         crate::control::blocking(move || this.remove_blocking()).await
     }
 
+    /// The VM goes first, then the row, then the directory (renamed away
+    /// first): a remove killed half-way leaves a row whose VM is gone
+    /// (`crashed`) or a directory without a row that the next list or
+    /// create of the name reaps; never a VM without a row.
     fn remove_blocking(&self) -> MicrosandboxResult<()> {
         // Under the directory's lock: a stop, start or capture in flight
         // ends first, so the directory is never deleted under it (and two
@@ -667,6 +681,8 @@ impl SandboxHandle {
         if let (true, Some(pid)) = (rec.state.has_vm(), rec.pid) {
             runtime::kill(&self.dir, &rec.config.vm_name, pid);
         }
+        // And a VM an interrupted start left running unrecorded.
+        runtime::reap(&self.dir, &rec.config.vm_name);
         registry::delete(&self.home, &self.name)?;
         // Renamed away first: the name is free at once, and whatever the
         // VM just killed still writes cannot bring the directory back.
@@ -753,6 +769,10 @@ fn command_env(
 fn clear_dir(dir: &Path) -> MicrosandboxResult<()> {
     for entry in fs::read_dir(dir).map_err(|e| MicrosandboxError::io(dir, e))? {
         let path = entry.map_err(|e| MicrosandboxError::io(dir, e))?.path();
+        // The claim's lock stays: the directory is still being created.
+        if path.file_name() == Some(OsStr::new(sandbox_store::LOCK_FILE)) {
+            continue;
+        }
         let removed = if path.is_dir() {
             fs::remove_dir_all(&path)
         } else {
@@ -761,21 +781,6 @@ fn clear_dir(dir: &Path) -> MicrosandboxResult<()> {
         removed.map_err(|e| MicrosandboxError::io(&path, e))?;
     }
     Ok(())
-}
-
-/// Create the directory of a new sandbox called `name`: claims the name
-/// atomically (`SandboxAlreadyExists` if taken).
-fn claim_dir(home: &MsbHome, name: &str) -> MicrosandboxResult<PathBuf> {
-    let root = home.sandboxes_dir();
-    fs::create_dir_all(&root).map_err(|e| MicrosandboxError::io(&root, e))?;
-    let dir = root.join(name);
-    match fs::create_dir(&dir) {
-        Ok(()) => Ok(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(MicrosandboxError::SandboxAlreadyExists { name: name.into() })
-        }
-        Err(e) => Err(MicrosandboxError::io(&dir, e)),
-    }
 }
 
 /// Where a new sandbox's upper disk comes from.

@@ -6,17 +6,16 @@
 //! handed out.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::registry::{self, SandboxConfig, SandboxRecord, SandboxState};
-use super::{Sandbox, SandboxHandle, UPPER_FILE, claim_dir, pinned_image, validate_name};
+use super::{Sandbox, SandboxHandle, UPPER_FILE, pinned_image, validate_name};
 use crate::control::{CallOpts, Control, long_call};
 use crate::error::{MicrosandboxError, MicrosandboxResult};
 use crate::home::MsbHome;
 use crate::network::NetworkConfig;
 use crate::runtime::{self, BootRequest, ForkRam, Identity, RestoreFrom};
-use crate::sandbox_store::DirLock;
+use crate::sandbox_store;
 use crate::snapshot::{Snapshot, SnapshotHandle, SnapshotKind, VmSection};
 
 /// Overrides for [`Snapshot::restore_with`]: memory, CPUs, environment.
@@ -135,7 +134,8 @@ pub(crate) fn restore_blocking(
     // Held until the fork's row names the image (see `image::lock`).
     let _store = crate::image::StoreLock::shared(home)?;
     let image = pinned_image(home, snap)?;
-    let dir = claim_dir(home, name)?;
+    let claim = sandbox_store::claim(home, name)?;
+    let dir = claim.dir.clone();
     let mut env = vm.env.clone();
     env.extend(overrides.env.clone());
     let fork = Fork {
@@ -152,8 +152,9 @@ pub(crate) fn restore_blocking(
     };
     let forked = fork.run(home, &dir, control);
     if forked.is_err() {
-        let _ = fs::remove_dir_all(&dir);
+        let _ = crate::publish::remove_dir_atomically(&dir);
     }
+    drop(claim);
     forked
 }
 
@@ -201,8 +202,9 @@ pub(super) struct Fork<'a> {
 }
 
 impl Fork<'_> {
-    /// Start the fork in the claimed directory `dir` and register it; on
-    /// failure its VM is gone (the caller removes `dir`).
+    /// Start the fork in the claimed directory `dir` (the caller holds its
+    /// lock) and register it; on failure its VM is gone (the caller
+    /// removes `dir`).
     pub(super) fn run(
         self,
         home: &MsbHome,
@@ -221,7 +223,6 @@ impl Fork<'_> {
             ram_mode,
             network,
         } = self;
-        let _lock = DirLock::acquire(dir)?;
         let upper = dir.join(UPPER_FILE);
         let from = snap.upper_path();
         crate::sparse::copy_sparse(&from, &upper).map_err(|e| MicrosandboxError::io(&from, e))?;

@@ -394,7 +394,9 @@ pub(crate) fn remove(home: &MsbHome, key: &str, force: bool) -> MicrosandboxResu
             children: children as u64,
         });
     }
-    crate::publish::remove_dir_atomically(&path)?;
+    // The row goes first: a remove killed before its files are gone leaves
+    // a whole artifact the index does not list (the next reindex lists it
+    // again: the remove did not happen), never a row without its files.
     conn.execute(
         "DELETE FROM snapshots WHERE path = ?1",
         params![path.to_string_lossy()],
@@ -403,7 +405,9 @@ pub(crate) fn remove(home: &MsbHome, key: &str, force: bool) -> MicrosandboxResu
     if let Some(parent) = parent {
         recount_children(home, &conn, Some(&parent))?;
     }
-    Ok(())
+    // Trash a killed remove left beside it goes too.
+    crate::publish::remove_abandoned_staging(crate::publish::parent_of(&path));
+    crate::publish::remove_dir_atomically(&path)
 }
 
 /// Artifacts for tests, written as `create` would.

@@ -100,8 +100,14 @@ impl Drop for TestHome {
     fn drop(&mut self) {
         let leftovers = self.vm_pids();
         for pid in &leftovers {
+            let run_dir = vm_run_dir(*pid);
             // SAFETY: kill sends a signal; these are VMs this test started.
             unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            // The VM's sockets and pid file live outside the home
+            // (`/tmp/msb-<uid>/<vm name>`): they go with it.
+            if let Some(run_dir) = run_dir {
+                let _ = std::fs::remove_dir_all(run_dir);
+            }
         }
         if !leftovers.is_empty() && !std::thread::panicking() {
             panic!("QEMU processes outlived the test: {leftovers:?}");
@@ -130,6 +136,26 @@ pub async fn sandbox_names() -> Vec<String> {
         .iter()
         .map(|s| s.name().to_string())
         .collect()
+}
+
+/// The run directory of the QEMU process `pid`: its `-name` is the VM name
+/// (`msb-…`) and its `-pidfile` lies in that directory.
+fn vm_run_dir(pid: u32) -> Option<PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let pidfile = args
+        .windows(2)
+        .find(|pair| pair[0] == b"-pidfile")
+        .map(|pair| PathBuf::from(String::from_utf8_lossy(pair[1]).into_owned()))?;
+    let run_dir = pidfile.parent()?.to_path_buf();
+    // Only a directory named after the VM: never anything else.
+    let named = args.windows(2).any(|pair| {
+        pair[0] == b"-name"
+            && run_dir
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes() == pair[1])
+    });
+    named.then_some(run_dir)
 }
 
 /// Live, non-zombie processes whose command line contains `needle`.

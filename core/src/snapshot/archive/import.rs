@@ -95,6 +95,8 @@ pub(crate) fn land_stream(
     let dest_root = dest.map_or_else(|| home.snapshots_dir(), Path::to_path_buf);
     let mut created = CreatedDirs::default();
     created.create(&dest_root)?;
+    // What a killed import or create left here goes first.
+    publish::remove_abandoned_staging(&dest_root);
     let staging = publish::staging_dir(&dest_root, "import")?;
     let mut unpacker = Unpacker {
         home,
