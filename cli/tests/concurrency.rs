@@ -358,14 +358,23 @@ fn image_rm_racing_sandbox_creates_never_strands_a_sandbox() {
     let h = home.path();
     let rounds = env_number("MSB_CONC_ROUNDS", 1);
     // The first delay lands the remove in the middle of the boots, where
-    // it found no user before the fix; the others vary the order.
-    let delays_ms = [1000, 0, 400, 2000, 150];
+    // it found no user before the fix; the others vary the order, and a
+    // negative one starts the remove that long before the creates, so it
+    // wins and the creates must fail cleanly.
+    let delays_ms: [i64; 6] = [1000, 0, 400, -20, 2000, 150];
     for round in 0..rounds as usize {
         let reference = format!("local/race:{round}");
         // The only reference to its manifest, so removing it removes the
         // image (a second reference would keep it).
         ok(h, &["image", "busybox", "--tag", &reference]);
         let names: Vec<String> = (0..CREATES).map(|i| format!("r{round}-{i}")).collect();
+        let delay_ms = delays_ms[round % delays_ms.len()];
+        let rm_args = ["image", "rm", reference.as_str()];
+        let early_rm = (delay_ms < 0).then(|| {
+            let child = spawn(h, &rm_args);
+            thread::sleep(Duration::from_millis(delay_ms.unsigned_abs()));
+            child
+        });
         let creates: Vec<(Vec<&str>, Child)> = names
             .iter()
             .map(|name| {
@@ -374,9 +383,11 @@ fn image_rm_racing_sandbox_creates_never_strands_a_sandbox() {
                 (args, child)
             })
             .collect();
-        thread::sleep(Duration::from_millis(delays_ms[round % delays_ms.len()]));
-        let rm_args = ["image", "rm", reference.as_str()];
-        let removed = outcome(&rm_args, spawn(h, &rm_args).wait_with_output().unwrap());
+        let rm = early_rm.unwrap_or_else(|| {
+            thread::sleep(Duration::from_millis(delay_ms.unsigned_abs()));
+            spawn(h, &rm_args)
+        });
+        let removed = outcome(&rm_args, rm.wait_with_output().unwrap());
         let created: Vec<bool> = creates
             .into_iter()
             .map(

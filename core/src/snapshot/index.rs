@@ -216,11 +216,24 @@ pub(crate) fn record_best_effort(home: &MsbHome, snap: &Snapshot) {
     }
 }
 
+/// A transaction that takes the write lock at its start, through the busy
+/// timeout. A deferred one starts as a reader and, when another process
+/// wrote meanwhile, fails its first write with "database is locked" at once
+/// (SQLite cannot wait there without risking a deadlock): 16 processes
+/// reindexing and creating at once met exactly that.
+fn write_transaction<'c>(
+    home: &MsbHome,
+    conn: &'c mut rusqlite::Connection,
+) -> MicrosandboxResult<rusqlite::Transaction<'c>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql_error(home))
+}
+
 /// Index every artifact of `snaps` in one transaction (an import), and
 /// recount the children of their parents.
 pub(crate) fn record_all(home: &MsbHome, snaps: &[Snapshot]) -> MicrosandboxResult<()> {
     let mut conn = db::open(home)?;
-    let tx = conn.transaction().map_err(sql_error(home))?;
+    let tx = write_transaction(home, &mut conn)?;
     let mut keys = RowKeys::new(home);
     for snap in snaps {
         upsert(home, &tx, snap, &keys.key(snap.path()))?;
@@ -337,7 +350,7 @@ pub(crate) fn reindex(home: &MsbHome, dir: &Path, control: &Control) -> Microsan
     let found = super::list_dir_blocking(dir)?;
     control.check()?;
     let mut conn = db::open(home)?;
-    let tx = conn.transaction().map_err(sql_error(home))?;
+    let tx = write_transaction(home, &mut conn)?;
     let mut keys = RowKeys::new(home);
     for snap in &found {
         upsert(home, &tx, snap, &keys.key(snap.path()))?;
