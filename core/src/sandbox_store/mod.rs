@@ -118,16 +118,24 @@ pub(crate) fn reap_abandoned(home: &MsbHome) -> MicrosandboxResult<()> {
         return Ok(());
     };
     publish::remove_abandoned_staging(&root);
-    let names = registry::names(home)?;
+    let recorded = registry::recorded_states(home)?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || names.contains(&name) {
+        let has_row = recorded
+            .binary_search_by(|(n, _)| n.as_str().cmp(&name))
+            .is_ok();
+        if name.starts_with('.') || has_row {
             continue;
         }
         reap_if_abandoned(home, &name, &entry.path())?;
     }
-    for name in names {
-        reap_stray_vm(home, &name)?;
+    // A row that records a VM is reconciled with it by the read that lists
+    // it; only a row recorded without one can hide a VM nobody owns, so the
+    // others cost no lock and no second read here.
+    for (name, state) in recorded {
+        if !state.has_vm() {
+            reap_stray_vm(home, &name)?;
+        }
     }
     Ok(())
 }

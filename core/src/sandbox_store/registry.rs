@@ -190,6 +190,20 @@ pub(crate) fn get(home: &MsbHome, name: &str) -> MicrosandboxResult<SandboxRecor
     Ok(record)
 }
 
+/// Every sandbox name with the state its row records (not reconciled with
+/// the VM's liveness, unlike [`get`]), sorted by name.
+pub(crate) fn recorded_states(home: &MsbHome) -> MicrosandboxResult<Vec<(String, SandboxState)>> {
+    let conn = db::open(home)?;
+    let mut stmt = conn
+        .prepare("SELECT name, state FROM sandboxes ORDER BY name")
+        .map_err(|e| db::db_error(&db::db_path(home), e))?;
+    stmt.query_map([], |r| {
+        Ok((r.get(0)?, SandboxState::parse(&r.get::<_, String>(1)?)))
+    })
+    .and_then(|rows| rows.collect())
+    .map_err(|e| db::db_error(&db::db_path(home), e))
+}
+
 /// Every sandbox name, sorted.
 pub(crate) fn names(home: &MsbHome) -> MicrosandboxResult<Vec<String>> {
     let conn = db::open(home)?;
